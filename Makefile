@@ -1,0 +1,37 @@
+# Everything runs from the checkout's own .venv; `make install` is idempotent.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export PYSPARK_PYTHON := $(abspath $(BIN)/python)
+export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
+
+.PHONY: install test bench package demo cost infra check-java clean
+
+install: $(STAMP) check-java
+
+$(STAMP): pyproject.toml requirements.lock
+	@command -v $(PYTHON) >/dev/null || { echo "make install: $(PYTHON) not found; install Python 3.11 (EMR 7 runs 3.11) or run 'make PYTHON=/path/to/python3.11 install'" >&2; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip uv
+	$(BIN)/uv pip install --python $(BIN)/python --quiet -r requirements.lock
+	$(BIN)/uv pip install --python $(BIN)/python --quiet --no-deps -e .
+	touch $(STAMP)
+
+# Spark needs a Java 17 runtime; say how to get one instead of failing inside spark-submit.
+check-java:
+	@command -v java >/dev/null || { echo "make: Java 17 is needed by Spark and 'java' is not on PATH." >&2; \
+	  echo "  Debian/Ubuntu: sudo apt-get install openjdk-17-jre-headless    macOS: brew install openjdk@17" >&2; exit 1; }
+
+test: install
+	$(BIN)/python -m pytest
+
+bench: install
+	$(BIN)/python bench/bench_features.py $(BENCH_ARGS)
+
+package: install
+	$(BIN)/python -m fruits_pipeline.code_package dist/code
+
+clean:
+	rm -rf dist build .pytest_cache spark-warehouse

@@ -1,0 +1,99 @@
+"""The lake layout (DESIGN.md, "The lake"): the one place that knows where things live.
+
+Every URI is built from one base, ``s3://bucket`` or ``file:///path``, so the same code
+serves EMR and a laptop.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from urllib.parse import urlparse
+
+_UNSAFE_KEY_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def run_key_for(run_type: str, run_id: str, data_interval_end: datetime | None) -> str:
+    """A filesystem- and S3-safe key for one run.
+
+    Scheduled runs are keyed by their data interval end, so a rerun of the same day
+    overwrites its own outputs; manual runs by their run id.
+    """
+    if run_type == "scheduled" and data_interval_end is not None:
+        return data_interval_end.strftime("%Y-%m-%dT%H%M%SZ")
+    return _UNSAFE_KEY_CHARS.sub("-", run_id).strip("-.")
+
+
+@dataclass(frozen=True)
+class Lake:
+    base_uri: str
+
+    def __post_init__(self):
+        parsed = urlparse(self.base_uri)
+        if parsed.scheme not in ("s3", "file") or (parsed.scheme == "s3" and not parsed.netloc):
+            raise ValueError(
+                f"FRUITS_LAKE_URI={self.base_uri!r} is not a lake URI: use s3://bucket[/prefix] or file:///absolute/path"
+            )
+        object.__setattr__(self, "base_uri", self.base_uri.rstrip("/"))
+
+    @property
+    def scheme(self) -> str:
+        return urlparse(self.base_uri).scheme
+
+    @property
+    def bucket(self) -> str | None:
+        """The S3 bucket, or None for a local lake."""
+        return urlparse(self.base_uri).netloc if self.scheme == "s3" else None
+
+    @property
+    def local_root(self) -> str | None:
+        """The folder of a ``file://`` lake, or None for S3."""
+        return urlparse(self.base_uri).path if self.scheme == "file" else None
+
+    def uri(self, *parts: str) -> str:
+        return "/".join([self.base_uri, *(p.strip("/") for p in parts)])
+
+    # Inputs
+    def raw(self) -> str:
+        return self.uri("raw")
+
+    # Per-run outputs
+    def manifest_valid(self, run_key: str) -> str:
+        return self.uri("manifests", run_key, "valid")
+
+    def manifest_rejected(self, run_key: str) -> str:
+        return self.uri("manifests", run_key, "rejected")
+
+    def features_root(self) -> str:
+        return self.uri("features")
+
+    def features(self, run_key: str) -> str:
+        return self.uri("features", f"batch={run_key}")
+
+    def feature_rejects(self, run_key: str) -> str:
+        return self.uri("features", f"batch={run_key}", "_rejects")
+
+    def pca(self, run_key: str) -> str:
+        return self.uri("pca", run_key)
+
+    def pca_report(self, run_key: str) -> str:
+        return self.uri("pca", run_key, "_pca_report.json")
+
+    def pca_model(self, run_key: str) -> str:
+        return self.uri("pca", run_key, "_model")
+
+    def report(self, run_key: str) -> str:
+        return self.uri("reports", f"{run_key}.json")
+
+    def report_picture(self, run_key: str) -> str:
+        return self.uri("reports", f"{run_key}.png")
+
+    # Shared, staged once
+    def model(self, name: str) -> str:
+        return self.uri("models", name)
+
+    def code(self, version: str) -> str:
+        return self.uri("code", version)
+
+    def emr_logs(self) -> str:
+        return self.uri("logs", "emr") + "/"

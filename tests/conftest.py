@@ -1,0 +1,86 @@
+"""Fixtures shared by every test folder: the real data on hand, or small stand-ins.
+
+`.ci/run` sets FRUITS_SAMPLE_DIR (real Fruits-360 images) and FRUITS_WEIGHTS (real
+MobileNetV2 ImageNet weights). Without them, tests generate small images and random
+weights; tests that judge feature quality then skip and say why.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+# Spark's Python workers must run this interpreter (the one with pandas, pyarrow, TF).
+os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+NO_SAMPLE = "FRUITS_SAMPLE_DIR is not set: real Fruits-360 images are needed to judge feature quality"
+NO_WEIGHTS = "FRUITS_WEIGHTS is not set: real ImageNet weights are needed to judge feature quality"
+
+
+@pytest.fixture(scope="session")
+def sample_dir() -> Path | None:
+    """The real Fruits-360 sample (Training/<label>/*.jpg, Test/<label>/*.jpg), or None."""
+    value = os.environ.get("FRUITS_SAMPLE_DIR")
+    return Path(value) if value and Path(value).is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def real_weights() -> Path | None:
+    value = os.environ.get("FRUITS_WEIGHTS")
+    return Path(value) if value and Path(value).is_file() else None
+
+
+@pytest.fixture(scope="session")
+def weights_file(real_weights, tmp_path_factory) -> Path:
+    """Real weights when on hand, else random MobileNetV2 weights saved in Keras' format."""
+    if real_weights is not None:
+        return real_weights
+    import keras
+
+    model = keras.applications.MobileNetV2(
+        weights=None, include_top=False, input_shape=(224, 224, 3), pooling="avg"
+    )
+    path = tmp_path_factory.mktemp("weights") / "random_mobilenet_v2.weights.h5"
+    model.save_weights(path)
+    return path
+
+
+def write_generated_images(root: Path, per_label: int = 6, labels=("apple red", "banana", "kiwi")) -> list[Path]:
+    """Small, distinct RGB JPEGs under root/<label>/ (labels with spaces on purpose)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(7)
+    paths = []
+    for li, label in enumerate(labels):
+        folder = root / label
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_label):
+            base = np.zeros((100, 100, 3), dtype=np.uint8)
+            base[..., li % 3] = 180
+            noise = rng.integers(0, 60, size=(100, 100, 3), dtype=np.uint8)
+            path = folder / f"img_{i:03d}.jpg"
+            Image.fromarray(base + noise).save(path, quality=90)
+            paths.append(path)
+    return paths
+
+
+@pytest.fixture(scope="session")
+def images_dir(sample_dir, tmp_path_factory) -> Path:
+    """A small folder of <label>/<file> images: a slice of the real sample, or generated ones."""
+    root = tmp_path_factory.mktemp("images")
+    if sample_dir is not None:
+        import shutil
+
+        for label_dir in sorted((sample_dir / "Test").iterdir())[:4]:
+            target = root / label_dir.name
+            target.mkdir()
+            for src in sorted(label_dir.glob("*.jpg"))[:8]:
+                shutil.copy(src, target / src.name)
+    else:
+        write_generated_images(root)
+    return root
