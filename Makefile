@@ -33,5 +33,16 @@ bench: install
 package: install
 	$(BIN)/python -m fruits_pipeline.code_package dist/code
 
+# The whole DAG once on local Spark: `make demo IMAGES=/path/to/<label>/<image>.jpg-folders [LAKE=dir]`.
+LAKE ?= .lake
+IMAGES ?= $(FRUITS_SAMPLE_DIR)
+demo: install
+	$(BIN)/python -m fruits_pipeline.demo --lake "$(LAKE)" $(if $(IMAGES),--images "$(IMAGES)")
+
+# Projected EMR time and cost from `make bench`'s throughput and the eu-west-3 price table.
+cost: install
+	@test -f bench/results/latest.json || { echo "make cost: bench/results/latest.json not found: run 'make bench' first (it measures the feature job's throughput)" >&2; exit 1; }
+	@$(BIN)/python -m fruits_pipeline.cost_projection $(COST_ARGS)
+
 clean:
 	rm -rf dist build .pytest_cache spark-warehouse
