@@ -1,0 +1,111 @@
+"""Centered PCA of the image features: ``--features`` (all batches) -> ``--output``.
+
+    spark-submit spark_jobs/reduce_pca.py --features URI --output URI (--k N | --variance F)
+
+Output: Parquet path, label, pca_features array<float>[k]; ``_pca_report.json``;
+``_model/`` (centering + PCA, one Spark PipelineModel); ``_job_result.json``. The last
+stderr line on success is ``FRUITS_RESULT {...}`` (DESIGN.md, "Cross-team contracts").
+Runs from the checkout (the shared library is found next to this file) and from an S3
+copy with ``--py-files fruits_spark.zip``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+try:
+    import fruits_spark  # noqa: F401  from --py-files fruits_spark.zip or an installed checkout
+except ImportError:
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from fruits_spark.common import build_session, get_logger  # noqa: E402
+from fruits_spark.io import write_text  # noqa: E402
+from fruits_spark.pca import PcaInputError, fit_pca, read_features  # noqa: E402
+
+JOB = "reduce_pca"
+REPORT_NAME = "_pca_report.json"
+MODEL_NAME = "_model"
+RESULT_NAME = "_job_result.json"
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a fraction in (0, 1]")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a whole number >= 1")
+    return value
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="reduce_pca.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--features", required=True, help="feature Parquet: a folder of batch=*/ partitions or one batch")
+    parser.add_argument("--output", required=True, help="output folder (replaced on rerun)")
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--k", type=_positive, help="number of components (capped at min(rows, dims))")
+    target.add_argument("--variance", type=_fraction, help="keep the smallest k reaching this fraction of the total variance")
+    return parser.parse_args(argv)
+
+
+def output_uri(base: str, name: str) -> str:
+    return base.rstrip("/") + "/" + name
+
+
+def run(spark, features: str, output: str, k: int | None = None, variance: float | None = None, logger=None) -> dict:
+    """Fit, write Parquet + model + report + job result under ``output``; return the job result."""
+    logger = logger or get_logger(JOB)
+    started = time.monotonic()
+    result = fit_pca(read_features(spark, features), features, k=k, variance=variance, logger=logger)
+    try:
+        report = result.report
+        if report.get("capped"):
+            logger.warning("--k %s is more than min(rows, dims) = %d: using k=%d", report["k_requested"],
+                           report["max_k"], report["k"])
+        # The Parquet write replaces the whole output folder, so it goes first.
+        result.reduced.write.mode("overwrite").parquet(output)
+        result.model.write().overwrite().save(output_uri(output, MODEL_NAME))
+        report = {**report, "features_uri": features, "output_uri": output}
+        write_text(spark, output_uri(output, REPORT_NAME), json.dumps(report, indent=2) + "\n")
+    finally:
+        result.release()
+    job_result = {
+        "job": JOB,
+        "n_images": report["n_images"],
+        "k": report["k"],
+        "variance_kept": report["cumulative"],
+        "seconds": round(time.monotonic() - started, 1),
+    }
+    write_text(spark, output_uri(output, RESULT_NAME), json.dumps(job_result) + "\n")
+    logger.info("reduced %d images from %d to %d dims keeping %.4f of the variance -> %s",
+                report["n_images"], report["input_dim"], report["k"], report["cumulative"], output)
+    return job_result
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    logger = get_logger(JOB)
+    spark = build_session(JOB)
+    # Spark's INFO chatter (and its shutdown hooks) would otherwise bury the FRUITS_RESULT line.
+    spark.sparkContext.setLogLevel("WARN")
+    try:
+        job_result = run(spark, args.features, args.output, k=args.k, variance=args.variance, logger=logger)
+    except PcaInputError as error:
+        logger.error("reduce_pca failed: %s", error)
+        print(f"reduce_pca: error: {error}", file=sys.stderr, flush=True)
+        return 2
+    finally:
+        spark.stop()
+    print("FRUITS_RESULT " + json.dumps(job_result), file=sys.stderr, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,226 @@
+"""reduce_pca: centered PCA equal to scikit-learn's, k choice, inputs, errors, outputs, CLI."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.decomposition import PCA as SklearnPCA
+
+from fruits_spark.pca import PcaInputError, choose_k, fit_pca, read_features
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+ENTRY_SCRIPT = REPO_ROOT / "spark_jobs" / "reduce_pca.py"
+FEATURE_SCHEMA = "path string, label string, features array<float>"
+
+pytestmark = pytest.mark.spark
+
+
+def _load_entry_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("reduce_pca_entry", ENTRY_SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+reduce_pca = _load_entry_module()
+
+
+def feature_matrix(n_rows: int, dim: int, seed: int = 0) -> np.ndarray:
+    """Rows with a clear spectrum (distinct variances per direction) and a non-zero mean,
+    so an uncentered PCA or a mixed-up component would be caught."""
+    rng = np.random.default_rng(seed)
+    basis, _ = np.linalg.qr(rng.normal(size=(dim, dim)))
+    scales = np.geomspace(10.0, 0.01, dim)
+    return (rng.normal(size=(n_rows, dim)) * scales @ basis.T + 3.0).astype(np.float32)
+
+
+def path_of(i: int) -> str:
+    return f"file:///lake/raw/apple red/{i:04d}.jpg"
+
+
+def feature_frame(spark, matrix: np.ndarray, label: str = "apple red", first: int = 0):
+    rows = [(path_of(first + i), label, [float(x) for x in row]) for i, row in enumerate(matrix)]
+    return spark.createDataFrame(rows, FEATURE_SCHEMA)
+
+
+def projected_by_path(frame) -> tuple[list[str], np.ndarray]:
+    rows = sorted(frame.collect(), key=lambda row: row["path"])
+    return [row["path"] for row in rows], np.array([row["pca_features"] for row in rows], dtype=np.float64)
+
+
+def test_projection_and_ratios_equal_scikit_learn(spark):
+    matrix = feature_matrix(60, 1280)
+    result = fit_pca(feature_frame(spark, matrix), "memory://equality", k=8)
+    try:
+        paths, spark_projection = projected_by_path(result.reduced)
+    finally:
+        result.release()
+    sklearn = SklearnPCA(n_components=8, svd_solver="full").fit(matrix.astype(np.float64))
+    sklearn_projection = sklearn.transform(matrix.astype(np.float64))[[int(Path(p).stem) for p in paths]]
+
+    np.testing.assert_allclose(result.report["explained_variance_ratio"], sklearn.explained_variance_ratio_, atol=1e-6)
+    assert result.report["cumulative"] == pytest.approx(sklearn.explained_variance_ratio_.sum(), abs=1e-6)
+    assert result.report["input_dim"] == 1280 and result.report["n_images"] == 60
+    for component in range(8):
+        a, b = spark_projection[:, component], sklearn_projection[:, component]
+        cosine = abs(a @ b) / (np.linalg.norm(a) * np.linalg.norm(b))
+        assert cosine >= 0.9999, f"component {component}: |cosine| {cosine}"
+
+
+def test_variance_picks_smallest_k_reaching_fraction_of_total(spark):
+    matrix = feature_matrix(50, 40, seed=1)
+    all_ratios = SklearnPCA(svd_solver="full").fit(matrix.astype(np.float64)).explained_variance_ratio_
+    cumulative = np.cumsum(all_ratios)
+    target = 0.95
+    expected_k = int(np.argmax(cumulative >= target)) + 1
+    assert 1 < expected_k < 40  # the matrix makes the choice non-trivial
+
+    result = fit_pca(feature_frame(spark, matrix), "memory://variance", variance=target)
+    result.release()
+
+    assert result.report["k"] == expected_k
+    assert result.report["variance_target"] == target
+    assert result.report["cumulative"] >= target
+    assert result.report["cumulative"] - result.report["explained_variance_ratio"][-1] < target
+    np.testing.assert_allclose(result.report["explained_variance_ratio"], all_ratios[:expected_k], atol=1e-6)
+
+
+def test_choose_k_by_variance_uses_ratios_of_all_components():
+    assert choose_k(100, 4, variance=0.5, ratios=[0.4, 0.3, 0.2, 0.1]).k == 2
+    assert choose_k(100, 4, variance=0.7, ratios=[0.4, 0.3, 0.2, 0.1]).k == 2
+    # Rounding may leave the sum of all ratios a hair below 1.0; 1.0 still means "all".
+    assert choose_k(100, 4, variance=1.0, ratios=[0.4, 0.3, 0.2, 0.1 - 1e-12]).k == 4
+    with pytest.raises(PcaInputError, match="--variance 1.5"):
+        choose_k(100, 4, variance=1.5, ratios=[1.0])
+
+
+def test_k_larger_than_rows_is_capped_and_reported(spark, tmp_path):
+    features = tmp_path / "features" / "batch=r1"
+    feature_frame(spark, feature_matrix(5, 12, seed=2)).write.parquet(str(features))
+
+    job_result = reduce_pca.run(spark, str(tmp_path / "features"), str(tmp_path / "pca"), k=20)
+
+    report = json.loads((tmp_path / "pca" / "_pca_report.json").read_text())
+    assert report["k"] == 5 and report["k_requested"] == 20 and report["capped"] is True
+    assert report["max_k"] == 5
+    assert len(report["explained_variance_ratio"]) == 5
+    assert job_result["k"] == 5
+    reduced = spark.read.parquet(str(tmp_path / "pca"))
+    assert {len(row["pca_features"]) for row in reduced.collect()} == {5}
+
+
+def test_all_batches_are_one_table_and_outputs_follow_the_contract(spark, tmp_path):
+    features_root = tmp_path / "features"
+    matrix = feature_matrix(30, 16, seed=3)
+    feature_frame(spark, matrix[:18]).write.parquet(str(features_root / "batch=2026-11-20T000000Z"))
+    feature_frame(spark, matrix[18:], label="banana", first=18).write.parquet(
+        str(features_root / "batch=manual__2026-11-21")
+    )
+    # What the feature job leaves beside its Parquet must not be read as features.
+    spark.createDataFrame([("file:///lake/raw/x.jpg", "not_an_image", "bad")], "path string, reason string, detail string") \
+        .write.parquet(str(features_root / "batch=manual__2026-11-21" / "_rejects"))
+    (features_root / "batch=manual__2026-11-21" / "_job_result.json").write_text('{"job": "extract_features"}\n')
+    output = tmp_path / "pca" / "run 1"
+
+    first = reduce_pca.run(spark, f"file://{features_root}", f"file://{output}", k=3)
+    second = reduce_pca.run(spark, f"file://{features_root}", f"file://{output}", k=3)  # rerun replaces
+
+    reduced = spark.read.parquet(str(output))
+    assert reduced.schema.simpleString() == "struct<path:string,label:string,pca_features:array<float>>"
+    rows = reduced.collect()
+    assert len(rows) == 30, "a rerun must replace the output, not add to it"
+    assert sorted(row["path"] for row in rows) == sorted(path_of(i) for i in range(30))
+    assert {row["label"] for row in rows} == {"apple red", "banana"}
+
+    report = json.loads((output / "_pca_report.json").read_text())
+    assert report["n_images"] == 30 and report["input_dim"] == 16 and report["k"] == 3
+    assert report["capped"] is False and report["k_requested"] == 3
+    assert report["cumulative"] == pytest.approx(sum(report["explained_variance_ratio"]))
+    assert json.loads((output / "_job_result.json").read_text()) == second
+    assert {key: first[key] for key in ("job", "n_images", "k", "variance_kept")} == {
+        "job": "reduce_pca", "n_images": 30, "k": 3, "variance_kept": report["cumulative"]
+    }
+
+    # The saved model is centering + PCA in one pipeline and reproduces the output.
+    from pyspark.ml import PipelineModel
+
+    from fruits_spark.pca import project, to_vectors
+
+    model = PipelineModel.load(str(output / "_model"))
+    assert [type(stage).__name__ for stage in model.stages] == ["StandardScalerModel", "PCAModel"]
+    again = project(model, to_vectors(read_features(spark, str(features_root))))
+    _, saved = projected_by_path(reduced)
+    _, recomputed = projected_by_path(again)
+    np.testing.assert_allclose(saved, recomputed, rtol=1e-5, atol=1e-5)
+
+
+def test_no_rows_names_the_features_uri(spark, tmp_path):
+    empty = tmp_path / "features"
+    spark.createDataFrame([], FEATURE_SCHEMA).write.parquet(str(empty / "batch=r1"))
+    with pytest.raises(PcaInputError, match=f"--features {empty}: no rows"):
+        fit_pca(read_features(spark, str(empty)), str(empty), k=2)
+    missing = tmp_path / "nothing here"
+    with pytest.raises(PcaInputError, match="no such folder"):
+        read_features(spark, str(missing))
+
+
+def test_nan_row_is_named(spark):
+    matrix = feature_matrix(6, 8, seed=4)
+    matrix[4, 3] = np.nan
+    with pytest.raises(PcaInputError, match=r"row path=file:///lake/raw/apple red/0004\.jpg has NaN"):
+        fit_pca(feature_frame(spark, matrix), "memory://nan", k=2)
+
+
+def test_wrong_length_row_is_named(spark):
+    rows = [(path_of(i), "kiwi", [float(i), 1.0, 2.0, 3.0]) for i in range(5)]
+    rows.append(("file:///lake/raw/kiwi/short.jpg", "kiwi", [1.0, 2.0]))
+    frame = spark.createDataFrame(rows, FEATURE_SCHEMA)
+    with pytest.raises(PcaInputError, match=r"row path=file:///lake/raw/kiwi/short\.jpg has a feature vector of length 2, expected 4"):
+        fit_pca(frame, "memory://ragged", k=2)
+
+
+def test_entry_script_runs_under_spark_submit(tmp_path):
+    """The real CLI, once: spark-submit from the checkout, tiny input written without Spark."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    matrix = feature_matrix(12, 10, seed=5)
+    batch = tmp_path / "lake" / "features" / "batch=r1"
+    batch.mkdir(parents=True)
+    table = pa.table(
+        {
+            "path": [path_of(i) for i in range(12)],
+            "label": ["apple red"] * 12,
+            "features": pa.array([row.tolist() for row in matrix], type=pa.list_(pa.float32())),
+        }
+    )
+    pq.write_table(table, batch / "part-0.parquet")
+    output = tmp_path / "lake" / "pca" / "r1"
+    spark_submit = Path(sys.executable).parent / "spark-submit"
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+    env.pop("PYSPARK_SUBMIT_ARGS", None)
+
+    completed = subprocess.run(
+        [str(spark_submit), "--master", "local[1]", "--conf", "spark.ui.enabled=false", str(ENTRY_SCRIPT),
+         "--features", f"file://{tmp_path}/lake/features", "--output", f"file://{output}", "--variance", "0.9"],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
+    )
+
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    # spark-submit's PythonRunner merges the driver's stderr into its own stdout.
+    last_line = [line for line in completed.stdout.splitlines() if line.strip()][-1]
+    assert last_line.startswith("FRUITS_RESULT "), completed.stdout[-3000:]
+    result = json.loads(last_line.removeprefix("FRUITS_RESULT "))
+    assert result["job"] == "reduce_pca" and result["n_images"] == 12 and result["variance_kept"] >= 0.9
+    assert json.loads((output / "_job_result.json").read_text()) == result
+    reduced = pq.read_table(output)
+    pca_type = reduced.schema.field("pca_features").type
+    assert pa.types.is_list(pca_type) and pca_type.value_type == pa.float32()
+    assert reduced.num_rows == 12
