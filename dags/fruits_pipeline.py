@@ -1,0 +1,104 @@
+"""fruits_pipeline: validate new uploads -> transient EMR cluster (2 Spark steps) -> teardown -> report.
+
+Only wiring lives here; every decision is a function in plugins/fruits_pipeline (see DESIGN.md).
+Settings are read when the file is parsed: a FRUITS_REGION outside the EU or a missing
+FRUITS_LAKE_URI shows as an import error of this DAG in the UI, before any AWS call.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from airflow.providers.amazon.aws.operators.emr import (
+    EmrAddStepsOperator,
+    EmrCreateJobFlowOperator,
+    EmrTerminateJobFlowOperator,
+)
+from airflow.sdk import DAG, Asset, Param, TriggerRule, chain, task
+
+from fruits_pipeline import tasks
+from fruits_pipeline.emr import FruitsStepSensor
+from fruits_pipeline.params import param_specs
+from fruits_pipeline.settings import Settings
+
+SETTINGS = Settings.from_env()
+CONFIG = {
+    "aws_conn_id": SETTINGS.aws_conn_id,
+    "region_name": SETTINGS.region,
+}
+POLL_SECONDS = tasks.poll_seconds()
+MAX_POLLS = tasks.sensor_timeouts(POLL_SECONDS)
+FEATURES = Asset(name="fruits_features", uri=SETTINGS.lake.features_root())
+PCA = Asset(name="fruits_pca", uri=SETTINGS.lake.uri("pca"))
+
+with DAG(
+    dag_id="fruits_pipeline",
+    description="New fruit uploads -> MobileNetV2 features + PCA on a transient EMR cluster in the EU",
+    schedule="@daily",
+    start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
+    catchup=False,
+    max_active_runs=1,
+    tags=["fruits", "emr", SETTINGS.region],
+    params={name: Param(**spec) for name, spec in
+            param_specs(SETTINGS.core_instance_type, SETTINGS.core_instance_count).items()},
+) as dag:
+
+    @task
+    def validate(params=None, **context):
+        return tasks.validate(Settings.from_env(), params, tasks.run_key_from_context(context))
+
+    @task.branch
+    def choose_route(validation: dict):
+        return tasks.next_task(validation["route"], SETTINGS.compute)
+
+    @task(trigger_rule=TriggerRule.ALL_DONE, outlets=[FEATURES, PCA])
+    def report(params=None, **context):
+        ti = context["ti"]
+        return tasks.write_run_report(
+            Settings.from_env(), params, tasks.run_key_from_context(context),
+            validation=ti.xcom_pull(task_ids="validate"),
+            cluster_id=ti.xcom_pull(task_ids="create_cluster"),
+            step_ids=ti.xcom_pull(task_ids="add_steps"),
+            local_steps=ti.xcom_pull(task_ids="run_local_steps"),
+        )
+
+    validation = validate()
+    route = choose_route(validation)
+    run_report = report()
+
+    if SETTINGS.compute == "local":
+
+        @task
+        def run_local_steps(params=None, **context):
+            return tasks.run_local(Settings.from_env(), params, tasks.run_key_from_context(context))
+
+        chain(route, run_local_steps(), run_report)
+    else:
+
+        @task(multiple_outputs=True)
+        def stage_and_plan(params=None, **context):
+            return tasks.stage_and_plan(Settings.from_env(), params, tasks.run_key_from_context(context))
+
+        plan = stage_and_plan()
+        create_cluster = EmrCreateJobFlowOperator(
+            task_id="create_cluster", emr_conn_id=None, job_flow_overrides=plan["job_flow"], **CONFIG
+        )
+        add_steps = EmrAddStepsOperator(
+            task_id="add_steps", job_flow_id=create_cluster.output, steps=plan["steps"],
+            retries=0,  # a retry would add the steps a second time
+            **CONFIG,
+        )
+        watch_steps = [
+            FruitsStepSensor(
+                task_id=f"watch_{name}", job_flow_id=create_cluster.output,
+                step_id=f"{{{{ ti.xcom_pull(task_ids='add_steps')[{index}] }}}}",
+                deferrable=True, poke_interval=POLL_SECONDS, max_attempts=MAX_POLLS[name], **CONFIG,
+            )
+            for index, name in enumerate(("extract_features", "reduce_pca"))
+        ]
+        terminate_cluster = EmrTerminateJobFlowOperator(
+            task_id="terminate_cluster", job_flow_id=create_cluster.output, **CONFIG
+        ).as_teardown(setups=create_cluster)
+
+        chain(route, plan, create_cluster, add_steps, *watch_steps, terminate_cluster, run_report)
+
+    route >> run_report  # nothing to do / dry run: straight to the report

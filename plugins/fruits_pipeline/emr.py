@@ -1,0 +1,48 @@
+"""EMR pieces the provider does not give: a step sensor whose failure names the reason and the logs."""
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.providers.amazon.aws.sensors.emr import EmrStepSensor
+
+
+def step_log_location(log_uri: str | None, cluster_id: str, step_id: str) -> str | None:
+    if not log_uri:
+        return None
+    return f"{log_uri.rstrip('/')}/{cluster_id}/steps/{step_id}/"
+
+
+def step_failure_message(describe_step_response: dict, *, cluster_id: str, log_uri: str | None) -> str:
+    step = describe_step_response["Step"]
+    status = step["Status"]
+    details = status.get("FailureDetails") or {}
+    location = details.get("LogFile") or step_log_location(log_uri, cluster_id, step["Id"])
+    reason = details.get("Reason") or status.get("StateChangeReason", {}).get("Message") or "no reason given by EMR"
+    message = f" ({details['Message']})" if details.get("Message") else ""
+    return (f"EMR step {step['Name']!r} ({step['Id']}) on cluster {cluster_id} ended {status['State']}: "
+            f"{reason}{message}. Logs: {location or 'no LogUri on the cluster'} (stderr.gz, stdout.gz)")
+
+
+class FruitsStepSensor(EmrStepSensor):
+    """EmrStepSensor that fails with the step's failure reason and log location, also when deferred."""
+
+    def _fail_with_details(self, response: dict) -> None:
+        from airflow.providers.common.compat.sdk import AirflowException
+
+        log_uri = self.hook.conn.describe_cluster(ClusterId=self.job_flow_id)["Cluster"].get("LogUri")
+        raise AirflowException(step_failure_message(response, cluster_id=self.job_flow_id, log_uri=log_uri))
+
+    def poke(self, context) -> bool:
+        response = self.get_emr_response(context)
+        state = self.state_from_response(response)
+        self.log.info("step %s is %s", self.step_id, state)
+        if state in self.failed_states:
+            self._fail_with_details(response)
+        return state in self.target_states
+
+    def execute_complete(self, context, event: dict[str, Any] | None = None) -> None:
+        if not event or event.get("status") != "success":
+            response = self.hook.conn.describe_step(ClusterId=self.job_flow_id, StepId=self.step_id)
+            if self.state_from_response(response) in self.failed_states:
+                self._fail_with_details(response)
+        super().execute_complete(context, event)

@@ -1,0 +1,71 @@
+"""The EMR job flow (RunJobFlow request) of one run, built by one pure function."""
+from __future__ import annotations
+
+from fruits_pipeline.params import RunParams
+from fruits_pipeline.settings import Settings
+
+PROJECT_TAG = "fruits-pipeline"
+BOOTSTRAP_SCRIPT = "bootstrap/install_python_deps.sh"
+
+# Spark settings the jobs rely on: Arrow for the pandas UDF batches, executor Python = 3.11.
+SPARK_DEFAULTS = {
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
+    "spark.sql.execution.arrow.maxRecordsPerBatch": "256",
+    "spark.sql.parquet.compression.codec": "snappy",
+    "spark.dynamicAllocation.enabled": "false",
+    "spark.executorEnv.PYSPARK_PYTHON": "python3.11",
+    "spark.yarn.appMasterEnv.PYSPARK_PYTHON": "python3.11",
+}
+
+
+def cluster_name(run_key: str) -> str:
+    return f"{PROJECT_TAG}-{run_key}"
+
+
+def build_job_flow(settings: Settings, params: RunParams, *, run_key: str, code_uri: str) -> dict:
+    code_uri = code_uri.rstrip("/")
+    core_group = {
+        "Name": "core",
+        "InstanceRole": "CORE",
+        "Market": "SPOT" if params.use_spot else "ON_DEMAND",
+        "InstanceType": params.instance_type,
+        "InstanceCount": int(params.core_instance_count),
+    }
+    return {
+        "Name": cluster_name(run_key),
+        "ReleaseLabel": settings.emr_release_label,
+        "Applications": [{"Name": "Spark"}],
+        "LogUri": settings.lake.emr_logs(),
+        "Instances": {
+            "InstanceGroups": [
+                {"Name": "master", "InstanceRole": "MASTER", "Market": "ON_DEMAND",
+                 "InstanceType": params.instance_type, "InstanceCount": 1},
+                core_group,
+            ],
+            # Kept alive so both steps run on one cluster; the teardown task terminates it.
+            "KeepJobFlowAliveWhenNoSteps": True,
+            "TerminationProtected": False,
+        },
+        "BootstrapActions": [
+            {"Name": "install python deps",
+             "ScriptBootstrapAction": {"Path": f"{code_uri}/{BOOTSTRAP_SCRIPT}", "Args": []}},
+        ],
+        "Configurations": [
+            {"Classification": "spark-env",
+             "Configurations": [{"Classification": "export",
+                                 "Properties": {"PYSPARK_PYTHON": "python3.11",
+                                                "PYSPARK_DRIVER_PYTHON": "python3.11"}}]},
+            {"Classification": "spark-defaults", "Properties": dict(SPARK_DEFAULTS)},
+        ],
+        "SecurityConfiguration": settings.emr_security_configuration,
+        # Backstop if the teardown task itself never runs.
+        "AutoTerminationPolicy": {"IdleTimeout": int(settings.emr_idle_timeout_seconds)},
+        "ServiceRole": settings.emr_service_role,
+        "JobFlowRole": settings.emr_instance_profile,
+        "VisibleToAllUsers": True,
+        "Tags": [
+            {"Key": "project", "Value": PROJECT_TAG},
+            {"Key": "run_key", "Value": run_key},
+            {"Key": "data-residency", "Value": settings.region},
+        ],
+    }

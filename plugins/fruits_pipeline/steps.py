@@ -1,0 +1,72 @@
+"""The two Spark steps, defined once and rendered for EMR and for local spark-submit."""
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from fruits_pipeline.lake import Lake
+
+PY_FILES_ZIP = "fruits_spark.zip"
+
+
+@dataclass(frozen=True)
+class JobStep:
+    name: str
+    script: str  # file name in spark_jobs/ (and in code/<version>/ on EMR)
+    args: tuple[str, ...]
+    output_uri: str
+
+
+def pipeline_steps(lake: Lake, run_key: str, *, weights_name: str | None, pca_k: int | None,
+                   pca_variance: float) -> list[JobStep]:
+    features_args = ["--images", lake.raw(), "--manifest", lake.manifest_valid(run_key),
+                     "--output", lake.features(run_key)]
+    if weights_name:
+        features_args += ["--weights", lake.model(weights_name)]
+    target = ["--k", str(int(pca_k))] if pca_k is not None else ["--variance", repr(float(pca_variance))]
+    return [
+        JobStep("extract_features", "extract_features.py", tuple(features_args), lake.features(run_key)),
+        JobStep("reduce_pca", "reduce_pca.py",
+                ("--features", lake.features_root(), "--output", lake.pca(run_key), *target), lake.pca(run_key)),
+    ]
+
+
+def render_emr_steps(steps: list[JobStep], code_uri: str, run_key: str) -> list[dict]:
+    """EMR AddJobFlowSteps entries. A failing step cancels the ones after it (CANCEL_AND_WAIT)
+    and leaves the cluster up for the teardown task to terminate."""
+    code_uri = code_uri.rstrip("/")
+    return [
+        {
+            "Name": f"{step.name} {run_key}",
+            "ActionOnFailure": "CANCEL_AND_WAIT",
+            "HadoopJarStep": {
+                "Jar": "command-runner.jar",
+                "Args": ["spark-submit", "--deploy-mode", "cluster",
+                         "--py-files", f"{code_uri}/{PY_FILES_ZIP}", f"{code_uri}/{step.script}", *step.args],
+            },
+        }
+        for step in steps
+    ]
+
+
+def local_spark_submit() -> str:
+    """The spark-submit of this interpreter's environment (the venv's, next to sys.executable)."""
+    return str(Path(sys.executable).parent / "spark-submit")
+
+
+def render_local_commands(steps: list[JobStep], jobs_dir: Path, spark_master: str,
+                          py_files: str | None = None, spark_submit: str | None = None) -> list[list[str]]:
+    jobs_dir = Path(jobs_dir)
+    submit = spark_submit or local_spark_submit()
+    py_files_args = ["--py-files", py_files] if py_files else []
+    return [[submit, "--master", spark_master, *py_files_args, str(jobs_dir / step.script), *step.args]
+            for step in steps]
+
+
+def local_job_env(base: dict | None = None) -> dict[str, str]:
+    env = dict(os.environ if base is None else base)
+    env["PYSPARK_PYTHON"] = sys.executable
+    env["PYSPARK_DRIVER_PYTHON"] = sys.executable
+    return env

@@ -1,0 +1,69 @@
+"""Lake I/O through Airflow's ObjectStoragePath: one code path for ``s3://`` and ``file://``.
+
+Paths written into manifests use the canonical spelling shared with the Spark jobs
+(``file:///abs/path`` unencoded, ``s3://bucket/key``).
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+def lake_path(uri: str, conn_id: str | None):
+    from airflow.sdk import ObjectStoragePath
+
+    # file:// needs no connection; s3:// uses the AWS connection (endpoint, region, credentials).
+    return ObjectStoragePath(uri, conn_id=conn_id if uri.startswith("s3://") else None)
+
+
+def canonical(protocol: str, fs_name: str) -> str:
+    """The URI of an object from its filesystem name (``bucket/key`` or ``/abs/path``)."""
+    if protocol in ("file", "local"):
+        return "file://" + fs_name
+    return f"{protocol}://{fs_name.lstrip('/')}"
+
+
+def list_files(uri: str, conn_id: str | None) -> dict[str, int]:
+    """Every object under ``uri`` (recursively) as canonical URI -> size in bytes."""
+    root = lake_path(uri, conn_id)
+    if not root.exists():
+        return {}
+    protocol = "file" if uri.startswith("file://") else uri.split("://", 1)[0]
+    found = root.fs.find(root.path, detail=True)
+    return {canonical(protocol, name): int(info.get("size") or 0) for name, info in found.items()
+            if info.get("type", "file") == "file"}
+
+
+def read_bytes(uri: str, conn_id: str | None) -> bytes:
+    return lake_path(uri, conn_id).read_bytes()
+
+
+def write_bytes(uri: str, data: bytes, conn_id: str | None) -> None:
+    path = lake_path(uri, conn_id)
+    if uri.startswith("file://"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+def exists(uri: str, conn_id: str | None) -> bool:
+    return lake_path(uri, conn_id).exists()
+
+
+def read_json(uri: str, conn_id: str | None) -> dict[str, Any] | None:
+    path = lake_path(uri, conn_id)
+    if not path.exists():
+        return None
+    return json.loads(path.read_text())
+
+
+def write_json(uri: str, payload: dict, conn_id: str | None) -> None:
+    write_bytes(uri, json.dumps(payload, indent=2, sort_keys=True).encode(), conn_id)
+
+
+def remove_tree(uri: str, conn_id: str | None) -> None:
+    """Remove an output folder this pipeline wrote (never used on raw/)."""
+    if "/raw/" in uri.rstrip("/") + "/":
+        raise ValueError(f"refusing to delete {uri}: raw/ is never modified")
+    path = lake_path(uri, conn_id)
+    if path.exists():
+        path.fs.rm(path.path, recursive=True)

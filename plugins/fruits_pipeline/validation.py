@@ -1,0 +1,181 @@
+"""Validate new uploads and write the run's manifests (DESIGN.md "The lake").
+
+Exactly once: an upload is selected when no feature batch of another run holds its path
+(late uploads and images of a failed run are picked up by the next run); a rerun of the
+same run key selects the same uploads again and overwrites its own outputs.
+Previously rejected uploads (in another run's ``rejected`` manifest) are not re-validated:
+a rejection is a property of the bytes, so they are counted as ``previously_rejected`` and
+skipped until a ``full_refresh`` run, which takes every upload.
+Nothing in ``raw/`` is ever moved or deleted.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import posixpath
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from fruits_pipeline import storage
+from fruits_pipeline.lake import Lake
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+VALID_SCHEMA = pa.schema([("path", pa.string()), ("label", pa.string()), ("size", pa.int64()),
+                          ("sha256", pa.string()), ("width", pa.int32()), ("height", pa.int32())])
+REJECTED_SCHEMA = pa.schema([("path", pa.string()), ("reason", pa.string()), ("detail", pa.string())])
+MANIFEST_FILE = "part-00000.parquet"
+
+
+@dataclass
+class ValidationResult:
+    run_key: str
+    listed: int = 0  # uploads selected for this run
+    total_in_raw: int = 0
+    already_featurized: int = 0
+    previously_rejected: int = 0
+    valid: list[dict] = field(default_factory=list)
+    rejected: list[dict] = field(default_factory=list)
+
+    def rejected_by_reason(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for row in self.rejected:
+            counts[row["reason"]] = counts.get(row["reason"], 0) + 1
+        return dict(sorted(counts.items()))
+
+    def summary(self) -> dict:
+        return {"run_key": self.run_key, "total_in_raw": self.total_in_raw, "listed": self.listed,
+                "already_featurized": self.already_featurized, "previously_rejected": self.previously_rejected,
+                "valid": len(self.valid), "rejected": len(self.rejected),
+                "rejected_by_reason": self.rejected_by_reason()}
+
+
+def label_of(raw_root: str, uri: str) -> str | None:
+    """The label folder of an upload (``raw/<label>/<file>``), or None when it sits directly in raw/."""
+    relative = uri[len(raw_root.rstrip("/")) + 1:]
+    parent = posixpath.dirname(relative)
+    return posixpath.basename(parent) if parent else None
+
+
+def check_image(uri: str, size: int, data: bytes | None, *, label: str | None, max_bytes: int,
+                min_side: int) -> tuple[str, dict]:
+    """("valid", row) or ("rejected", row) for one upload. ``data`` is None when not read."""
+    from PIL import Image
+
+    def rejected(reason: str, detail: str):
+        return "rejected", {"path": uri, "reason": reason, "detail": detail}
+
+    if not uri.lower().endswith(IMAGE_EXTENSIONS):
+        return rejected("extension", f"extension not one of {', '.join(IMAGE_EXTENSIONS)}")
+    if not label:
+        return rejected("no_label_folder", "upload is not in a raw/<label>/ folder")
+    if size <= 0:
+        return rejected("empty", "file has 0 bytes")
+    if size > max_bytes:
+        return rejected("too_large", f"{size} bytes > limit {max_bytes}")
+    assert data is not None
+    try:
+        # Image.open raises DecompressionBombError beyond 2x MAX_IMAGE_PIXELS; we refuse at 1x.
+        with Image.open(io.BytesIO(data)) as probe:
+            width, height = probe.size
+            if Image.MAX_IMAGE_PIXELS and width * height > Image.MAX_IMAGE_PIXELS:
+                return rejected("decompression_bomb", f"{width}x{height} pixels > {Image.MAX_IMAGE_PIXELS}")
+            probe.verify()
+        with Image.open(io.BytesIO(data)) as image:  # verify() leaves the image unusable: reopen to decode
+            image.load()
+    except Image.DecompressionBombError as error:
+        return rejected("decompression_bomb", str(error))
+    except Exception as error:  # Pillow raises many types for broken files
+        return rejected("undecodable", f"{type(error).__name__}: {error}")
+    if min(width, height) < min_side:
+        return rejected("too_small", f"{width}x{height} < minimum side {min_side}")
+    return "valid", {"path": uri, "label": label, "size": int(size), "sha256": hashlib.sha256(data).hexdigest(),
+                     "width": int(width), "height": int(height)}
+
+
+def _batch_of(uri: str, features_root: str) -> str | None:
+    first = uri[len(features_root.rstrip("/")) + 1:].split("/", 1)[0]
+    return first[len("batch="):] if first.startswith("batch=") else None
+
+
+def _read_paths(uris, conn_id: str | None) -> set[str]:
+    paths: set[str] = set()
+    for uri in uris:
+        with storage.lake_path(uri, conn_id).open("rb") as handle:
+            paths.update(pq.read_table(handle, columns=["path"]).column("path").to_pylist())
+    return paths
+
+
+def featurized_paths(lake: Lake, *, exclude_run_key: str, conn_id: str | None) -> set[str]:
+    """Paths held by any ``features/batch=*`` other than this run's (read with pyarrow)."""
+    root = lake.features_root()
+    files = [
+        uri for uri in storage.list_files(root, conn_id)
+        if uri.endswith(".parquet") and _batch_of(uri, root) not in (None, exclude_run_key)
+        and not any(part.startswith(("_", ".")) for part in uri[len(root) + 1:].split("/")[1:])
+    ]
+    return _read_paths(files, conn_id)
+
+
+def previously_rejected_paths(lake: Lake, *, exclude_run_key: str, conn_id: str | None) -> set[str]:
+    root = lake.uri("manifests")
+    files = [uri for uri in storage.list_files(root, conn_id)
+             if uri.endswith(".parquet") and "/rejected/" in uri
+             and uri[len(root) + 1:].split("/", 1)[0] != exclude_run_key]
+    return _read_paths(files, conn_id)
+
+
+def select_uploads(listed: dict[str, int], featurized: set[str], rejected_before: set[str],
+                   full_refresh: bool) -> dict[str, int]:
+    if full_refresh:
+        return dict(sorted(listed.items()))
+    return {uri: size for uri, size in sorted(listed.items()) if uri not in featurized and uri not in rejected_before}
+
+
+def validate_uploads(lake: Lake, run_key: str, *, full_refresh: bool, conn_id: str | None, max_image_bytes: int,
+                     min_image_side: int, max_workers: int = 4) -> ValidationResult:
+    raw_root = lake.raw()
+    listed = {uri: size for uri, size in storage.list_files(raw_root, conn_id).items()
+              if not posixpath.basename(uri).startswith(".")}
+    featurized = set() if full_refresh else featurized_paths(lake, exclude_run_key=run_key, conn_id=conn_id)
+    rejected_before = set() if full_refresh else previously_rejected_paths(lake, exclude_run_key=run_key,
+                                                                          conn_id=conn_id)
+    selected = select_uploads(listed, featurized, rejected_before, full_refresh)
+    result = ValidationResult(run_key=run_key, listed=len(selected), total_in_raw=len(listed),
+                              already_featurized=len(featurized & listed.keys()),
+                              previously_rejected=len((rejected_before - featurized) & listed.keys()))
+    log.info("raw/ holds %d uploads; %d selected for run %s (%d already featurized, %d rejected before)",
+             result.total_in_raw, result.listed, run_key, result.already_featurized, result.previously_rejected)
+
+    def check(item):
+        uri, size = item
+        label = label_of(raw_root, uri)
+        needs_bytes = uri.lower().endswith(IMAGE_EXTENSIONS) and label and 0 < size <= max_image_bytes
+        # One image in memory per worker: bytes are read inside the worker and dropped after the check.
+        data = storage.read_bytes(uri, conn_id) if needs_bytes else None
+        return check_image(uri, size, data, label=label, max_bytes=max_image_bytes, min_side=min_image_side)
+
+    with ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="validate") as pool:
+        for done, (verdict, row) in enumerate(pool.map(check, selected.items()), start=1):
+            (result.valid if verdict == "valid" else result.rejected).append(row)
+            if done % 500 == 0 or done == len(selected):
+                log.info("validated %d/%d uploads (%d valid, %d rejected)", done, len(selected),
+                         len(result.valid), len(result.rejected))
+    return result
+
+
+def write_manifests(lake: Lake, result: ValidationResult, conn_id: str | None) -> dict[str, str]:
+    """Write (replace) ``manifests/<run_key>/valid`` and ``rejected``; returns their URIs."""
+    uris = {"valid": lake.manifest_valid(result.run_key), "rejected": lake.manifest_rejected(result.run_key)}
+    for kind, rows, schema in (("valid", result.valid, VALID_SCHEMA), ("rejected", result.rejected, REJECTED_SCHEMA)):
+        storage.remove_tree(uris[kind], conn_id)  # a rerun replaces its own manifest
+        table = pa.Table.from_pylist(rows, schema=schema)
+        sink = io.BytesIO()
+        pq.write_table(table, sink)
+        storage.write_bytes(f"{uris[kind]}/{MANIFEST_FILE}", sink.getvalue(), conn_id)
+    return uris

@@ -1,0 +1,52 @@
+import pytest
+
+from fruits_pipeline.cost import PriceTableError, estimate_cluster_cost, hourly_price, load_price_table
+from fruits_pipeline.emr import step_failure_message
+from fruits_pipeline.lake import Lake
+from fruits_pipeline.params import INSTANCE_TYPES
+from fruits_pipeline.report import build_report, reconcile, summary_text
+from fruits_pipeline.settings import DEFAULT_PRICE_TABLE
+
+
+def test_price_table_covers_every_offered_instance_type():
+    table = load_price_table(DEFAULT_PRICE_TABLE)
+    assert table["region"] == "eu-west-3" and table["currency"] == "USD" and table["as_of"]
+    for instance_type in INSTANCE_TYPES:
+        row = table["instances"][instance_type]
+        assert row["ec2_on_demand_hourly"] > row["spot_hourly_typical"] > 0 and row["emr_hourly"] > 0
+
+
+def test_cost_is_instance_hours_times_price():
+    table = {"region": "eu-west-3", "currency": "USD", "as_of": "2025-01-15", "source": "test",
+             "instances": {"m5.xlarge": {"ec2_on_demand_hourly": 0.2, "emr_hourly": 0.05,
+                                         "spot_hourly_typical": 0.1}}}
+    cost = estimate_cluster_cost(table, instance_type="m5.xlarge", core_instance_count=2, use_spot=False,
+                                 seconds=3600)
+    assert cost["amount"] == pytest.approx(3 * 0.25) and cost["instance_hours"] == 3
+    spot = estimate_cluster_cost(table, instance_type="m5.xlarge", core_instance_count=2, use_spot=True,
+                                 seconds=3600)
+    assert spot["amount"] == pytest.approx(0.25 + 2 * 0.15)
+    assert spot["price_table"]["as_of"] == "2025-01-15"
+    with pytest.raises(PriceTableError, match="x1.huge"):
+        hourly_price(table, "x1.huge")
+
+
+def test_report_counts_reconcile_and_summary_reads_well():
+    validation = {"listed": 10, "valid": 8, "rejected": 2, "rejected_by_reason": {"undecodable": 2}}
+    report = build_report(Lake("s3://b"), run_key="r1", status="success", compute="emr", validation=validation,
+                          feature_result={"featurized": 7, "rejected": 1},
+                          pca_report={"k": 5, "cumulative": 0.96, "n_images": 40}, cluster_id="j-1")
+    assert report["counts"]["featurized"] == 7 and report["counts"]["reduced"] == 40
+    assert report["reconciliation"] == []
+    assert report["uris"]["report"] == "s3://b/reports/r1.json"
+    text = summary_text(report)
+    assert "10 selected, 8 valid, 2 rejected (undecodable=2)" in text and "k=5" in text
+    assert reconcile({"listed": 3, "valid": 1, "rejected": 1}) == ["listed 3 != valid 1 + rejected 1"]
+
+
+def test_step_failure_message_names_reason_and_logs():
+    response = {"Step": {"Id": "s-1", "Name": "extract_features r",
+                         "Status": {"State": "FAILED", "FailureDetails": {"Reason": "Out of memory"}}}}
+    message = step_failure_message(response, cluster_id="j-9", log_uri="s3://b/logs/emr/")
+    assert "FAILED" in message and "Out of memory" in message
+    assert "s3://b/logs/emr/j-9/steps/s-1/" in message
