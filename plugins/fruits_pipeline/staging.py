@@ -11,33 +11,20 @@ from fruits_pipeline.lake import Lake
 log = logging.getLogger(__name__)
 
 
-def _package_parts(package) -> tuple[str, list[Path], Path | None]:
-    version = getattr(package, "version", None)
-    files = getattr(package, "files", None)
-    root = getattr(package, "root", None) or getattr(package, "out_dir", None)
-    if version is None and isinstance(package, dict):
-        version, files, root = package["version"], package["files"], package.get("root")
-    if version is None:
-        version, files = package[0], package[1]
-    return str(version), [Path(f) for f in files], Path(root) if root else None
-
-
 def stage_code(lake: Lake, jobs_dir: Path, conn_id: str | None) -> str:
     """Upload the code package to code/<version>/ unless that version is already there; returns its URI."""
     from fruits_pipeline.code_package import build_code_package  # written by the Spark-jobs side
 
     with tempfile.TemporaryDirectory(prefix="fruits-code-") as out_dir:
-        version, files, root = _package_parts(build_code_package(Path(jobs_dir), Path(out_dir)))
-        root = root or Path(out_dir)
-        code_uri = lake.code(version)
+        package = build_code_package(Path(jobs_dir), Path(out_dir))
+        code_uri = lake.code(package.version)
         uploaded = 0
-        for file in files:
-            relative = file.relative_to(root) if file.is_absolute() and file.is_relative_to(root) else Path(file.name)
-            target = f"{code_uri}/{relative.as_posix()}"
+        for target, local_file in package.keys(code_uri).items():
             if not storage.exists(target, conn_id):
-                storage.write_bytes(target, (root / relative).read_bytes(), conn_id)
+                storage.write_bytes(target, Path(local_file).read_bytes(), conn_id)
                 uploaded += 1
-        log.info("code %s: %d of %d files uploaded (others already staged)", code_uri, uploaded, len(files))
+        log.info("code %s: %d of %d files uploaded (the others were already staged)",
+                 code_uri, uploaded, len(package.files))
     return code_uri
 
 
