@@ -1,15 +1,33 @@
 """moto-backed AWS for the infra tests: in-process ``mock_aws``, fake credentials, one EU region."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 REGION = "eu-west-3"
 BUCKET = "fruits-lake-test"
 
 
+# The AWS managed policies the tests attach. moto loads all ~1,400 of them into every fresh
+# backend (seconds per test); keeping just these keeps moto's real attach/list behaviour.
+MANAGED_POLICIES_USED = ("AmazonEMRServicePolicy_v2", "AdministratorAccess")
+
+
+@pytest.fixture(scope="session")
+def managed_policies_subset() -> str:
+    from moto.iam.aws_managed_policies import aws_managed_policies_data
+
+    everything = json.loads(aws_managed_policies_data)
+    return json.dumps({name: everything[name] for name in MANAGED_POLICIES_USED})
+
+
 @pytest.fixture
-def aws(monkeypatch):
+def aws(monkeypatch, managed_policies_subset):
+    import moto.iam.models
     from moto import mock_aws
+
+    monkeypatch.setattr(moto.iam.models, "aws_managed_policies_data", managed_policies_subset)
 
     for name, value in {
         "AWS_ACCESS_KEY_ID": "testing",
