@@ -178,7 +178,7 @@ def select(lake: Lake, paths=(), labels=(), prefixes=()) -> Selection:
         found_prefixes.append(f"{raw}{label.strip('/')}/")
     for prefix in prefixes:
         uri = _under_raw(lake, prefix, "--prefix")
-        if uri == lake.raw():
+        if uri.rstrip("/") == lake.raw():
             raise ErasureError(f"--prefix {prefix!r} selects all of raw/: name a label or a narrower prefix")
         found_prefixes.append(uri)
     if not exact and not found_prefixes:
@@ -196,7 +196,7 @@ def _under_raw(lake: Lake, value: str, what: str) -> str:
         relative = value.lstrip("/")
         relative = relative[len("raw/"):] if relative.startswith("raw/") else relative
         uri = f"{raw}/{relative}"
-    if not (uri == raw or uri.startswith(raw + "/")):
+    if not (uri == raw or uri.startswith(raw + "/")) or ".." in uri[len(raw):].split("/"):
         raise ErasureError(f"{what} {value!r} is not under the lake's raw/ ({raw}/): only uploads and what derives from them are erased")
     return uri
 
