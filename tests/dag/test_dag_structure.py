@@ -23,7 +23,7 @@ def emr_dag(monkeypatch, tmp_path):
 def test_importing_the_dag_pulls_in_neither_tensorflow_nor_pyspark(tmp_path):
     code = (
         "import importlib.util, json, sys\n"
-        f"spec = importlib.util.spec_from_file_location('fruits_dag', {str(DAGS_FOLDER / 'fruits_pipeline.py')!r})\n"
+        f"spec = importlib.util.spec_from_file_location('fruits_dag', {str(DAGS_FOLDER / 'fruits_pipeline_dag.py')!r})\n"
         "module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)\n"
         "print(json.dumps({'dag': module.dag.dag_id, 'heavy': sorted(m for m in sys.modules "
         "if m.split('.')[0] in ('tensorflow', 'pyspark', 'keras'))}))\n"

@@ -1,7 +1,8 @@
 """fruits_pipeline: validate new uploads -> transient EMR cluster (2 Spark steps) -> teardown -> report.
 
 Only wiring lives here; every decision is a function in plugins/fruits_pipeline (see DESIGN.md).
-Settings are read when the file is parsed: a FRUITS_REGION outside the EU or a missing
+The file is not named fruits_pipeline.py: with dags/ on sys.path that name would shadow the
+fruits_pipeline package it imports. Settings are read when the file is parsed: a FRUITS_REGION outside the EU or a missing
 FRUITS_LAKE_URI shows as an import error of this DAG in the UI, before any AWS call.
 """
 from __future__ import annotations
