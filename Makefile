@@ -44,5 +44,11 @@ cost: install
 	@test -f bench/results/latest.json || { echo "make cost: bench/results/latest.json not found: run 'make bench' first (it measures the feature job's throughput)" >&2; exit 1; }
 	@$(BIN)/python -m fruits_pipeline.cost_projection $(COST_ARGS)
 
+# Bucket, KMS key, EMR security configuration and IAM roles for FRUITS_LAKE_URI in FRUITS_REGION (idempotent).
+# `make infra INFRA_ARGS=check` audits without changing anything; see README "Data protection".
+INFRA_ARGS ?= provision
+infra: install
+	$(BIN)/python -m fruits_infra $(INFRA_ARGS)
+
 clean:
 	rm -rf dist build .pytest_cache spark-warehouse
