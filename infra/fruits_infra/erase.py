@@ -215,6 +215,7 @@ class ErasurePlan:
     raw: dict[str, int] = field(default_factory=dict)  # key -> versions to delete
     parquet: list[ParquetEdit] = field(default_factory=list)
     pca_runs: set[str] = field(default_factory=set)  # pca/<run>/ folders whose rows were erased
+    mentions: list[str] = field(default_factory=list)  # JSON files (reports) that name an erased image
 
     @property
     def empty(self) -> bool:
@@ -260,6 +261,11 @@ def plan(store, selection: Selection) -> ErasurePlan:
         parts = key.split("/")
         if parts[0] == "pca" and len(parts) > 2:
             result.pca_runs.add(parts[1])
+    # Reports hold counts, not image paths; if one ever names an erased image, say so rather than guess an edit.
+    needles = sorted(selection.paths) + list(selection.prefixes)
+    for key in store.list("reports/"):
+        if key.endswith(".json") and any(n in store.read(key).decode("utf-8", "replace") for n in needles):
+            result.mentions.append(key)
     return result
 
 
@@ -269,6 +275,8 @@ def erase(store, selection: Selection, confirm: bool = False, drop_pca_models: b
     verb = "deleted" if confirm else "would delete"
     if found.empty:
         out("Nothing to erase: no raw object and no derived row matches (already erased, or never uploaded).")
+        for key in found.mentions:
+            out(f"note {store.lake.uri(key)}: names an erased image; not edited, review or delete it by hand")
         return found
     for key, versions in found.raw.items():
         if confirm:
@@ -298,6 +306,8 @@ def erase(store, selection: Selection, confirm: bool = False, drop_pca_models: b
                 f"model {store.lake.uri(model)}: fitted on erased images; the next run's PCA refit leaves them out "
                 "(add --drop-pca-models to delete this model now)"
             )
+    for key in found.mentions:
+        out(f"note {store.lake.uri(key)}: names an erased image; not edited, review or delete it by hand")
     rows = sum(e.removed for e in found.parquet)
     summary = f"{len(found.raw)} raw objects, {rows} derived rows in {len(found.parquet)} Parquet files"
     if confirm:

@@ -52,6 +52,7 @@ def build_lake(put, lake: Lake) -> dict[str, list[str]]:
     _parquet(put, f"pca/{RUNS[1]}/part-00001.parquet", _table(rows[4:], pca_features=pa.array([[1.0, 2.0]] * 2, FEATURES)))
     _parquet(put, f"pca/{RUNS[1]}/_model/stages/1_PCA/data/part-00000.parquet", pa.table({"k": [2]}))
     put(f"pca/{RUNS[1]}/_pca_report.json", b'{"k": 2}')
+    put(f"reports/{RUNS[1]}.json", ('{"rejected": {"undecodable": 1}, "examples": ["%s"]}' % paths["Kiwi"][0]).encode())
     return paths
 
 
@@ -179,6 +180,13 @@ def test_drop_pca_models_deletes_models_fitted_on_erased_images(lake_env):
     erase(lake_env.store, select(lake_env.lake, paths=["Kiwi/k1.jpg"]), confirm=True, drop_pca_models=True, out=lambda _: None)
     assert lake_env.store.list(f"pca/{RUNS[1]}/_model/") == []
     assert lake_env.store.list(f"pca/{RUNS[1]}/_pca_report.json")
+
+
+def test_a_report_naming_an_erased_image_is_pointed_out_not_edited(lake_env):
+    lines = []
+    erase(lake_env.store, select(lake_env.lake, labels=["Kiwi"]), confirm=True, out=lines.append)
+    assert f"note {lake_env.lake.uri('reports', RUNS[1] + '.json')}: names an erased image" in "\n".join(lines)
+    assert b"k1.jpg" in lake_env.store.read(f"reports/{RUNS[1]}.json")
 
 
 @pytest.mark.parametrize("bad, message", [
