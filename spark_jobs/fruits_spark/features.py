@@ -1,0 +1,484 @@
+"""MobileNetV2 image features on Spark: reading, decoding, the model UDF, and the job itself.
+
+Speed notes (measured with bench/bench_features.py; README "Performance" has the figures):
+- One TensorFlow thread pool per Spark task slot, sized to ``spark.task.cpus`` (1 by default).
+  Left at TF's default every Python worker starts one thread per core, so two task slots on
+  two cores run four busy threads that evict each other's caches: this oversubscription is
+  most of what the reference notebook loses.
+- Few, large partitions (one per task slot): every task builds its model once, then streams.
+  The model is also cached per Python worker process, so an extra task costs no rebuild.
+- Arrow batches of ``batch_size`` rows (``spark.sql.execution.arrow.maxRecordsPerBatch``): memory
+  stays bounded by one batch of image bytes whatever the upload size, and the UDF gets exactly
+  one model batch per Arrow batch.
+- The model is called through one traced ``tf.function`` (fixed signature, no retracing),
+  not ``model.predict`` which rebuilds a data pipeline and callbacks on every call.
+- Decoding of the next batch runs in a background thread while TF predicts the current one
+  (Pillow and NumPy release the GIL), so decoding is off the critical path.
+- Decoded pixels go straight into one preallocated float32 batch array: no per-row objects.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+
+from fruits_spark.common import canonical_uri, get_logger
+
+IMAGE_SIZE = 224
+FEATURE_DIM = 1280
+MODEL_FAMILY = "mobilenet_v2_1.0_224_avg"
+DEFAULT_BATCH_SIZE = 64
+# Hadoop glob, applied to file names while listing: .jpg .jpeg .png in any letter case.
+IMAGE_GLOB = "*.{[jJ][pP][gG],[jJ][pP][eE][gG],[pP][nN][gG]}"
+_HADOOP_GLOB_CHARS = "\\{}[]*?"
+
+log = get_logger("fruits.extract_features")
+
+
+# ---------------------------------------------------------------------------
+# Pure helpers: one image's bytes -> pixels, or a reason why not (no Spark, no TF)
+# ---------------------------------------------------------------------------
+class RejectedImage(Exception):
+    """Content that is not a usable image; ``reason`` is a short stable code."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def _to_rgb(img):
+    from PIL import Image
+
+    if img.mode == "RGB":
+        return img
+    if img.mode.startswith("I;16") or img.mode == "I":
+        # 16/32-bit grey: convert("RGB") would clip everything above 255 to white.
+        pixels = np.asarray(img, dtype=np.uint32)
+        if img.mode.startswith("I;16") or pixels.max(initial=0) > 255:
+            pixels = pixels >> 8
+        img = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "L")
+    elif img.mode == "F":
+        img = Image.fromarray(np.clip(np.asarray(img), 0, 255).astype(np.uint8), "L")
+    return img.convert("RGB")
+
+
+def decode_image(content: bytes) -> np.ndarray:
+    """Bytes of any image Pillow opens -> uint8 RGB array (224, 224, 3), bicubic resize.
+
+    Raises RejectedImage for empty, non-image, truncated content and decompression bombs
+    (more pixels than Pillow's MAX_IMAGE_PIXELS).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if content is None or len(content) == 0:
+        raise RejectedImage("empty", "zero bytes")
+    try:
+        with warnings.catch_warnings():
+            # Pillow only warns between MAX_IMAGE_PIXELS and twice that; refuse them all.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(content)) as img:
+                img.load()
+                rgb = _to_rgb(img).resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BICUBIC)
+                return np.asarray(rgb, dtype=np.uint8)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise RejectedImage("decompression_bomb", str(exc)) from None
+    except UnidentifiedImageError as exc:
+        raise RejectedImage("not_an_image", str(exc)) from None
+    except OSError as exc:
+        reason = "truncated" if "truncated" in str(exc).lower() else "decode_error"
+        raise RejectedImage(reason, str(exc)) from None
+    except Exception as exc:  # any other decoder failure is bad content, never a job failure
+        raise RejectedImage("decode_error", f"{type(exc).__name__}: {exc}") from None
+
+
+@dataclass
+class DecodedBatch:
+    """Model input for the decodable rows of one Arrow batch, plus why the others were not."""
+
+    pixels: np.ndarray  # float32 (n_ok, 224, 224, 3), already preprocess_input'ed
+    ok_rows: np.ndarray  # int positions of the decodable rows in the batch
+    reasons: list  # per row: None or reason code
+    details: list  # per row: None or detail text
+
+
+def decode_batch(contents) -> DecodedBatch:
+    """Decode a sequence of image bytes into one preallocated float32 batch (MobileNetV2 scaling)."""
+    from keras.applications.mobilenet_v2 import preprocess_input
+
+    n = len(contents)
+    pixels = np.empty((n, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.float32)
+    reasons: list = [None] * n
+    details: list = [None] * n
+    ok = []
+    for i, content in enumerate(contents):
+        try:
+            pixels[len(ok)] = decode_image(content)
+            ok.append(i)
+        except RejectedImage as rejected:
+            reasons[i], details[i] = rejected.reason, rejected.detail[:500]
+    pixels = preprocess_input(pixels[: len(ok)])
+    return DecodedBatch(pixels, np.asarray(ok, dtype=np.int64), reasons, details)
+
+
+# ---------------------------------------------------------------------------
+# The model: weights read once on the driver, broadcast, set into a weights=None model
+# ---------------------------------------------------------------------------
+def build_model(weights=None):
+    """MobileNetV2 alpha 1.0, 224x224, no top, global average pooling (1280 outputs)."""
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    import keras
+
+    return keras.applications.MobileNetV2(
+        input_shape=(IMAGE_SIZE, IMAGE_SIZE, 3),
+        alpha=1.0,
+        include_top=False,
+        pooling="avg",
+        weights=weights,
+    )
+
+
+def _read_bytes_with_spark(spark, uri: str) -> bytes:
+    rows = spark.read.format("binaryFile").load(uri).select("content").head(2)
+    if len(rows) != 1:
+        raise SystemExit(f"--weights {uri}: expected exactly one file, found {len(rows)}")
+    return bytes(rows[0].content)
+
+
+def load_weights_on_driver(spark, weights_uri: str | None) -> list[np.ndarray]:
+    """The model's weights as NumPy arrays, read here on the driver only.
+
+    ``weights_uri``: a local path or any URI Spark reads (s3://, file://); its bytes are read
+    through Spark, copied to a local temp file and loaded by Keras. None: Keras' ImageNet
+    weights, downloaded by Keras on the driver.
+    """
+    if weights_uri is None:
+        try:
+            return build_model(weights="imagenet").get_weights()
+        except Exception as exc:
+            raise SystemExit(
+                "extract_features: no --weights given and Keras could not download its ImageNet "
+                f"MobileNetV2 weights ({type(exc).__name__}: {exc}). Pass --weights URI of a staged "
+                "mobilenet_v2_1.0_224_no_top.weights.h5 (the DAG stages it under <lake>/models/)."
+            ) from None
+    uri = weights_uri if "://" in weights_uri else canonical_uri(os.path.abspath(weights_uri))
+    try:
+        content = _read_bytes_with_spark(spark, uri)
+    except SystemExit:
+        raise
+    except Exception as exc:
+        raise SystemExit(f"--weights {weights_uri}: cannot be read ({type(exc).__name__}: {exc})") from None
+    suffix = ".weights.h5" if uri.endswith(".weights.h5") else os.path.splitext(uri)[1] or ".weights.h5"
+    with tempfile.TemporaryDirectory() as tmp:
+        local = os.path.join(tmp, "mobilenet_v2" + suffix)
+        with open(local, "wb") as handle:
+            handle.write(content)
+        model = build_model(weights=None)
+        try:
+            model.load_weights(local)
+        except Exception as exc:
+            raise SystemExit(
+                f"--weights {weights_uri}: not MobileNetV2 (alpha 1.0, 224, no top) weights "
+                f"({type(exc).__name__}: {exc})"
+            ) from None
+    return model.get_weights()
+
+
+def model_name(weights_uri: str | None) -> str:
+    """The `model` column: architecture and which weights, e.g. mobilenet_v2_1.0_224_avg/imagenet."""
+    source = os.path.basename(weights_uri.rstrip("/")) if weights_uri else "keras-imagenet"
+    return f"{MODEL_FAMILY}/{source}"
+
+
+_WORKER_MODEL: dict = {}
+
+
+def _worker_predictor(broadcast_weights, weights_key: str, tf_threads: int):
+    """The traced predict function of this Python worker, built once from the broadcast.
+
+    Cached by a fingerprint of the weights: a reused Python worker (Spark's default) builds
+    its model once for all tasks and jobs of the same weights.
+    """
+    if weights_key in _WORKER_MODEL:
+        return _WORKER_MODEL[key]
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(tf_threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:
+        pass  # TF already started in this reused worker: its pools were sized then
+    model = build_model(weights=None)
+    model.set_weights(broadcast_weights.value)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, IMAGE_SIZE, IMAGE_SIZE, 3], tf.float32)])
+    def predict(x):
+        return model(x, training=False)
+
+    _WORKER_MODEL.clear()  # only the current job's model stays in memory
+    _WORKER_MODEL[weights_key] = predict
+    return predict
+
+
+def weights_fingerprint(weights: list) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for array in weights:
+        digest.update(np.ascontiguousarray(array).data)
+    return digest.hexdigest()
+
+
+def make_featurize_udf(broadcast_weights, weights_key: str, tf_threads: int = 1, log_every: int = 1000):
+    """Scalar Iterator pandas UDF: image bytes -> struct(features, reject_reason, reject_detail).
+
+    ``broadcast_weights`` is the Broadcast of the weight arrays; the executor reads nothing else.
+    """
+    from pyspark.sql.functions import pandas_udf
+
+    def featurize(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
+        predict = _worker_predictor(broadcast_weights, weights_key, tf_threads)
+        started, done, next_log = time.monotonic(), 0, log_every
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode") as pool:
+            pending = None
+            for contents in batches:
+                future = pool.submit(decode_batch, contents.tolist())
+                if pending is not None:
+                    yield _predict_frame(predict, pending.result())
+                pending = future
+                done += len(contents)
+                if done >= next_log:
+                    rate = done / max(time.monotonic() - started, 1e-9)
+                    log.info("worker pid %d: %d images through the model (%.1f images/s)", os.getpid(), done, rate)
+                    next_log += log_every
+            if pending is not None:
+                yield _predict_frame(predict, pending.result())
+
+    return pandas_udf(featurize, FEATURIZED_TYPE_DDL)
+
+
+FEATURIZED_TYPE_DDL = "struct<features: array<float>, reject_reason: string, reject_detail: string>"
+
+
+def _predict_frame(predict, batch: DecodedBatch):
+
+    n = len(batch.reasons)
+    features = [None] * n
+    if len(batch.ok_rows):
+        output = predict(batch.pixels).numpy().astype(np.float32, copy=False)
+        for row, vector in zip(batch.ok_rows.tolist(), output):
+            features[row] = vector
+    return pd.DataFrame({"features": features, "reject_reason": batch.reasons, "reject_detail": batch.details})
+
+
+# ---------------------------------------------------------------------------
+# DataFrame transformations (each testable on a tiny frame)
+# ---------------------------------------------------------------------------
+def escape_hadoop_glob(uri: str) -> str:
+    """A literal file name for Spark's path loader, which treats {}[]*?\\ as glob syntax."""
+    return "".join("\\" + ch if ch in _HADOOP_GLOB_CHARS else ch for ch in uri)
+
+
+def manifest_paths(spark, manifest_uri: str) -> list[str]:
+    """Distinct canonical paths listed in a manifest (strings only; images are never collected)."""
+    try:
+        frame = spark.read.parquet(manifest_uri)
+    except Exception as exc:
+        raise SystemExit(f"--manifest {manifest_uri}: cannot be read as Parquet ({type(exc).__name__}: {exc})") from None
+    if "path" not in frame.columns:
+        raise SystemExit(f"--manifest {manifest_uri}: has no 'path' column (columns: {frame.columns})")
+    return sorted({row.path for row in frame.select("path").distinct().collect() if row.path})
+
+
+def read_images(spark, images_uri: str, paths: list[str] | None = None):
+    """path (canonical), label (parent folder), content of the image files.
+
+    With ``paths`` (a manifest) exactly those files are read, never a listing of the whole
+    tree (raw/ only grows). Without, ``images_uri`` is listed recursively.
+    """
+    from pyspark.sql import functions as F
+
+    reader = (
+        spark.read.format("binaryFile")
+        .option("pathGlobFilter", IMAGE_GLOB)
+        .option("recursiveFileLookup", "true")
+    )
+    if paths is None:
+        raw = reader.load(images_uri)
+    elif not paths:
+        raw = spark.createDataFrame([], "path string, content binary")
+    else:
+        raw = reader.load([escape_hadoop_glob(p) for p in paths])
+    return with_label(canonical_paths(raw.select("path", "content")))
+
+
+def canonical_paths(frame):
+    """Rewrite `path` to the lake's one spelling (fruits_spark.common.canonical_uri)."""
+    from pyspark.sql import functions as F
+
+    @F.pandas_udf("string")
+    def canonical(paths: pd.Series) -> pd.Series:
+        return paths.map(canonical_uri)
+
+    return frame.withColumn("path", canonical("path"))
+
+
+def with_label(frame):
+    """label = name of the folder holding the file (spaces kept)."""
+    from pyspark.sql import functions as F
+
+    return frame.withColumn("label", F.element_at(F.split("path", "/"), -2))
+
+
+def few_partitions(frame, slots: int):
+    """At most one partition per task slot: each task builds its model once then streams.
+
+    coalesce, not repartition: no shuffle of image bytes.
+    """
+    return frame.coalesce(slots) if frame.rdd.getNumPartitions() > slots else frame
+
+
+def featurize(frame, featurize_udf):
+    """path, label, content -> path, label, features (null when rejected), reject_reason, reject_detail."""
+    from pyspark.sql import functions as F
+
+    result = featurize_udf(F.col("content"))
+    return frame.select(
+        "path",
+        "label",
+        result.getField("features").alias("features"),
+        result.getField("reject_reason").alias("reject_reason"),
+        result.getField("reject_detail").alias("reject_detail"),
+    )
+
+
+def accepted(featurized, model: str):
+    """The output table: path, label, features array<float>[1280], model."""
+    from pyspark.sql import functions as F
+
+    return featurized.where(F.col("reject_reason").isNull()).select(
+        "path", "label", "features", F.lit(model).alias("model")
+    )
+
+
+def rejected(featurized, empty_files=None):
+    """The rejects table: path, reason, detail (decode failures, plus the empty files if given)."""
+    from pyspark.sql import functions as F
+
+    rejects = featurized.where(F.col("reject_reason").isNotNull()).select(
+        "path", F.col("reject_reason").alias("reason"), F.col("reject_detail").alias("detail")
+    )
+    return rejects if empty_files is None else rejects.unionByName(empty_files)
+
+
+def empty_files(spark, images, featurized):
+    """Listed files that never reached the model: Spark's file scan silently skips zero-byte files.
+
+    ``images.inputFiles()`` is the listing Spark already made (paths only, on the driver).
+    """
+    from pyspark.sql import functions as F
+
+    listed = sorted({canonical_uri(p) for p in images.inputFiles()})
+    if not listed:
+        return spark.createDataFrame([], "path string, reason string, detail string")
+    listed_frame = spark.createDataFrame([(p,) for p in listed], "path string")
+    return listed_frame.join(featurized.select("path"), "path", "left_anti").select(
+        "path", F.lit("empty").alias("reason"), F.lit("zero bytes").alias("detail")
+    )
+
+
+# ---------------------------------------------------------------------------
+# The job
+# ---------------------------------------------------------------------------
+def write_text(spark, uri: str, text: str) -> None:
+    """Write a small text file through Hadoop's FileSystem (file://, s3:// alike)."""
+    jvm = spark.sparkContext._jvm
+    path = jvm.org.apache.hadoop.fs.Path(uri)
+    fs = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    stream = fs.create(path, True)
+    try:
+        stream.write(bytearray(text.encode("utf-8")))
+    finally:
+        stream.close()
+
+
+def task_slots(spark) -> int:
+    return max(1, spark.sparkContext.defaultParallelism // int(spark.conf.get("spark.task.cpus", "1")))
+
+
+def run(
+    spark,
+    images_uri: str,
+    output_uri: str,
+    manifest_uri: str | None = None,
+    weights_uri: str | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    weights: list | None = None,
+) -> dict:
+    """The whole feature job on an existing session; returns the FRUITS_RESULT counts.
+
+    ``weights`` lets a caller pass arrays already loaded on the driver (tests).
+    """
+    from pyspark import StorageLevel
+
+    started = time.monotonic()
+    output_uri = output_uri.rstrip("/")
+    if batch_size < 1:
+        raise SystemExit(f"--batch-size must be at least 1, got {batch_size}")
+    # One model batch per Arrow batch; bounds the image bytes held per task.
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(batch_size))
+
+    paths = manifest_paths(spark, manifest_uri) if manifest_uri else None
+    if paths is not None:
+        log.info("manifest %s lists %d images", manifest_uri, len(paths))
+    if weights is None:
+        weights = load_weights_on_driver(spark, weights_uri)
+    broadcast = spark.sparkContext.broadcast(weights)
+    tf_threads = int(spark.conf.get("spark.task.cpus", "1"))
+    slots = task_slots(spark)
+    log.info("weights loaded on the driver (%d arrays) and broadcast; %d task slots, %d TF thread(s) each",
+             len(weights), slots, tf_threads)
+
+    images = few_partitions(read_images(spark, images_uri, paths), slots)
+    featurized = featurize(images, make_featurize_udf(broadcast, weights_fingerprint(weights), tf_threads)).persist(StorageLevel.DISK_ONLY)
+    try:
+        log.info("featurizing %s in %d partition(s)", images_uri, images.rdd.getNumPartitions())
+        counts = _count(featurized)  # materializes the cache: the model runs once per image
+        empties = empty_files(spark, images, featurized).persist()
+        counts["rejected"] += empties.count()
+        accepted(featurized, model_name(weights_uri)).write.mode("overwrite").parquet(output_uri)
+        rejected(featurized, empties).coalesce(1).write.mode("overwrite").parquet(f"{output_uri}/_rejects")
+        empties.unpersist()
+    finally:
+        featurized.unpersist()
+        broadcast.destroy()
+    result = {
+        "job": "extract_features",
+        "read": counts["featurized"] + counts["rejected"],
+        "featurized": counts["featurized"],
+        "rejected": counts["rejected"],
+        "seconds": round(time.monotonic() - started, 3),
+    }
+    write_text(spark, f"{output_uri}/_job_result.json", json.dumps(result))
+    log.info("read %d images, featurized %d, rejected %d (see %s/_rejects) in %.1f s",
+             result["read"], result["featurized"], result["rejected"], output_uri, result["seconds"])
+    return result
+
+
+def _count(featurized) -> dict:
+    from pyspark.sql import functions as F
+
+    row = featurized.agg(
+        F.count(F.when(F.col("reject_reason").isNull(), 1)).alias("featurized"),
+        F.count(F.col("reject_reason")).alias("rejected"),
+    ).first()
+    return {"featurized": int(row.featurized), "rejected": int(row.rejected)}

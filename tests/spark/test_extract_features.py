@@ -1,0 +1,234 @@
+"""The feature job on local Spark (local[2]: broadcast and two Python workers are exercised).
+
+Real Fruits-360 images and real weights when FRUITS_SAMPLE_DIR / FRUITS_WEIGHTS are set;
+otherwise generated images and random weights (the quality test then skips and says why).
+"""
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from fruits_spark import features
+from fruits_spark.common import canonical_uri
+
+BAD_FILES = {
+    # file name -> expected reason
+    "empty.jpg": "empty",
+    "truncated.jpg": "truncated",
+    "not_an_image.jpg": "not_an_image",
+    "bomb.png": "decompression_bomb",
+}
+ODD_MODES = ("L", "RGBA", "P", "CMYK", "I;16", "LA", "1")
+
+
+def _jpeg_bytes(seed: int = 0) -> bytes:
+    rng = np.random.default_rng(seed)
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (120, 90, 3), dtype=np.uint8)).save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def _odd_mode_image(mode: str) -> Image.Image:
+    rng = np.random.default_rng(3)
+    if mode == "I;16":
+        return Image.fromarray(rng.integers(0, 65535, (64, 80), dtype=np.uint16))
+    return Image.fromarray(rng.integers(0, 255, (64, 80, 3), dtype=np.uint8)).convert(mode)
+
+
+def _write_bad_files(folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "truncated.jpg").write_bytes(_jpeg_bytes()[:700])
+    (folder / "not_an_image.jpg").write_bytes(b"<html>this is not a picture</html>" * 20)
+    # More pixels than Pillow's MAX_IMAGE_PIXELS; as a 1-bit PNG it is only a few kB.
+    Image.new("1", (10000, 9500)).save(folder / "bomb.png")
+
+
+@pytest.fixture(scope="module")
+def lake(images_dir, tmp_path_factory) -> Path:
+    """images_dir (real or generated) + a label with spaces holding bad content and odd modes."""
+    root = tmp_path_factory.mktemp("lake") / "raw"
+    shutil.copytree(images_dir, root)
+    mixed = root / "mixed bag"
+    _write_bad_files(mixed)
+    for mode in ODD_MODES:
+        suffix = "png" if mode in ("I;16", "LA", "1", "P", "RGBA") else "jpg"
+        image = _odd_mode_image(mode)
+        image.save(mixed / f"mode_{mode.replace(';', '_')}.{suffix.upper() if mode == 'L' else suffix}")
+    (mixed / "readme.txt").write_text("not listed: not an image extension")
+    return root
+
+
+@pytest.fixture(scope="module")
+def driver_weights(spark, weights_file):
+    return features.load_weights_on_driver(spark, str(weights_file))
+
+
+@pytest.fixture(scope="module")
+def first_run(spark, lake, driver_weights, tmp_path_factory):
+    output = tmp_path_factory.mktemp("features") / "batch=test"
+    result = features.run(spark, str(lake), str(output), weights=driver_weights, weights_uri="test.weights.h5")
+    return output, result
+
+
+def _image_files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+
+
+# --- pure helpers -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name,reason", sorted(BAD_FILES.items()))
+def test_decode_image_rejects_bad_content_with_a_reason(tmp_path, name, reason):
+    _write_bad_files(tmp_path)
+    with pytest.raises(features.RejectedImage) as caught:
+        features.decode_image((tmp_path / name).read_bytes())
+    assert caught.value.reason == reason
+    assert caught.value.detail
+
+
+@pytest.mark.parametrize("mode", ODD_MODES)
+def test_decode_image_turns_any_pillow_mode_into_rgb_224(mode):
+    buffer = io.BytesIO()
+    _odd_mode_image(mode).save(buffer, "PNG" if mode != "CMYK" else "JPEG")
+    pixels = features.decode_image(buffer.getvalue())
+    assert pixels.shape == (224, 224, 3) and pixels.dtype == np.uint8
+    assert pixels.std() > 0  # real content, not a blank frame
+
+
+def test_sixteen_bit_grey_keeps_its_range_instead_of_clipping_to_white():
+    grey = np.linspace(0, 65535, 64 * 64).astype(np.uint16).reshape(64, 64)
+    buffer = io.BytesIO()
+    Image.fromarray(grey).save(buffer, "PNG")
+    pixels = features.decode_image(buffer.getvalue())
+    assert pixels.min() < 30 and pixels.max() > 225 and 100 < pixels.mean() < 155
+
+
+def test_decode_batch_keeps_row_positions_of_rejects():
+    batch = features.decode_batch([_jpeg_bytes(1), b"", _jpeg_bytes(2)])
+    assert batch.ok_rows.tolist() == [0, 2]
+    assert batch.reasons == [None, "empty", None]
+    assert batch.pixels.shape == (2, 224, 224, 3) and batch.pixels.dtype == np.float32
+    assert -1.0 <= batch.pixels.min() and batch.pixels.max() <= 1.0  # MobileNetV2 scaling
+
+
+def test_escape_hadoop_glob_makes_brackets_literal():
+    assert features.escape_hadoop_glob("file:///a/b [1]/c*.jpg") == "file:///a/b \\[1\\]/c\\*.jpg"
+
+
+# --- the job on Spark ---------------------------------------------------------------------
+
+
+def test_output_schema_is_path_label_1280_floats_model(first_run):
+    output, _ = first_run
+    schema = pq.read_schema(next(output.glob("*.parquet")))
+    assert schema.names == ["path", "label", "features", "model"]
+    assert str(schema.field("features").type) in ("list<element: float>", "list<item: float>")
+    table = pd.read_parquet(output)
+    assert {len(v) for v in table.features} == {features.FEATURE_DIM}
+    assert table.features.iloc[0].dtype == np.float32
+    assert (table.model == "mobilenet_v2_1.0_224_avg/test.weights.h5").all()
+
+
+def test_every_good_image_is_featurized_with_canonical_path_and_label(first_run, lake):
+    output, result = first_run
+    table = pd.read_parquet(output)
+    expected = {canonical_uri(str(p)) for p in _image_files(lake) if p.name not in BAD_FILES}
+    assert set(table.path) == expected
+    assert len(table) == len(expected)
+    # labels are parent folder names, spaces kept, and paths are file:/// with real spaces
+    for path, label in zip(table.path, table.label):
+        assert path.startswith("file:///") and "%20" not in path
+        assert path.split("/")[-2] == label
+    assert "mixed bag" in set(table.label)
+    assert {f"mode_{m.replace(';', '_')}" for m in ODD_MODES} <= {Path(p).stem for p in table.path}
+
+
+def test_bad_content_is_rejected_with_reason_and_counted(first_run, lake):
+    output, result = first_run
+    rejects = pd.read_parquet(output / "_rejects")
+    by_name = {Path(p).name: reason for p, reason in zip(rejects.path, rejects.reason)}
+    assert by_name == BAD_FILES
+    assert rejects.detail.str.len().min() > 0
+    assert result["rejected"] == len(BAD_FILES)
+    assert result["featurized"] == len(pd.read_parquet(output))
+    assert result["read"] == result["featurized"] + result["rejected"]
+    written = json.loads((output / "_job_result.json").read_text())
+    assert written == result and written["job"] == "extract_features"
+
+
+def test_rerun_replaces_output_instead_of_appending(spark, first_run, lake, driver_weights):
+    output, result = first_run
+    again = features.run(spark, str(lake), str(output), weights=driver_weights, weights_uri="test.weights.h5")
+    assert again["featurized"] == result["featurized"]
+    assert len(pd.read_parquet(output)) == result["featurized"]
+    assert len(pd.read_parquet(output / "_rejects")) == len(BAD_FILES)
+
+
+def test_manifest_reads_only_listed_files_and_executors_never_open_the_weights(
+    spark, lake, weights_file, tmp_path
+):
+    # A file name with glob characters and a label with spaces, listed in the manifest.
+    odd = lake / "mixed bag" / "fig [1].jpg"
+    odd.write_bytes(_jpeg_bytes(5))
+    listed = [odd] + [p for p in _image_files(lake) if p.parent.name != "mixed bag"][:3]
+    manifest = tmp_path / "manifest"
+    manifest.mkdir()
+    pd.DataFrame({"path": [canonical_uri(str(p)) for p in listed] * 2}).to_parquet(manifest / "part-0.parquet")
+
+    # Weights loaded on the driver from a copy that is then deleted: the job can only succeed
+    # if the executors get them from the broadcast.
+    copy = tmp_path / "staged" / "mobilenet_v2.weights.h5"
+    copy.parent.mkdir()
+    shutil.copy(weights_file, copy)
+    loaded = features.load_weights_on_driver(spark, str(copy))
+    copy.unlink()
+
+    output = tmp_path / "out"
+    result = features.run(spark, str(lake), str(output), manifest_uri=str(manifest), weights=loaded,
+                          weights_uri=str(copy))
+    table = pd.read_parquet(output)
+    assert sorted(table.path) == sorted(canonical_uri(str(p)) for p in listed)
+    assert result == {**result, "read": 4, "featurized": 4, "rejected": 0}
+    assert "mixed bag" in set(table.label)
+
+
+def test_empty_manifest_writes_an_empty_table(spark, lake, driver_weights, tmp_path):
+    manifest = tmp_path / "manifest"
+    manifest.mkdir()
+    pd.DataFrame({"path": pd.Series([], dtype=str)}).to_parquet(manifest / "part-0.parquet")
+    result = features.run(spark, str(lake), str(tmp_path / "out"), manifest_uri=str(manifest),
+                          weights=driver_weights)
+    assert (result["read"], result["featurized"], result["rejected"]) == (0, 0, 0)
+
+
+def test_features_equal_a_direct_keras_predict(first_run, sample_dir, real_weights):
+    if sample_dir is None:
+        pytest.skip("FRUITS_SAMPLE_DIR is not set: real Fruits-360 images are needed to judge feature quality")
+    if real_weights is None:
+        pytest.skip("FRUITS_WEIGHTS is not set: real ImageNet weights are needed to judge feature quality")
+    import keras
+
+    output, _ = first_run
+    table = pd.read_parquet(output)
+    table = table[table.label != "mixed bag"].sort_values("path").head(12)
+    model = features.build_model(weights=None)
+    model.load_weights(real_weights)
+    pixels = np.stack([
+        keras.utils.img_to_array(
+            keras.utils.load_img(path[len("file://"):], target_size=(224, 224), interpolation="bicubic")
+        )
+        for path in table.path
+    ])
+    expected = model.predict(keras.applications.mobilenet_v2.preprocess_input(pixels), verbose=0)
+    got = np.stack(table.features.to_numpy())
+    cosine = (got * expected).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(expected, axis=1))
+    assert cosine.min() >= 0.9999, cosine
