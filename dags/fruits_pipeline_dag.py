@@ -28,8 +28,9 @@ CONFIG = {
 }
 POLL_SECONDS = tasks.poll_seconds()
 MAX_POLLS = tasks.sensor_timeouts(POLL_SECONDS)
-FEATURES = Asset(name="fruits_features", uri=SETTINGS.lake.features_root())
-PCA = Asset(name="fruits_pca", uri=SETTINGS.lake.uri("pca"))
+# Named by their URI: one asset per lake, so other DAGs can schedule on this lake's outputs.
+FEATURES = Asset(uri=SETTINGS.lake.features_root())
+PCA = Asset(uri=SETTINGS.lake.uri("pca"))
 
 with DAG(
     dag_id="fruits_pipeline",

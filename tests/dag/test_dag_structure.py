@@ -68,7 +68,8 @@ def test_emr_graph_is_a_linear_chain_with_terminate_as_teardown(emr_dag):
     for task_id in AWS_TASKS:
         assert emr_dag.get_task(task_id).region_name == "eu-west-3", task_id
     assert emr_dag.get_task("report").trigger_rule == "all_done"
-    assert {o.name for o in emr_dag.get_task("report").outlets} == {"fruits_features", "fruits_pca"}
+    lake = __import__("os").environ["FRUITS_LAKE_URI"]
+    assert {o.uri for o in emr_dag.get_task("report").outlets} == {f"{lake}/features", f"{lake}/pca"}
 
 
 def test_local_mode_has_no_cluster_tasks(monkeypatch, tmp_path):
