@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from fruits_pipeline.cost import estimate_cluster_cost, load_price_table
-from fruits_pipeline.settings import DEFAULT_PRICE_TABLE, REPO_ROOT, Settings
+from fruits_pipeline.settings import DEFAULT_PRICE_TABLE, REPO_ROOT
 
 DEFAULT_BENCH = REPO_ROOT / "bench" / "results" / "latest.json"
 FULL_DATASET_IMAGES = 147_691  # Fruits-360, 100x100 version, all labels (training + test)
@@ -77,20 +77,22 @@ def images_per_second_per_core(bench: dict) -> float:
 
 
 def project(bench: dict, prices: dict, *, images: int, workload: str, instance_type: str, core_nodes: int,
-            spot: bool, master_instance_type: str) -> Projection:
-    """Wall time and cost of one run: startup + feature step + PCA step, one master billed throughout."""
+            spot: bool) -> Projection:
+    """Wall time and cost of one run: startup + feature step + PCA step, one master billed throughout.
+
+    The master has the core nodes' instance type and is on demand, as the DAG's job flow builds it."""
     cores = int(prices["instances"][instance_type]["vcpu"]) * core_nodes
     rate = images_per_second_per_core(bench) * cores
     seconds = CLUSTER_STARTUP_SECONDS + 2 * STEP_OVERHEAD_SECONDS + images / rate + PCA_STEP_SECONDS
     estimate = estimate_cluster_cost(
         prices, instance_type=instance_type, core_instance_count=core_nodes, use_spot=spot,
-        seconds=seconds, master_instance_type=master_instance_type,
+        seconds=seconds,
     )
     return Projection(workload, images, instance_type, core_nodes, cores, spot, rate, seconds,
                       estimate["amount"], estimate["currency"])
 
 
-def project_all(bench: dict, prices: dict, *, daily_images: int, master_instance_type: str) -> list[Projection]:
+def project_all(bench: dict, prices: dict, *, daily_images: int) -> list[Projection]:
     rows = []
     for workload, images in (("full Fruits-360", FULL_DATASET_IMAGES), ("typical day", daily_images)):
         for instance_type, core_nodes in SHAPES:
@@ -98,7 +100,7 @@ def project_all(bench: dict, prices: dict, *, daily_images: int, master_instance
                 continue
             for spot in (False, True):
                 rows.append(project(bench, prices, images=images, workload=workload, instance_type=instance_type,
-                                    core_nodes=core_nodes, spot=spot, master_instance_type=master_instance_type))
+                                    core_nodes=core_nodes, spot=spot))
     return rows
 
 
@@ -119,7 +121,7 @@ def _shape(row: Projection) -> str:
 
 
 def render_markdown(rows: list[Projection], bench: dict, prices: dict, *, daily_images: int,
-                    master_instance_type: str, bench_path: Path, produced_on: str) -> str:
+                    bench_path: Path, produced_on: str) -> str:
     per_core = images_per_second_per_core(bench)
     currency = prices["currency"]
     lines = [
@@ -136,7 +138,8 @@ def render_markdown(rows: list[Projection], bench: dict, prices: dict, *, daily_
         f"- Each run pays {CLUSTER_STARTUP_SECONDS // 60} min of cluster startup (provisioning and bootstrap, billed), "
         f"{STEP_OVERHEAD_SECONDS} s overhead per step, and {PCA_STEP_SECONDS // 60} min for the PCA step.",
         f"- Billing: EC2 + EMR uplift per instance, per second (one-minute minimum), region {prices['region']}, "
-        f"{currency}; one {master_instance_type} master on demand for the whole run; core nodes on demand or "
+        f"{currency}; one master node of the core nodes' type, on demand, for the whole run (as the DAG builds "
+        "the cluster); core nodes on demand or "
         "at a typical spot price (spot varies by hour and zone). S3, KMS and data transfer inside the region "
         "are small next to this and not counted.",
         "",
@@ -188,11 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     except CostInputError as error:
         print(f"make cost: {error}", file=sys.stderr)
         return 2
-    master = Settings.__dataclass_fields__["master_instance_type"].default
-    rows = project_all(bench, prices, daily_images=args.daily_images, master_instance_type=master)
+    rows = project_all(bench, prices, daily_images=args.daily_images)
     produced_on = datetime.now(timezone.utc).strftime("%Y-%m-%d")
-    print(render_markdown(rows, bench, prices, daily_images=args.daily_images, master_instance_type=master,
-                          bench_path=args.bench, produced_on=produced_on), end="")
+    print(render_markdown(rows, bench, prices, daily_images=args.daily_images, bench_path=args.bench, produced_on=produced_on), end="")
     return 0
 
 

@@ -27,9 +27,9 @@ def bench_file(tmp_path):
 
 def test_throughput_scales_with_cluster_vcpus(prices):
     small = cp.project(BENCH, prices, images=147_691, workload="w", instance_type="m5.xlarge", core_nodes=2,
-                       spot=False, master_instance_type="m5.xlarge")
+                       spot=False)
     big = cp.project(BENCH, prices, images=147_691, workload="w", instance_type="m5.xlarge", core_nodes=4,
-                     spot=False, master_instance_type="m5.xlarge")
+                     spot=False)
     assert small.cores == 2 * prices["instances"]["m5.xlarge"]["vcpu"]
     assert small.images_per_second == pytest.approx(32.0 * small.cores)
     assert big.images_per_second == pytest.approx(2 * small.images_per_second)
@@ -39,20 +39,22 @@ def test_throughput_scales_with_cluster_vcpus(prices):
 
 def test_cost_is_master_plus_core_nodes_per_second(prices):
     row = cp.project(BENCH, prices, images=5_000, workload="w", instance_type="m5.2xlarge", core_nodes=4,
-                     spot=False, master_instance_type="m5.xlarge")
-    m5x, m52x = prices["instances"]["m5.xlarge"], prices["instances"]["m5.2xlarge"]
+                     spot=False)
+    m52x = prices["instances"]["m5.2xlarge"]
     hours = row.seconds / 3600
-    expected = hours * (m5x["ec2_on_demand_hourly"] + m5x["emr_hourly"]
-                        + 4 * (m52x["ec2_on_demand_hourly"] + m52x["emr_hourly"]))
+    # one master + 4 core nodes, all m5.2xlarge, EC2 + EMR uplift each
+    expected = hours * 5 * (m52x["ec2_on_demand_hourly"] + m52x["emr_hourly"])
     assert row.cost == pytest.approx(expected, abs=1e-3)
     spot = cp.project(BENCH, prices, images=5_000, workload="w", instance_type="m5.2xlarge", core_nodes=4,
-                      spot=True, master_instance_type="m5.xlarge")
-    assert spot.cost < row.cost
+                      spot=True)
     assert spot.seconds == row.seconds
+    # only the core nodes go to spot: the master stays on demand
+    saving = hours * 4 * (m52x["ec2_on_demand_hourly"] - m52x["spot_hourly_typical"])
+    assert row.cost - spot.cost == pytest.approx(saving, abs=1e-3)
 
 
 def test_every_shape_is_projected_for_both_workloads_and_recommended(prices):
-    rows = cp.project_all(BENCH, prices, daily_images=5_000, master_instance_type="m5.xlarge")
+    rows = cp.project_all(BENCH, prices, daily_images=5_000)
     assert {r.workload for r in rows} == {"full Fruits-360", "typical day"}
     assert len(rows) == 2 * 2 * len(cp.SHAPES)
     assert {r.images for r in rows} == {147_691, 5_000}
