@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -248,11 +249,14 @@ def _filtered(data: bytes, selection: Selection) -> tuple[pa.Table, int] | None:
     return table.filter(pc.invert(erase)), removed
 
 
-def plan(store, selection: Selection) -> ErasurePlan:
+def plan(store, selection: Selection, progress=None) -> ErasurePlan:
     result = ErasurePlan()
     for key in _raw_candidates(store, selection):
         result.raw[key] = store.versions(key)
-    for key in _parquet_keys(store):
+    keys = _parquet_keys(store)
+    for done, key in enumerate(keys, start=1):
+        if progress and done % 200 == 0:
+            progress(f"scanned {done}/{len(keys)} Parquet files for erased rows")
         filtered = _filtered(store.read(key), selection)
         if filtered is None or filtered[1] == 0:
             continue
@@ -271,7 +275,7 @@ def plan(store, selection: Selection) -> ErasurePlan:
 
 def erase(store, selection: Selection, confirm: bool = False, drop_pca_models: bool = False, out=print) -> ErasurePlan:
     """Print and (with ``confirm``) carry out the erasure; returns what was found."""
-    found = plan(store, selection)
+    found = plan(store, selection, progress=lambda line: print(line, file=sys.stderr, flush=True))
     verb = "deleted" if confirm else "would delete"
     if found.empty:
         out("Nothing to erase: no raw object and no derived row matches (already erased, or never uploaded).")

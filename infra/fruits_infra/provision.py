@@ -272,6 +272,11 @@ def current_lifecycle_rules(s3, bucket: str) -> list[dict]:
 def _rule_matches(current: dict | None, desired: dict) -> bool:
     if current is None:
         return False
+    current = dict(current)
+    if current.get("Filter") in ({}, None) and "Prefix" in current:  # the older spelling of the same filter
+        current["Filter"] = {"Prefix": current["Prefix"]}
+    if current.get("Filter") == {}:  # S3 may return an empty filter for the whole bucket
+        current["Filter"] = {"Prefix": ""}
     return all(current.get(k) == v for k, v in desired.items())
 
 
@@ -301,9 +306,16 @@ def differences(desired, current, path: str = "") -> list[str]:
 def ensure_bucket(clients: Clients, config: InfraConfig, report: Report) -> None:
     region = bucket_region(clients.s3, config.bucket)
     if region is None:
-        clients.s3.create_bucket(
-            Bucket=config.bucket, CreateBucketConfiguration={"LocationConstraint": config.region}
-        )
+        try:
+            clients.s3.create_bucket(
+                Bucket=config.bucket, CreateBucketConfiguration={"LocationConstraint": config.region}
+            )
+        except ClientError as error:
+            if _code(error) == "BucketAlreadyExists":
+                raise InfraError(
+                    f"bucket name {config.bucket!r} is taken by another AWS account: choose another name in FRUITS_LAKE_URI"
+                ) from None
+            raise
         clients.s3.put_bucket_tagging(Bucket=config.bucket, Tagging={"TagSet": [{"Key": "project", "Value": PROJECT_TAG}]})
         report.add(f"bucket s3://{config.bucket}", "created", config.region)
     elif region != config.region:

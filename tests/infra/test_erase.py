@@ -213,3 +213,18 @@ def test_cli_on_a_file_lake_dry_run_then_yes(tmp_path, capsys):
     assert f"raw  {env.lake.uri('raw/Banana/b1.jpg')}: deleted (1 version)" in out
     assert not (tmp_path / "lake/raw/Banana/b2.jpg").exists()
     assert (tmp_path / "lake/raw/Kiwi/k1.jpg").exists()
+
+
+def test_cli_on_an_s3_lake_erases_every_version(aws, capsys):
+    env = S3Lake("fruits-cli-erase")
+    build_lake(env.put, env.lake)
+    env.put("raw/Kiwi/k1.jpg", b"a second upload of the same name")  # two versions now
+    assert env.all_versions("raw/Kiwi/k1.jpg") == 2
+    args = ["erase", "--lake", env.lake.base_uri, "--region", REGION, "--label", "Kiwi"]
+    assert main(args) == 0
+    assert env.all_versions("raw/Kiwi/k1.jpg") == 2
+    assert main([*args, "--yes"]) == 0
+    assert f"raw  {env.lake.uri('raw/Kiwi/k1.jpg')}: deleted (2 versions)" in capsys.readouterr().out
+    assert env.all_versions("raw/Kiwi/k1.jpg") == 0
+    assert main([*args, "--yes"]) == 0
+    assert "Nothing to erase" in capsys.readouterr().out
