@@ -1,5 +1,11 @@
 """fruits_pipeline: validate new uploads -> transient EMR cluster (2 Spark steps) -> teardown -> report.
 
+Failure handling lives in the graph: terminate_cluster is the teardown of create_cluster, so it
+runs after a failed step, a timed-out sensor, and when the run is marked failed (Airflow leaves
+teardowns pending then) or a task in between is cleared (the setup and teardown are cleared with
+it). The report task (all_done) writes reports/<run_key>.json in every case and fails the run
+when a step did not complete, because a teardown leaf alone would not.
+
 Only wiring lives here; every decision is a function in plugins/fruits_pipeline (see DESIGN.md).
 The file is not named fruits_pipeline.py: with dags/ on sys.path that name would shadow the
 fruits_pipeline package it imports. Settings are read when the file is parsed: a FRUITS_REGION outside the EU or a missing

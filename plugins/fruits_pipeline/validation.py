@@ -3,7 +3,8 @@
 Exactly once: an upload is selected when no feature batch of another run holds its path
 (late uploads and images of a failed run are picked up by the next run); a rerun of the
 same run key selects the same uploads again and overwrites its own outputs.
-Previously rejected uploads (in another run's ``rejected`` manifest) are not re-validated:
+Previously rejected uploads (in another run's ``rejected`` manifest, or in the ``_rejects`` of
+another run's feature batch) are not re-validated:
 a rejection is a property of the bytes, so they are counted as ``previously_rejected`` and
 skipped until a ``full_refresh`` run, which takes every upload.
 Nothing in ``raw/`` is ever moved or deleted.
@@ -123,10 +124,16 @@ def featurized_paths(lake: Lake, *, exclude_run_key: str, conn_id: str | None) -
 
 
 def previously_rejected_paths(lake: Lake, *, exclude_run_key: str, conn_id: str | None) -> set[str]:
-    root = lake.uri("manifests")
-    files = [uri for uri in storage.list_files(root, conn_id)
+    """Paths rejected by another run: by validation (``manifests/*/rejected``) or by the
+    feature job (``features/batch=*/_rejects``)."""
+    manifests = lake.uri("manifests")
+    files = [uri for uri in storage.list_files(manifests, conn_id)
              if uri.endswith(".parquet") and "/rejected/" in uri
-             and uri[len(root) + 1:].split("/", 1)[0] != exclude_run_key]
+             and uri[len(manifests) + 1:].split("/", 1)[0] != exclude_run_key]
+    features = lake.features_root()
+    files += [uri for uri in storage.list_files(features, conn_id)
+              if uri.endswith(".parquet") and "/_rejects/" in uri
+              and _batch_of(uri, features) not in (None, exclude_run_key)]
     return _read_paths(files, conn_id)
 
 

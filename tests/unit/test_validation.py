@@ -67,14 +67,16 @@ def test_exactly_once_selection(lake):
     batch = f"{root}/features/batch=run1"
     __import__("os").makedirs(f"{batch}/_rejects")
     pq.write_table(pa.table({"path": done, "label": ["x", "x"]}), f"{batch}/part-0.parquet")
-    pq.write_table(pa.table({"path": ["ignored"]}), f"{batch}/_rejects/part-0.parquet")
+    job_rejected = sorted(row["path"] for row in first.valid)[2]  # the feature job could not decode it
+    pq.write_table(pa.table({"path": [job_rejected], "reason": ["decode"]}), f"{batch}/_rejects/part-0.parquet")
 
     rerun = validate_uploads(lake, "run1", full_refresh=False, **LIMITS)
     assert sorted(r["path"] for r in rerun.valid) == sorted(r["path"] for r in first.valid)  # same run, same input
 
     second = validate_uploads(lake, "run2", full_refresh=False, **LIMITS)
-    assert sorted(r["path"] for r in second.valid) == sorted(set(r["path"] for r in first.valid) - set(done))
-    assert second.rejected == [] and second.previously_rejected == 7 and second.already_featurized == 2
+    assert sorted(r["path"] for r in second.valid) == \
+        sorted(set(r["path"] for r in first.valid) - set(done) - {job_rejected})
+    assert second.rejected == [] and second.previously_rejected == 8 and second.already_featurized == 2
 
     everything = validate_uploads(lake, "run3", full_refresh=True, **LIMITS)
     assert len(everything.valid) == 4 and len(everything.rejected) == 7
