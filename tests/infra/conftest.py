@@ -5,8 +5,7 @@ import json
 
 import pytest
 
-REGION = "eu-west-3"
-BUCKET = "fruits-lake-test"
+from infra_testing import BUCKET, REGION
 
 
 # The AWS managed policies the tests attach. moto loads all ~1,400 of them into every fresh

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import REGION
+from infra_testing import REGION
 from fruits_infra.cli import main
 from fruits_infra.erase import ErasureError, erase, select, store_for
 from fruits_pipeline.lake import Lake

@@ -6,7 +6,7 @@ import json
 import boto3
 import pytest
 
-from conftest import BUCKET, REGION
+from infra_testing import BUCKET, REGION
 from fruits_infra.cli import main
 from fruits_infra.policies import render
 from fruits_infra.provision import InfraConfig, InfraError, audit, provision
