@@ -8,11 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
+from fruits_pipeline.job_flow import PROJECT_TAG  # clusters carry project=<this>; the Airflow role drives only those
 from fruits_pipeline.settings import EU_REGIONS
 
 POLICY_DIR = Path(__file__).resolve().parent / "policies"
-# Clusters are tagged project=<this> by the DAG; the Airflow role may only drive such clusters.
-PROJECT_TAG = "fruits-pipeline"
 EMR_SERVICE_MANAGED_POLICY = "arn:aws:iam::aws:policy/service-role/AmazonEMRServicePolicy_v2"
 INLINE_POLICY_NAME = "fruits-pipeline"
 
