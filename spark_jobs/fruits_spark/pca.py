@@ -68,7 +68,7 @@ def read_features(spark, features_uri: str):
     ``batch=<run_key>/`` folders are partitions of one table; Spark skips ``_rejects/``
     and ``_job_result.json`` because their names start with an underscore.
     """
-    from pyspark.sql.utils import AnalysisException
+    from pyspark.errors import AnalysisException
 
     try:
         frame = spark.read.parquet(features_uri)
@@ -96,8 +96,10 @@ def check_features(frame, features_uri: str) -> tuple[int, int]:
     """
     from pyspark.sql import functions as F
 
+    # size(null) is -1 on Spark 3.5 and null under Spark 4's ANSI mode: one spelling for both.
+    length = F.coalesce(F.size(FEATURES_COLUMN), F.lit(-1))
     lengths = (
-        frame.groupBy(F.size(FEATURES_COLUMN).alias("length"))
+        frame.groupBy(length.alias("length"))
         .count()
         .orderBy(F.desc("count"), F.desc("length"))
         .collect()
@@ -109,7 +111,7 @@ def check_features(frame, features_uri: str) -> tuple[int, int]:
     if input_dim <= 0:
         raise PcaInputError(f"--features {features_uri}: most rows have no feature vector (null or empty)")
     if len(lengths) > 1:
-        bad = frame.where(F.coalesce(F.size(FEATURES_COLUMN), F.lit(-1)) != input_dim).first()
+        bad = frame.where(length != input_dim).first()
         bad_length = None if bad[FEATURES_COLUMN] is None else len(bad[FEATURES_COLUMN])
         raise PcaInputError(
             f"--features {features_uri}: row path={bad['path']} has a feature vector of length "
