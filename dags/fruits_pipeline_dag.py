@@ -33,7 +33,6 @@ CONFIG = {
     "region_name": SETTINGS.region,
 }
 POLL_SECONDS = tasks.poll_seconds()
-MAX_POLLS = tasks.sensor_timeouts(POLL_SECONDS)
 # Named by their URI: one asset per lake, so other DAGs can schedule on this lake's outputs.
 FEATURES = Asset(uri=SETTINGS.lake.features_root())
 PCA = Asset(uri=SETTINGS.lake.uri("pca"))
@@ -84,7 +83,8 @@ with DAG(
 
         @task(multiple_outputs=True)
         def stage_and_plan(params=None, **context):
-            return tasks.stage_and_plan(Settings.from_env(), params, tasks.run_key_from_context(context))
+            return tasks.stage_and_plan(Settings.from_env(), params, tasks.run_key_from_context(context),
+                                        context["ti"].xcom_pull(task_ids="validate"))
 
         plan = stage_and_plan()
         create_cluster = EmrCreateJobFlowOperator(
@@ -99,7 +99,9 @@ with DAG(
             FruitsStepSensor(
                 task_id=f"watch_{name}", job_flow_id=create_cluster.output,
                 step_id=f"{{{{ ti.xcom_pull(task_ids='add_steps')[{index}] }}}}",
-                deferrable=True, poke_interval=POLL_SECONDS, max_attempts=MAX_POLLS[name], **CONFIG,
+                deferrable=True, poke_interval=POLL_SECONDS,
+                max_attempts=f"{{{{ ti.xcom_pull(task_ids='stage_and_plan', key='max_polls')['{name}'] }}}}",
+                **CONFIG,
             )
             for index, name in enumerate(("extract_features", "reduce_pca"))
         ]

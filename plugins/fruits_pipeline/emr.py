@@ -24,7 +24,15 @@ def step_failure_message(describe_step_response: dict, *, cluster_id: str, log_u
 
 
 class FruitsStepSensor(EmrStepSensor):
-    """EmrStepSensor that fails with the step's failure reason and log location, also when deferred."""
+    """EmrStepSensor that fails with the step's failure reason and log location, also when deferred.
+
+    ``max_attempts`` is templated so that the timeout can be sized to the run's work at run time."""
+
+    template_fields = (*EmrStepSensor.template_fields, "max_attempts")
+
+    def execute(self, context) -> None:
+        self.max_attempts = int(self.max_attempts)
+        super().execute(context)
 
     def _fail_with_details(self, response: dict) -> None:
         from airflow.providers.common.compat.sdk import AirflowException

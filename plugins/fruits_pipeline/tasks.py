@@ -35,9 +35,17 @@ def poll_seconds(env: dict | None = None) -> int:
     return int((os.environ if env is None else env).get("FRUITS_POLL_SECONDS", "60"))
 
 
-def sensor_timeouts(poll: int) -> dict[str, int]:
-    """Max polls per step: features ~4 h (MobileNetV2 over a day of uploads), PCA ~1 h."""
-    return {"extract_features": max(1, 4 * 3600 // poll), "reduce_pca": max(1, 3600 // poll)}
+# Conservative throughput for sizing sensor timeouts (MobileNetV2 on CPU, per core node) and the
+# time a transient cluster needs before the first step starts (provisioning + bootstrap).
+IMAGES_PER_SECOND_PER_CORE_NODE = 10
+CLUSTER_START_SECONDS = 20 * 60
+
+
+def sensor_max_polls(valid_images: int, core_instance_count: int, poll: int) -> dict[str, int]:
+    """Polls each step sensor may spend, sized to the work: 3x the expected time plus cluster start."""
+    features = CLUSTER_START_SECONDS + 3 * valid_images / (IMAGES_PER_SECOND_PER_CORE_NODE * core_instance_count)
+    pca = 15 * 60 + 3 * valid_images / 1000  # a refit over every batch; small next to the features
+    return {"extract_features": max(1, int(features // poll) + 1), "reduce_pca": max(1, int(pca // poll) + 1)}
 
 
 def run_key_from_context(context) -> str:
@@ -64,7 +72,7 @@ def validate(settings: Settings, params: dict, run_key: str) -> dict:
     return summary
 
 
-def stage_and_plan(settings: Settings, params: dict, run_key: str) -> dict:
+def stage_and_plan(settings: Settings, params: dict, run_key: str, validation: dict | None = None) -> dict:
     """Guard the bucket, stage code and weights, and build the job flow and EMR steps of this run."""
     from fruits_pipeline.staging import stage_code, stage_weights
 
@@ -80,7 +88,10 @@ def stage_and_plan(settings: Settings, params: dict, run_key: str) -> dict:
     weights_name = stage_weights(settings.lake, settings.weights_path, settings.aws_conn_id)
     steps = pipeline_steps(settings.lake, run_key, weights_name=weights_name, pca_k=run_params.pca_k,
                            pca_variance=run_params.pca_variance)
+    validation = validation or {}
     return {
+        "max_polls": sensor_max_polls(int(validation.get("valid", 0)), run_params.core_instance_count,
+                                      poll_seconds()),
         "code_uri": code_uri,
         "weights_name": weights_name,
         "job_flow": build_job_flow(settings, run_params, run_key=run_key, code_uri=code_uri),

@@ -30,8 +30,15 @@ os.environ.setdefault("FRUITS_LAKE_URI", f"file://{AIRFLOW_HOME}/lake")
 
 @pytest.fixture(scope="session")
 def airflow_db():
+    from airflow.configuration import conf
     from airflow.utils import db
 
+    # Airflow reads its config once per process: if another test folder imported it first with
+    # another AIRFLOW_HOME, never reset that database. Run tests/dag in its own pytest process.
+    configured = conf.get("database", "sql_alchemy_conn")
+    if str(AIRFLOW_HOME) not in configured:
+        pytest.fail(f"Airflow was configured before tests/dag/conftest.py ({configured}); "
+                    "run `pytest tests/dag` in its own process")
     db.resetdb()
     return AIRFLOW_HOME
 

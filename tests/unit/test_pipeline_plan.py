@@ -94,3 +94,14 @@ def test_params_are_checked_and_named():
     assert set(specs) == {"full_refresh", "pca_variance", "pca_k", "instance_type", "core_instance_count",
                           "use_spot", "dry_run"}
     assert all(spec.get("description") for spec in specs.values())
+
+
+def test_sensor_timeouts_grow_with_the_work_and_shrink_with_the_cluster():
+    from fruits_pipeline.tasks import sensor_max_polls
+
+    small = sensor_max_polls(100, 2, poll=60)
+    big = sensor_max_polls(150_000, 2, poll=60)
+    wide = sensor_max_polls(150_000, 8, poll=60)
+    assert small["extract_features"] >= 20  # the cluster start alone takes ~20 polls of 60 s
+    assert big["extract_features"] > wide["extract_features"] > small["extract_features"]
+    assert big["reduce_pca"] >= small["reduce_pca"] >= 15
