@@ -246,11 +246,13 @@ def make_featurize_udf(broadcast_weights, weights_key: str, tf_threads: int = 1,
     from pyspark.sql.functions import pandas_udf
 
     def featurize(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
-        predict = _worker_predictor(broadcast_weights, weights_key, tf_threads)
+        predict = None  # built on the first batch: an empty partition never starts TF
         started, done, next_log = time.monotonic(), 0, log_every
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode") as pool:
             pending = None
             for contents in batches:
+                if predict is None:  # before any decode thread imports Keras
+                    predict = _worker_predictor(broadcast_weights, weights_key, tf_threads)
                 future = pool.submit(decode_batch, contents.tolist())
                 if pending is not None:
                     yield _predict_frame(predict, pending.result())
