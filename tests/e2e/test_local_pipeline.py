@@ -1,0 +1,210 @@
+"""The whole DAG in local mode (dag.test, real Spark, real images when on hand) on one lake,
+run four times in order: a first run with corrupt uploads mixed in, a run with nothing new,
+an incremental run with three new images, and a rerun of that same run key.
+
+Each run that has work spawns the two spark-submits, so the sequence is kept to three of those.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from fruits_pipeline.lake import Lake, run_key_for
+
+pytestmark = pytest.mark.e2e
+
+FIRST, NOTHING_NEW, INCREMENTAL = "2026-01-01T00:00:00+00:00", "2026-01-02T00:00:00+00:00", "2026-01-03T00:00:00+00:00"
+PER_LABEL_FIRST = 4
+CORRUPT = {"empty", "truncated", "text"}
+
+
+def _local(uri: str) -> Path:
+    return Path(uri.removeprefix("file://"))
+
+
+def _rows(uri: str) -> list[dict]:
+    return pq.read_table(_local(uri)).to_pylist()  # pyarrow skips _rejects/, _model/, _SUCCESS
+
+
+def _raw_uri(lake_root: Path, label: str, name: str) -> str:
+    return f"file://{lake_root}/raw/{label}/{name}"  # canonical spelling: unencoded, spaces kept
+
+
+@pytest.fixture(scope="module")
+def lake_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("e2e_lake")
+
+
+@pytest.fixture(scope="module")
+def uploads(images_dir, lake_root) -> dict:
+    """First batch: PER_LABEL_FIRST images of each label + three corrupt uploads; later: one new image
+    for each of three labels."""
+    labels = sorted(p for p in images_dir.iterdir() if p.is_dir())
+    first, later = [], []
+    for index, label_dir in enumerate(labels):
+        images = sorted(label_dir.glob("*.jpg"))
+        first += images[:PER_LABEL_FIRST]
+        if index < 3:
+            later.append(images[PER_LABEL_FIRST])
+    raw = lake_root / "raw"
+    for image in first:
+        (raw / image.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(image, raw / image.parent.name / image.name)
+    label = labels[0].name
+    corrupt = {
+        "empty": raw / label / "zero_bytes.jpg",
+        "truncated": raw / label / "truncated.jpg",
+        "text": raw / label / "notes.jpg",
+    }
+    corrupt["empty"].write_bytes(b"")
+    corrupt["truncated"].write_bytes(first[0].read_bytes()[: first[0].stat().st_size // 3])
+    corrupt["text"].write_text("this is a shopping list, not a photo\n")
+    return {
+        "first": [_raw_uri(lake_root, p.parent.name, p.name) for p in first],
+        "later_files": later,
+        "later": [_raw_uri(lake_root, p.parent.name, p.name) for p in later],
+        "corrupt": {kind: _raw_uri(lake_root, label, p.name) for kind, p in corrupt.items()},
+    }
+
+
+@pytest.fixture(scope="module")
+def first_run(run_pipeline, lake_root, uploads):
+    result = run_pipeline(lake_root, FIRST)
+    return result, run_key_for("manual", result.run_id, None)
+
+
+@pytest.fixture(scope="module")
+def nothing_new_run(run_pipeline, lake_root, first_run):
+    result = run_pipeline(lake_root, NOTHING_NEW)
+    return result, run_key_for("manual", result.run_id, None)
+
+
+@pytest.fixture(scope="module")
+def incremental_run(run_pipeline, lake_root, uploads, nothing_new_run):
+    for image in uploads["later_files"]:
+        shutil.copy(image, lake_root / "raw" / image.parent.name / image.name)
+    result = run_pipeline(lake_root, INCREMENTAL)
+    return result, run_key_for("manual", result.run_id, None)
+
+
+@pytest.fixture(scope="module")
+def rerun(run_pipeline, lake_root, incremental_run):
+    """The incremental run again, same logical date and run_after, so same run id and run key."""
+    lake = Lake(f"file://{lake_root}")
+    run_key = incremental_run[1]
+    before = {"features": sorted(p.name for p in _local(lake.features(run_key)).glob("*.parquet")),
+              "pca": sorted(p.name for p in _local(lake.pca(run_key)).glob("*.parquet"))}
+    result = run_pipeline(lake_root, INCREMENTAL)
+    return result, run_key_for("manual", result.run_id, None), before
+
+
+def _report(lake: Lake, run_key: str) -> dict:
+    return json.loads(_local(lake.report(run_key)).read_text())
+
+
+def test_first_run_writes_every_output_of_the_design(first_run, lake_root, uploads):
+    result, run_key = first_run
+    assert result.state == "success", result.output[-6000:]
+    assert result.tasks["run_local_steps"] == "success"
+    lake = Lake(f"file://{lake_root}")
+    n = len(uploads["first"])
+
+    valid = _rows(lake.manifest_valid(run_key))
+    assert sorted(r["path"] for r in valid) == sorted(uploads["first"])
+    assert {"path", "label", "size", "sha256", "width", "height"} <= set(valid[0])
+
+    features = _rows(lake.features(run_key))
+    assert sorted(r["path"] for r in features) == sorted(uploads["first"])
+    assert all(len(r["features"]) == 1280 and r["label"] == r["path"].split("/")[-2] for r in features)
+
+    pca_rows = _rows(lake.pca(run_key))
+    pca_report = json.loads(_local(lake.pca_report(run_key)).read_text())
+    assert len(pca_rows) == n == pca_report["n_images"]
+    assert pca_report["input_dim"] == 1280
+    assert all(len(r["pca_features"]) == pca_report["k"] for r in pca_rows)
+    assert 0 < pca_report["cumulative"] <= 1.0
+    assert _local(lake.pca_model(run_key)).is_dir()
+
+
+def test_corrupt_uploads_are_rejected_with_a_reason_and_left_in_place(first_run, lake_root, uploads):
+    _, run_key = first_run
+    lake = Lake(f"file://{lake_root}")
+    rejected = {r["path"]: r for r in _rows(lake.manifest_rejected(run_key))}
+    job_rejects_dir = _local(lake.feature_rejects(run_key))
+    job_rejected = {r["path"]: r for r in _rows(lake.feature_rejects(run_key))} if job_rejects_dir.is_dir() and \
+        list(job_rejects_dir.glob("*.parquet")) else {}
+    corrupt = uploads["corrupt"]
+    assert rejected[corrupt["empty"]]["reason"] == "empty"
+    assert corrupt["text"] in rejected, "a text file named .jpg never reaches Spark"
+    # A truncated JPEG is caught by validation, or at the latest by the feature job: never featurized.
+    assert corrupt["truncated"] in rejected or corrupt["truncated"] in job_rejected
+    assert all(r["detail"] for r in rejected.values())
+    features = {r["path"] for r in _rows(lake.features(run_key))}
+    assert not features & set(corrupt.values())
+    for uri in corrupt.values():
+        assert _local(uri).exists(), f"{uri} was moved or deleted"
+
+
+def test_first_report_counts_reconcile(first_run, lake_root, uploads):
+    _, run_key = first_run
+    lake = Lake(f"file://{lake_root}")
+    report = _report(lake, run_key)
+    counts = report["counts"]
+    assert report["status"] == "success" and report["compute"] == "local"
+    assert report["reconciliation"] == []
+    assert counts["listed"] == len(uploads["first"]) + len(uploads["corrupt"])
+    assert counts["listed"] == counts["valid"] + counts["rejected"]
+    assert counts["valid"] == counts["featurized"] + (counts["rejected_by_job"] or 0)
+    assert counts["featurized"] == len(uploads["first"]) == counts["reduced"]
+    assert sum(counts["rejected_by_reason"].values()) == counts["rejected"]
+    pca_report = json.loads(_local(lake.pca_report(run_key)).read_text())
+    assert report["pca"]["k"] == pca_report["k"]
+    assert report["pca"]["variance_kept"] == pytest.approx(pca_report["cumulative"])
+    assert [s["name"] for s in report["steps"]] == ["extract_features", "reduce_pca"]
+    assert report["uris"]["features"] == lake.features(run_key)
+    assert report["uris"]["pca"] == lake.pca(run_key)
+
+
+def test_a_run_with_no_new_uploads_does_nothing_and_says_so(nothing_new_run, lake_root, uploads):
+    result, run_key = nothing_new_run
+    assert result.state == "success", result.output[-6000:]
+    assert result.tasks.get("run_local_steps") == "skipped"
+    lake = Lake(f"file://{lake_root}")
+    report = _report(lake, run_key)
+    assert report["counts"]["featurized"] is None
+    assert report["counts"]["already_featurized"] == len(uploads["first"])
+    assert "nothing to do" in report["message"]
+    assert not _local(lake.features(run_key)).exists()
+    assert not _local(lake.pca(run_key)).exists()
+
+
+def test_an_incremental_run_featurizes_only_new_images_and_refits_pca_on_all(incremental_run, lake_root, uploads):
+    result, run_key = incremental_run
+    assert result.state == "success", result.output[-6000:]
+    lake = Lake(f"file://{lake_root}")
+    assert sorted(r["path"] for r in _rows(lake.manifest_valid(run_key))) == sorted(uploads["later"])
+    assert sorted(r["path"] for r in _rows(lake.features(run_key))) == sorted(uploads["later"])
+    everything = sorted(uploads["first"] + uploads["later"])
+    assert sorted(r["path"] for r in _rows(lake.pca(run_key))) == everything
+    report = _report(lake, run_key)
+    assert report["counts"]["featurized"] == len(uploads["later"])
+    assert report["counts"]["reduced"] == len(everything)
+    assert report["reconciliation"] == []
+
+
+def test_a_rerun_of_the_same_run_key_replaces_its_outputs(rerun, incremental_run, lake_root, uploads):
+    result, run_key, before = rerun
+    assert result.state == "success", result.output[-6000:]
+    assert run_key == incremental_run[1]
+    lake = Lake(f"file://{lake_root}")
+    features = [r["path"] for r in _rows(lake.features(run_key))]
+    assert sorted(features) == sorted(uploads["later"]), "the rerun duplicated or lost feature rows"
+    pca_paths = [r["path"] for r in _rows(lake.pca(run_key))]
+    assert sorted(pca_paths) == sorted(uploads["first"] + uploads["later"])
+    all_batches = [r["path"] for r in pq.read_table(_local(lake.features_root()), columns=["path"]).to_pylist()]
+    assert len(all_batches) == len(set(all_batches)), "an image is featurized in two batches"
+    assert len(list(_local(lake.features(run_key)).glob("*.parquet"))) == len(before["features"])
