@@ -238,7 +238,7 @@ def weights_fingerprint(weights: list) -> str:
     return digest.hexdigest()
 
 
-def make_featurize_udf(broadcast_weights, weights_key: str, tf_threads: int = 1, log_every: int = 1000):
+def make_featurize_udf(broadcast_weights, weights_key: str, tf_threads: int = 1, log_every: int = 512):
     """Scalar Iterator pandas UDF: image bytes -> struct(features, reject_reason, reject_detail).
 
     ``broadcast_weights`` is the Broadcast of the weight arrays; the executor reads nothing else.
@@ -253,6 +253,7 @@ def make_featurize_udf(broadcast_weights, weights_key: str, tf_threads: int = 1,
             for contents in batches:
                 if predict is None:  # before any decode thread imports Keras
                     predict = _worker_predictor(broadcast_weights, weights_key, tf_threads)
+                    started = time.monotonic()  # the rate logged is the steady-state one
                 future = pool.submit(decode_batch, contents.tolist())
                 if pending is not None:
                     yield _predict_frame(predict, pending.result())
