@@ -197,13 +197,9 @@ def describe(report: dict, report_path: Path, picture: Path | None) -> str:
                      f"featurized, {counts.get('previously_rejected', 0)} rejected before); no Spark job ran. "
                      "Add images to IMAGES= and run `make demo` again.")
         return "\n".join(lines)
-    timings = ", ".join(f"{s['name']} {s['seconds']:.0f} s" for s in report.get("steps", [])
-                        if s.get("seconds") is not None)
-    lines += [
-        f"  timings: {timings or 'not recorded'}",
+    lines += [  # the summary above has the counts, k, variance kept, step timings and the report's URI
         f"  features:   {uris['features']}",
         f"  PCA output: {uris['pca']}",
-        f"  report:     {report_path}",
     ]
     if picture:
         lines.append(f"  picture:    {picture}")

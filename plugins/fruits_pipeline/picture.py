@@ -42,6 +42,7 @@ def render_run_picture(pca_report: dict, points: np.ndarray, labels: list[str], 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     ratios = np.asarray(pca_report.get("explained_variance_ratio") or [], dtype=float)
     fig, (variance_ax, scatter_ax) = plt.subplots(1, 2, figsize=(13, 5.5), constrained_layout=True)
@@ -50,6 +51,7 @@ def render_run_picture(pca_report: dict, points: np.ndarray, labels: list[str], 
     components = np.arange(1, len(shown) + 1)
     variance_ax.bar(components, shown * 100, color="#4C72B0", label="this component")
     variance_ax.set_xlabel("principal component")
+    variance_ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     variance_ax.set_ylabel("variance explained (%)")
     cumulative_ax = variance_ax.twinx()
     cumulative_ax.plot(components, np.cumsum(ratios)[: len(shown)] * 100, color="#DD8452", marker=".",
