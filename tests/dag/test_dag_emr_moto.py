@@ -101,16 +101,25 @@ def write_json(s3, uri, payload):
 class StepFinisher(threading.Thread):
     """Plays the cluster: finishes each pending/running step (step 1 fails when asked)."""
 
-    def __init__(self, s3, fail_first_step: bool):
+    def __init__(self, s3, fail_first_step: bool, delay_seconds: float = 0.0):
         super().__init__(daemon=True)
         self.s3, self.fail_first_step, self.stop = s3, fail_first_step, threading.Event()
+        self.delay_seconds = delay_seconds  # long enough and the sensor defers before the step ends
+        self.errors: list[str] = []
 
     def run(self):
         while not self.stop.wait(0.2):
             for cluster in all_clusters():
                 for index, step in enumerate(cluster.steps):
-                    if step.state in ("PENDING", "RUNNING"):
-                        self.finish(cluster, index, step)
+                    if step.state not in ("PENDING", "RUNNING"):
+                        continue
+                    try:
+                        created = step.creation_date_time.replace(tzinfo=timezone.utc)  # moto keeps naive UTC
+                        if (datetime.now(timezone.utc) - created).total_seconds() >= self.delay_seconds:
+                            self.finish(cluster, index, step)
+                    except Exception as error:  # fail the step rather than leave the sensor waiting
+                        self.errors.append(repr(error))
+                        step.state = "FAILED"
 
     def finish(self, cluster, index, step):
         now = datetime.now(timezone.utc)
@@ -142,8 +151,8 @@ class StepFinisher(threading.Thread):
 def step_finisher(aws):
     finishers = []
 
-    def start(fail_first_step=False):
-        finisher = StepFinisher(aws["s3"], fail_first_step)
+    def start(fail_first_step=False, delay_seconds=0.0):
+        finisher = StepFinisher(aws["s3"], fail_first_step, delay_seconds)
         finisher.start()
         finishers.append(finisher)
         return finisher
@@ -152,6 +161,7 @@ def step_finisher(aws):
     for finisher in finishers:
         finisher.stop.set()
         finisher.join(timeout=5)
+    assert [e for f in finishers for e in f.errors] == []
 
 
 def run_dag(run_conf=None):
@@ -206,13 +216,15 @@ def test_emr_run_processes_new_uploads_and_terminates_the_cluster(aws, lake_buck
                                                           f"s3://{lake_bucket}/raw/kiwi/empty.jpg"]
 
 
-def test_a_failed_step_fails_the_run_and_still_terminates_the_cluster(aws, lake_bucket, step_finisher, tmp_path):
+def test_a_failed_step_fails_the_run_and_still_terminates_the_cluster(aws, lake_bucket, step_finisher, tmp_path,
+                                                                      capfd):
     s3 = aws["s3"]
     upload_images(s3, lake_bucket, tmp_path, corrupt=False)
     clusters_before = {c.id for c in all_clusters()}
-    step_finisher(fail_first_step=True)
+    step_finisher(fail_first_step=True, delay_seconds=3)  # fails while the sensor is deferred
 
     dag_run = run_dag()
+    output = capfd.readouterr()
 
     states = task_states(dag_run)
     assert str(dag_run.state) == "failed", states
@@ -220,6 +232,9 @@ def test_a_failed_step_fails_the_run_and_still_terminates_the_cluster(aws, lake_
     assert states["terminate_cluster"] == "success"
     (cluster,) = [c for c in all_clusters() if c.id not in clusters_before]
     assert cluster.state == "TERMINATED"
+    step_id = cluster.steps[0].id
+    assert "Step failed with exitCode 1 (test)" in output.out + output.err  # the sensor names the reason
+    assert f"s3://{lake_bucket}/logs/emr/{cluster.id}/steps/{step_id}/" in output.out + output.err  # and the logs
     report = read_report(s3, lake_bucket)
     assert report["status"] == "failed" and "extract_features" in report["message"]
 
