@@ -247,3 +247,18 @@ def test_no_new_upload_creates_no_cluster_and_succeeds(aws, lake_bucket, step_fi
     report = read_report(aws["s3"], lake_bucket)
     assert report["status"] == "success" and "nothing to do" in report["message"]
     assert report["cluster_id"] is None
+
+
+def test_an_unencrypted_bucket_gets_no_cluster(aws, lake_bucket, step_finisher, tmp_path):
+    s3 = aws["s3"]
+    s3.delete_bucket_encryption(Bucket=lake_bucket)
+    upload_images(s3, lake_bucket, tmp_path, corrupt=False)
+    clusters_before = len(all_clusters())
+
+    dag_run = run_dag()
+
+    states = task_states(dag_run)
+    assert str(dag_run.state) == "failed" and states["stage_and_plan"] == "failed", states
+    assert states["create_cluster"] == "upstream_failed"
+    assert len(all_clusters()) == clusters_before
+    assert read_report(s3, lake_bucket)["status"] == "failed"
