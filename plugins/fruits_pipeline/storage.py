@@ -60,10 +60,10 @@ def write_json(uri: str, payload: dict, conn_id: str | None) -> None:
     write_bytes(uri, json.dumps(payload, indent=2, sort_keys=True).encode(), conn_id)
 
 
-def remove_tree(uri: str, conn_id: str | None) -> None:
-    """Remove an output folder this pipeline wrote (never used on raw/)."""
-    if "/raw/" in uri.rstrip("/") + "/":
-        raise ValueError(f"refusing to delete {uri}: raw/ is never modified")
+def remove_tree(uri: str, conn_id: str | None, *, raw_uri: str) -> None:
+    """Remove an output folder this pipeline wrote; refuses anything inside ``raw_uri``."""
+    if uri.rstrip("/") == raw_uri.rstrip("/") or uri.startswith(raw_uri.rstrip("/") + "/"):
+        raise ValueError(f"refusing to delete {uri}: uploads under {raw_uri} are never modified")
     path = lake_path(uri, conn_id)
     if path.exists():
         path.fs.rm(path.path, recursive=True)

@@ -108,8 +108,8 @@ def run_local(settings: Settings, params: dict, run_key: str) -> list[dict]:
     weights_name = stage_weights(settings.lake, settings.weights_path, settings.aws_conn_id)
     steps = pipeline_steps(settings.lake, run_key, weights_name=weights_name, pca_k=run_params.pca_k,
                            pca_variance=run_params.pca_variance)
-    for step in steps:
-        storage.remove_tree(step.output_uri, settings.aws_conn_id)  # a rerun replaces its own outputs
+    for step in steps:  # a rerun replaces its own outputs
+        storage.remove_tree(step.output_uri, settings.aws_conn_id, raw_uri=settings.lake.raw())
     commands = render_local_commands(steps, settings.jobs_dir, settings.spark_master)
     env = local_job_env()
     return [run_step(command, name=step.name, env=env) | {"state": "COMPLETED"}

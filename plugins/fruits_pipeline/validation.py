@@ -180,7 +180,7 @@ def write_manifests(lake: Lake, result: ValidationResult, conn_id: str | None) -
     """Write (replace) ``manifests/<run_key>/valid`` and ``rejected``; returns their URIs."""
     uris = {"valid": lake.manifest_valid(result.run_key), "rejected": lake.manifest_rejected(result.run_key)}
     for kind, rows, schema in (("valid", result.valid, VALID_SCHEMA), ("rejected", result.rejected, REJECTED_SCHEMA)):
-        storage.remove_tree(uris[kind], conn_id)  # a rerun replaces its own manifest
+        storage.remove_tree(uris[kind], conn_id, raw_uri=lake.raw())  # a rerun replaces its own manifest
         table = pa.Table.from_pylist(rows, schema=schema)
         sink = io.BytesIO()
         pq.write_table(table, sink)

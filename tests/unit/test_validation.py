@@ -85,3 +85,11 @@ def test_exactly_once_selection(lake):
 def test_label_is_the_parent_folder():
     assert label_of("s3://b/raw", "s3://b/raw/pear/a.jpg") == "pear"
     assert label_of("s3://b/raw", "s3://b/raw/a.jpg") is None
+
+
+def test_removing_outputs_never_touches_raw(lake):
+    from fruits_pipeline import storage
+
+    for target in (lake.raw(), f"{lake.raw()}/kiwi"):
+        with pytest.raises(ValueError, match="never modified"):
+            storage.remove_tree(target, None, raw_uri=lake.raw())
