@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 
@@ -49,6 +48,3 @@ def estimate_cluster_cost(table: dict, *, instance_type: str, core_instance_coun
         "price_table": {"region": table["region"], "as_of": table["as_of"], "source": table["source"]},
     }
 
-
-def round_up_minutes(seconds: float) -> int:
-    return int(math.ceil(seconds / 60.0))

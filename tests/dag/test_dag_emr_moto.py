@@ -10,13 +10,11 @@ import io
 import json
 import socket
 import threading
-import time
 from datetime import datetime, timezone
 
 import boto3
 import pyarrow.parquet as pq
 import pytest
-from PIL import Image
 
 from conftest import write_generated_images
 
