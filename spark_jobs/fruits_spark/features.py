@@ -265,6 +265,10 @@ def make_featurize_udf(broadcast_weights, weights_key: str, tf_threads: int = 1,
                     next_log += log_every
             if pending is not None:
                 yield _predict_frame(predict, pending.result())
+        if done:
+            rate = done / max(time.monotonic() - started, 1e-9)
+            log.info("worker pid %d: %d images through the model (%.1f images/s), partition done",
+                     os.getpid(), done, rate)
 
     return pandas_udf(featurize, FEATURIZED_TYPE_DDL)
 
