@@ -32,7 +32,6 @@ CONFIG = {
     "aws_conn_id": SETTINGS.aws_conn_id,
     "region_name": SETTINGS.region,
 }
-POLL_SECONDS = tasks.poll_seconds()
 # Named by their URI: one asset per lake, so other DAGs can schedule on this lake's outputs.
 FEATURES = Asset(uri=SETTINGS.lake.features_root())
 PCA = Asset(uri=SETTINGS.lake.uri("pca"))
@@ -99,7 +98,7 @@ with DAG(
             FruitsStepSensor(
                 task_id=f"watch_{name}", job_flow_id=create_cluster.output,
                 step_id=f"{{{{ ti.xcom_pull(task_ids='add_steps')[{index}] }}}}",
-                deferrable=True, poke_interval=POLL_SECONDS,
+                deferrable=True, poke_interval=SETTINGS.poll_seconds,
                 max_attempts=f"{{{{ ti.xcom_pull(task_ids='stage_and_plan', key='max_polls')['{name}'] }}}}",
                 **CONFIG,
             )

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 import boto3
 from botocore.exceptions import ClientError
 
-from fruits_pipeline.lake import Lake
 from fruits_pipeline.settings import EU_REGIONS, Settings, check_eu_region
 
 from fruits_infra.policies import PROJECT_TAG, PolicyContext, RoleSpec, canonical, render, role_specs

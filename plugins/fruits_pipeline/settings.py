@@ -60,6 +60,7 @@ class Settings:
     emr_instance_profile: str = "fruits-emr-instance-profile"
     emr_security_configuration: str = "fruits-pipeline"
     emr_idle_timeout_seconds: int = 3600
+    poll_seconds: int = 60  # between EMR step polls; tests make it small
     master_instance_type: str = "m5.xlarge"
     core_instance_type: str = "m5.xlarge"
     core_instance_count: int = 2
@@ -101,6 +102,7 @@ class Settings:
                 "FRUITS_EMR_SECURITY_CONFIGURATION", defaults.emr_security_configuration
             ),
             emr_idle_timeout_seconds=_int(env, "FRUITS_EMR_IDLE_TIMEOUT_SECONDS", defaults.emr_idle_timeout_seconds),
+            poll_seconds=_int(env, "FRUITS_POLL_SECONDS", defaults.poll_seconds),
             master_instance_type=env.get("FRUITS_MASTER_INSTANCE_TYPE", defaults.master_instance_type),
             core_instance_type=env.get("FRUITS_CORE_INSTANCE_TYPE", defaults.core_instance_type),
             core_instance_count=_int(env, "FRUITS_CORE_INSTANCE_COUNT", defaults.core_instance_count),

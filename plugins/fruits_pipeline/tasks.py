@@ -5,7 +5,6 @@ The DAG file only wires these; tests call them directly.
 from __future__ import annotations
 
 import logging
-import os
 from datetime import datetime, timezone
 
 from fruits_pipeline import storage
@@ -28,11 +27,6 @@ JOB_RESULT_FILE = "_job_result.json"
 
 class PipelineFailed(RuntimeError):
     """The run's work failed; raised by the report task after writing the report."""
-
-
-def poll_seconds(env: dict | None = None) -> int:
-    """Seconds between EMR step polls (FRUITS_POLL_SECONDS; small in tests)."""
-    return int((os.environ if env is None else env).get("FRUITS_POLL_SECONDS", "60"))
 
 
 # Conservative throughput for sizing sensor timeouts (MobileNetV2 on CPU, per core node) and the
@@ -91,7 +85,7 @@ def stage_and_plan(settings: Settings, params: dict, run_key: str, validation: d
     validation = validation or {}
     return {
         "max_polls": sensor_max_polls(int(validation.get("valid", 0)), run_params.core_instance_count,
-                                      poll_seconds()),
+                                      settings.poll_seconds),
         "code_uri": code_uri,
         "weights_name": weights_name,
         "job_flow": build_job_flow(settings, run_params, run_key=run_key, code_uri=code_uri),

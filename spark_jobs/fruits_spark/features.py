@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from fruits_spark.common import canonical_uri, get_logger
+from fruits_spark.io import write_text
 
 IMAGE_SIZE = 224
 FEATURE_DIM = 1280
@@ -209,7 +210,7 @@ def _worker_predictor(broadcast_weights, weights_key: str, tf_threads: int):
     its model once for all tasks and jobs of the same weights.
     """
     if weights_key in _WORKER_MODEL:
-        return _WORKER_MODEL[key]
+        return _WORKER_MODEL[weights_key]
     import tensorflow as tf
 
     try:
@@ -312,7 +313,6 @@ def read_images(spark, images_uri: str, paths: list[str] | None = None):
     With ``paths`` (a manifest) exactly those files are read, never a listing of the whole
     tree (raw/ only grows). Without, ``images_uri`` is listed recursively.
     """
-    from pyspark.sql import functions as F
 
     reader = (
         spark.read.format("binaryFile")
@@ -406,18 +406,6 @@ def empty_files(spark, images, featurized):
 # ---------------------------------------------------------------------------
 # The job
 # ---------------------------------------------------------------------------
-def write_text(spark, uri: str, text: str) -> None:
-    """Write a small text file through Hadoop's FileSystem (file://, s3:// alike)."""
-    jvm = spark.sparkContext._jvm
-    path = jvm.org.apache.hadoop.fs.Path(uri)
-    fs = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-    stream = fs.create(path, True)
-    try:
-        stream.write(bytearray(text.encode("utf-8")))
-    finally:
-        stream.close()
-
-
 def task_slots(spark) -> int:
     return max(1, spark.sparkContext.defaultParallelism // int(spark.conf.get("spark.task.cpus", "1")))
 
