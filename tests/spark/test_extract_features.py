@@ -232,3 +232,27 @@ def test_features_equal_a_direct_keras_predict(first_run, sample_dir, real_weigh
     got = np.stack(table.features.to_numpy())
     cosine = (got * expected).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(expected, axis=1))
     assert cosine.min() >= 0.9999, cosine
+
+
+def test_a_reused_python_worker_builds_its_model_once(driver_weights):
+    """Spark reuses Python workers across tasks: the second task of the same weights must get
+    the model the first one built, not rebuild it (nor fail looking it up)."""
+
+    class Broadcast:  # what the UDF reads: Spark's Broadcast exposes the arrays as .value
+        def __init__(self, value):
+            self.value = value
+            self.reads = 0
+
+        def __getattribute__(self, name):
+            if name == "value":
+                object.__setattr__(self, "reads", object.__getattribute__(self, "reads") + 1)
+            return object.__getattribute__(self, name)
+
+    broadcast = Broadcast(driver_weights)
+    key = features.weights_fingerprint(driver_weights)
+    first = features._worker_predictor(broadcast, key, tf_threads=1)
+    second = features._worker_predictor(broadcast, key, tf_threads=1)
+    assert second is first
+    assert broadcast.reads == 1
+    output = second(np.zeros((2, features.IMAGE_SIZE, features.IMAGE_SIZE, 3), dtype=np.float32)).numpy()
+    assert output.shape == (2, 1280)
