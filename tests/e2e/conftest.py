@@ -18,7 +18,8 @@ DAG_RUN_TIMEOUT_SECONDS = 900
 
 
 def airflow_env(airflow_home: Path, lake_root: Path | None, weights: Path | None) -> dict:
-    env = dict(os.environ)
+    # Nothing Airflow- or pipeline-specific leaks in from the test process (other folders configure their own).
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "_AIRFLOW", "FRUITS_"))}
     env.update({
         "AIRFLOW_HOME": str(airflow_home),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home / 'airflow.db'}",
