@@ -93,8 +93,6 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     logger = get_logger(JOB)
     spark = build_session(JOB)
-    # Spark's INFO chatter (and its shutdown hooks) would otherwise bury the FRUITS_RESULT line.
-    spark.sparkContext.setLogLevel("WARN")
     try:
         job_result = run(spark, args.features, args.output, k=args.k, variance=args.variance, logger=logger)
     except PcaInputError as error:

@@ -131,8 +131,10 @@ def ensure_weights(weights: str | None, *, url: str = IMAGENET_WEIGHTS_URL,
     return cached
 
 
-def airflow_env(lake_root: Path, airflow_home: Path, weights: str | None) -> dict:
-    env = dict(os.environ)
+def airflow_env(lake_root: Path | None, airflow_home: Path, weights: str | None,
+                base: dict | None = None) -> dict:
+    """The environment of a local-mode Airflow on a throwaway SQLite home (``base``: os.environ)."""
+    env = dict(os.environ if base is None else base)
     env.update({
         "AIRFLOW_HOME": str(airflow_home),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home / 'airflow.db'}",
@@ -140,11 +142,12 @@ def airflow_env(lake_root: Path, airflow_home: Path, weights: str | None) -> dic
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "FRUITS_COMPUTE": "local",
-        "FRUITS_LAKE_URI": f"file://{lake_root}",
         "PYSPARK_PYTHON": env.get("PYSPARK_PYTHON", sys.executable),
         "PYSPARK_DRIVER_PYTHON": env.get("PYSPARK_DRIVER_PYTHON", sys.executable),
         "TF_CPP_MIN_LOG_LEVEL": env.get("TF_CPP_MIN_LOG_LEVEL", "2"),
     })
+    if lake_root is not None:
+        env["FRUITS_LAKE_URI"] = f"file://{lake_root}"
     if weights:
         env["FRUITS_WEIGHTS"] = str(weights)
     else:

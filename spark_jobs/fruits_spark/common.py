@@ -25,12 +25,15 @@ def build_session(app_name: str):
     """The SparkSession for a job; master and resources come from spark-submit, not from code."""
     from pyspark.sql import SparkSession
 
-    return (
+    spark = (
         SparkSession.builder.appName(app_name)
         # Partition values like batch=2026-11-22T000000Z stay strings, never guessed as dates.
         .config("spark.sql.sources.partitionColumnTypeInference.enabled", "false")
         .getOrCreate()
     )
+    # Spark's INFO chatter (a line per file read) would bury the jobs' own progress lines.
+    spark.sparkContext.setLogLevel("WARN")
+    return spark
 
 
 def canonical_uri(path: str) -> str:

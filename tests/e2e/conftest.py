@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from fruits_pipeline import demo
 from fruits_pipeline.settings import REPO_ROOT
 
 RUN_DAG = Path(__file__).with_name("run_dag.py")
@@ -19,23 +20,8 @@ DAG_RUN_TIMEOUT_SECONDS = 900
 
 def airflow_env(airflow_home: Path, lake_root: Path | None, weights: Path | None) -> dict:
     # Nothing Airflow- or pipeline-specific leaks in from the test process (other folders configure their own).
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "_AIRFLOW", "FRUITS_"))}
-    env.update({
-        "AIRFLOW_HOME": str(airflow_home),
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home / 'airflow.db'}",
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "FRUITS_COMPUTE": "local",
-        "PYSPARK_PYTHON": sys.executable,
-        "PYSPARK_DRIVER_PYTHON": sys.executable,
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-    })
-    if lake_root is not None:
-        env["FRUITS_LAKE_URI"] = f"file://{lake_root}"
-    if weights is not None:
-        env["FRUITS_WEIGHTS"] = str(weights)
-    return env
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "_AIRFLOW", "FRUITS_", "PYSPARK_"))}
+    return demo.airflow_env(lake_root, airflow_home, weights and str(weights), base=clean)
 
 
 @pytest.fixture(scope="session")
