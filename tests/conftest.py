@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from generated_images import write_generated_images
+
 # Spark's Python workers must run this interpreter (the one with pandas, pyarrow, TF).
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
@@ -47,26 +49,6 @@ def weights_file(real_weights, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("weights") / "random_mobilenet_v2.weights.h5"
     model.save_weights(path)
     return path
-
-
-def write_generated_images(root: Path, per_label: int = 6, labels=("apple red", "banana", "kiwi")) -> list[Path]:
-    """Small, distinct RGB JPEGs under root/<label>/ (labels with spaces on purpose)."""
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(7)
-    paths = []
-    for li, label in enumerate(labels):
-        folder = root / label
-        folder.mkdir(parents=True, exist_ok=True)
-        for i in range(per_label):
-            base = np.zeros((100, 100, 3), dtype=np.uint8)
-            base[..., li % 3] = 180
-            noise = rng.integers(0, 60, size=(100, 100, 3), dtype=np.uint8)
-            path = folder / f"img_{i:03d}.jpg"
-            Image.fromarray(base + noise).save(path, quality=90)
-            paths.append(path)
-    return paths
 
 
 @pytest.fixture(scope="session")

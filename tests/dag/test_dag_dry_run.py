@@ -1,7 +1,7 @@
 """A dry run on a local lake: validate and report only, no cluster task runs, raw/ untouched."""
 import json
 
-from conftest import write_generated_images
+from generated_images import write_generated_images
 
 
 def test_dry_run_validates_and_reports_only(airflow_db, monkeypatch, tmp_path):

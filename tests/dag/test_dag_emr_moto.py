@@ -16,7 +16,7 @@ import boto3
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import write_generated_images
+from generated_images import write_generated_images
 
 REGION = "eu-west-3"
 ACCOUNT = "123456789012"

@@ -6,7 +6,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from conftest import write_generated_images
+from generated_images import write_generated_images
 from fruits_pipeline.lake import Lake
 from fruits_pipeline.validation import REJECTED_SCHEMA, VALID_SCHEMA, label_of, validate_uploads, write_manifests
 
