@@ -26,7 +26,8 @@ from fruits_pipeline.lake import Lake
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+# What the feature job reads (its binaryFile glob); anything else would pass here and vanish there.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 VALID_SCHEMA = pa.schema([("path", pa.string()), ("label", pa.string()), ("size", pa.int64()),
                           ("sha256", pa.string()), ("width", pa.int32()), ("height", pa.int32())])
 REJECTED_SCHEMA = pa.schema([("path", pa.string()), ("reason", pa.string()), ("detail", pa.string())])

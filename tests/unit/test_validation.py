@@ -93,3 +93,19 @@ def test_removing_outputs_never_touches_raw(lake):
     for target in (lake.raw(), f"{lake.raw()}/kiwi"):
         with pytest.raises(ValueError, match="never modified"):
             storage.remove_tree(target, None, raw_uri=lake.raw())
+
+
+def test_validation_accepts_exactly_the_extensions_the_feature_job_reads():
+    """An extension valid here but outside the job's glob would be counted valid and never featurized."""
+    from fnmatch import fnmatchcase
+
+    from fruits_spark.features import IMAGE_GLOB
+    from fruits_pipeline.validation import IMAGE_EXTENSIONS
+
+    def job_reads(name: str) -> bool:  # Hadoop's {a,b} alternatives, expanded for fnmatch
+        inner = IMAGE_GLOB[IMAGE_GLOB.index("{") + 1:IMAGE_GLOB.index("}")]
+        return any(fnmatchcase(name, "*." + alternative) for alternative in inner.split(","))
+
+    for extension in (".jpg", ".JPG", ".jpeg", ".Jpeg", ".png", ".PNG", ".webp", ".bmp", ".gif", ".txt"):
+        name = "img" + extension
+        assert name.lower().endswith(IMAGE_EXTENSIONS) == job_reads(name), name
