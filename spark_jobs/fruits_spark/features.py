@@ -155,16 +155,43 @@ def _read_bytes_with_spark(spark, uri: str) -> bytes:
     return bytes(rows[0].content)
 
 
-def load_weights_on_driver(spark, weights_uri: str | None) -> list[np.ndarray]:
-    """The model's weights as NumPy arrays, read here on the driver only.
+# MobileNetV2 alpha 1.0, 224, no top, in Keras' .weights.h5 format: 260 arrays holding 2,257,984
+# numbers (test_weights_signature_of_keras_mobilenet_v2 checks them against Keras itself).
+MOBILENET_V2_SIGNATURE = (260, 2_257_984)
 
-    ``weights_uri``: a local path or any URI Spark reads (s3://, file://); its bytes are read
-    through Spark, copied to a local temp file and loaded by Keras. None: Keras' ImageNet
-    weights, downloaded by Keras on the driver.
+
+def weights_signature(content: bytes) -> tuple[int, int] | None:
+    """(arrays, numbers) of a Keras .weights.h5 held in memory; None for another HDF5 layout
+    (e.g. the legacy .h5 that keras.applications downloads). Reads no TensorFlow."""
+    import h5py
+
+    shapes = []
+    with h5py.File(io.BytesIO(content), "r") as handle:
+        if "layers" not in handle:
+            return None
+        handle.visititems(lambda _, node: shapes.append(node.shape) if isinstance(node, h5py.Dataset) else None)
+    return len(shapes), int(sum(int(np.prod(shape)) for shape in shapes))
+
+
+def _keras_format_bytes(model) -> bytes:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "mobilenet_v2.weights.h5")
+        model.save_weights(path)
+        with open(path, "rb") as handle:
+            return handle.read()
+
+
+def load_weights_on_driver(spark, weights_uri: str | None) -> bytes:
+    """The model's weights as the bytes of a Keras .weights.h5, read here on the driver only.
+
+    ``weights_uri``: a local path or any URI Spark reads (s3://, file://). A Keras .weights.h5 is
+    checked with h5py and passed on as is: the driver never imports TensorFlow, which would cost
+    it as much time as a worker's whole model build. A legacy Keras .h5 is converted once here.
+    None: Keras' ImageNet weights, downloaded by Keras on the driver.
     """
     if weights_uri is None:
         try:
-            return build_model(weights="imagenet").get_weights()
+            return _keras_format_bytes(build_model(weights="imagenet"))
         except Exception as exc:
             raise SystemExit(
                 "extract_features: no --weights given and Keras could not download its ImageNet "
@@ -178,9 +205,23 @@ def load_weights_on_driver(spark, weights_uri: str | None) -> list[np.ndarray]:
         raise
     except Exception as exc:
         raise SystemExit(f"--weights {weights_uri}: cannot be read ({type(exc).__name__}: {exc})") from None
-    suffix = ".weights.h5" if uri.endswith(".weights.h5") else os.path.splitext(uri)[1] or ".weights.h5"
+    try:
+        signature = weights_signature(content)
+    except OSError as exc:
+        raise SystemExit(f"--weights {weights_uri}: not an HDF5 weights file ({exc})") from None
+    if signature is None:
+        content = _converted_legacy_weights(content, weights_uri)
+    elif signature != MOBILENET_V2_SIGNATURE:
+        raise SystemExit(
+            f"--weights {weights_uri}: not MobileNetV2 (alpha 1.0, 224, no top) weights: {signature[0]} arrays "
+            f"holding {signature[1]:,} numbers, expected {MOBILENET_V2_SIGNATURE[0]} holding {MOBILENET_V2_SIGNATURE[1]:,}"
+        )
+    return content
+
+
+def _converted_legacy_weights(content: bytes, weights_uri: str) -> bytes:
     with tempfile.TemporaryDirectory() as tmp:
-        local = os.path.join(tmp, "mobilenet_v2" + suffix)
+        local = os.path.join(tmp, "mobilenet_v2_legacy.h5")
         with open(local, "wb") as handle:
             handle.write(content)
         model = build_model(weights=None)
@@ -191,7 +232,22 @@ def load_weights_on_driver(spark, weights_uri: str | None) -> list[np.ndarray]:
                 f"--weights {weights_uri}: not MobileNetV2 (alpha 1.0, 224, no top) weights "
                 f"({type(exc).__name__}: {exc})"
             ) from None
-    return model.get_weights()
+    return _keras_format_bytes(model)
+
+
+def set_weights_from_bytes(model, content: bytes) -> None:
+    """Load a .weights.h5 held in memory with Keras' own loader: an executor never opens a file."""
+    from keras.src.saving import saving_lib
+
+    store = saving_lib.H5IOStore(io.BytesIO(content), mode="r")
+    failed, errors = set(), {}
+    try:
+        saving_lib._load_state(model, weights_store=store, assets_store=None, inner_path="",
+                               visited_saveables=set(), failed_saveables=failed, error_msgs=errors)
+    finally:
+        store.close()
+    if failed:
+        saving_lib._raise_loading_failure(errors)
 
 
 def model_name(weights_uri: str | None) -> str:
@@ -219,7 +275,7 @@ def _worker_predictor(broadcast_weights, weights_key: str, tf_threads: int):
     except RuntimeError:
         pass  # TF already started in this reused worker: its pools were sized then
     model = build_model(weights=None)
-    model.set_weights(broadcast_weights.value)
+    set_weights_from_bytes(model, broadcast_weights.value)
 
     @tf.function(input_signature=[tf.TensorSpec([None, IMAGE_SIZE, IMAGE_SIZE, 3], tf.float32)])
     def predict(x):
@@ -230,13 +286,10 @@ def _worker_predictor(broadcast_weights, weights_key: str, tf_threads: int):
     return predict
 
 
-def weights_fingerprint(weights: list) -> str:
+def weights_fingerprint(weights: bytes) -> str:
     import hashlib
 
-    digest = hashlib.sha256()
-    for array in weights:
-        digest.update(np.ascontiguousarray(array).data)
-    return digest.hexdigest()
+    return hashlib.sha256(weights).hexdigest()
 
 
 def make_featurize_udf(broadcast_weights, weights_key: str, tf_threads: int = 1, log_every: int = 512):
@@ -417,11 +470,11 @@ def run(
     manifest_uri: str | None = None,
     weights_uri: str | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
-    weights: list | None = None,
+    weights: bytes | None = None,
 ) -> dict:
     """The whole feature job on an existing session; returns the FRUITS_RESULT counts.
 
-    ``weights`` lets a caller pass arrays already loaded on the driver (tests).
+    ``weights`` lets a caller pass the bytes load_weights_on_driver already read (tests).
     """
     from pyspark import StorageLevel
 
@@ -440,8 +493,8 @@ def run(
     broadcast = spark.sparkContext.broadcast(weights)
     tf_threads = int(spark.conf.get("spark.task.cpus", "1"))
     slots = task_slots(spark)
-    log.info("weights loaded on the driver (%d arrays) and broadcast; %d task slots, %d TF thread(s) each",
-             len(weights), slots, tf_threads)
+    log.info("weights read on the driver (%.1f MB) and broadcast; %d task slots, %d TF thread(s) each",
+             len(weights) / 1e6, slots, tf_threads)
 
     images = few_partitions(read_images(spark, images_uri, paths), slots)
     featurized = featurize(images, make_featurize_udf(broadcast, weights_fingerprint(weights), tf_threads)).persist(StorageLevel.DISK_ONLY)

@@ -256,3 +256,33 @@ def test_a_reused_python_worker_builds_its_model_once(driver_weights):
     assert broadcast.reads == 1
     output = second(np.zeros((2, features.IMAGE_SIZE, features.IMAGE_SIZE, 3), dtype=np.float32)).numpy()
     assert output.shape == (2, 1280)
+
+
+def test_weights_signature_of_keras_mobilenet_v2():
+    """The driver's structural check, read without TensorFlow, agrees with Keras' own model."""
+    model = features.build_model(weights=None)
+    signature = features.weights_signature(features._keras_format_bytes(model))
+    assert signature == features.MOBILENET_V2_SIGNATURE == (len(model.get_weights()), model.count_params())
+
+
+def test_workers_load_from_memory_exactly_what_keras_loads_from_the_file(weights_file, driver_weights):
+    from_file = features.build_model(weights=None)
+    from_file.load_weights(weights_file)
+    from_memory = features.build_model(weights=None)
+    features.set_weights_from_bytes(from_memory, driver_weights)
+    pairs = list(zip(from_file.get_weights(), from_memory.get_weights()))
+    assert len(pairs) == 260 and all(np.array_equal(a, b) for a, b in pairs)
+
+
+def test_driver_refuses_weights_that_are_not_mobilenet_v2(spark, tmp_path):
+    import keras
+
+    other = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    other_path = tmp_path / "other.weights.h5"
+    other.save_weights(other_path)
+    with pytest.raises(SystemExit, match=r"not MobileNetV2 .*2 arrays holding 15 numbers"):
+        features.load_weights_on_driver(spark, str(other_path))
+    not_hdf5 = tmp_path / "notes.weights.h5"
+    not_hdf5.write_text("these are not weights")
+    with pytest.raises(SystemExit, match="not an HDF5 weights file"):
+        features.load_weights_on_driver(spark, str(not_hdf5))
