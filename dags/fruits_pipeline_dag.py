@@ -16,14 +16,13 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from airflow.providers.amazon.aws.operators.emr import (
-    EmrAddStepsOperator,
     EmrCreateJobFlowOperator,
     EmrTerminateJobFlowOperator,
 )
 from airflow.sdk import DAG, Asset, Param, TriggerRule, chain, task
 
 from fruits_pipeline import tasks
-from fruits_pipeline.emr import FruitsStepSensor
+from fruits_pipeline.emr import FruitsAddStepsOperator, FruitsStepSensor
 from fruits_pipeline.params import param_specs
 from fruits_pipeline.settings import Settings
 
@@ -89,9 +88,9 @@ with DAG(
         create_cluster = EmrCreateJobFlowOperator(
             task_id="create_cluster", emr_conn_id=None, job_flow_overrides=plan["job_flow"], **CONFIG
         )
-        add_steps = EmrAddStepsOperator(
+        add_steps = FruitsAddStepsOperator(
             task_id="add_steps", job_flow_id=create_cluster.output, steps=plan["steps"],
-            retries=0,  # a retry would add the steps a second time
+            retries=0,  # a failed add is for a person to look at; a rerun finds the steps already added
             **CONFIG,
         )
         watch_steps = [

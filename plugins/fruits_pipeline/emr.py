@@ -1,8 +1,11 @@
-"""EMR pieces the provider does not give: a step sensor whose failure names the reason and the logs."""
+"""EMR pieces the provider does not give: steps added at most once per cluster, and a step sensor
+whose failure names the reason and the logs."""
 from __future__ import annotations
 
+import ast
 from typing import Any
 
+from airflow.providers.amazon.aws.operators.emr import EmrAddStepsOperator
 from airflow.providers.amazon.aws.sensors.emr import EmrStepSensor
 
 
@@ -54,3 +57,29 @@ class FruitsStepSensor(EmrStepSensor):
             if self.state_from_response(response) in self.failed_states:
                 self._fail_with_details(response)
         super().execute_complete(context, event)
+
+
+def steps_already_added(emr_client, cluster_id: str, names: list[str]) -> list[str] | None:
+    """Ids of the steps called ``names`` on the cluster, in that order, or None unless all are there.
+
+    Step names carry the run key, so they identify this run's steps on its cluster.
+    """
+    ids: dict[str, str] = {}
+    for page in emr_client.get_paginator("list_steps").paginate(ClusterId=cluster_id):
+        for step in page["Steps"]:
+            ids.setdefault(step["Name"], step["Id"])
+    return [ids[name] for name in names] if all(name in ids for name in names) else None
+
+
+class FruitsAddStepsOperator(EmrAddStepsOperator):
+    """EmrAddStepsOperator that never adds the run's steps twice: when the task runs again on the
+    same cluster (cleared in the UI, or retried), it returns the ids of the steps already there."""
+
+    def execute(self, context) -> list[str]:
+        steps = self.steps if isinstance(self.steps, list) else ast.literal_eval(self.steps)
+        existing = steps_already_added(self.hook.conn, self.job_flow_id, [step["Name"] for step in steps])
+        if existing is not None:
+            self.log.info("cluster %s already has this run's steps %s: not adding them again",
+                          self.job_flow_id, existing)
+            return existing
+        return super().execute(context)

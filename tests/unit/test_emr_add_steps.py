@@ -1,0 +1,52 @@
+"""Adding a run's steps is idempotent: running add_steps again on the same cluster adds nothing."""
+from __future__ import annotations
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from fruits_pipeline.emr import FruitsAddStepsOperator, steps_already_added
+
+REGION = "eu-west-3"
+STEPS = [
+    {"Name": f"{name} 2026-11-22T000000Z", "ActionOnFailure": "CANCEL_AND_WAIT",
+     "HadoopJarStep": {"Jar": "command-runner.jar", "Args": ["spark-submit", f"{name}.py"]}}
+    for name in ("extract_features", "reduce_pca")
+]
+
+
+@pytest.fixture
+def emr(monkeypatch):
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                        "AWS_DEFAULT_REGION": REGION}.items():
+        monkeypatch.setenv(name, value)
+    with mock_aws():
+        client = boto3.client("emr", region_name=REGION)
+        cluster_id = client.run_job_flow(
+            Name="fruits test", ReleaseLabel="emr-7.10.0", JobFlowRole="EMR_EC2_DefaultRole",
+            ServiceRole="EMR_DefaultRole",
+            Instances={"MasterInstanceType": "m5.xlarge", "InstanceCount": 1, "KeepJobFlowAliveWhenNoSteps": True},
+        )["JobFlowId"]
+        yield client, cluster_id
+
+
+def _operator(cluster_id):
+    return FruitsAddStepsOperator(task_id="add_steps", job_flow_id=cluster_id, steps=STEPS,
+                                  aws_conn_id=None, region_name=REGION)
+
+
+def test_steps_already_added_finds_this_runs_steps_in_order(emr):
+    client, cluster_id = emr
+    names = [step["Name"] for step in STEPS]
+    assert steps_already_added(client, cluster_id, names) is None
+    added = client.add_job_flow_steps(JobFlowId=cluster_id, Steps=STEPS)["StepIds"]
+    assert steps_already_added(client, cluster_id, names) == added
+    assert steps_already_added(client, cluster_id, ["reduce_pca another-run"]) is None
+
+
+def test_running_add_steps_again_returns_the_existing_steps_instead_of_adding_them(emr):
+    client, cluster_id = emr
+    first = client.add_job_flow_steps(JobFlowId=cluster_id, Steps=STEPS)["StepIds"]
+    again = _operator(cluster_id).execute({})  # returns before touching the context
+    assert again == first
+    assert len(client.list_steps(ClusterId=cluster_id)["Steps"]) == len(STEPS)
