@@ -17,6 +17,7 @@ from infra_testing import REGION
 @pytest.fixture
 def moto_endpoint(monkeypatch, managed_policies_subset):
     import moto.iam.models
+    from moto.core.base_backend import BackendDict
     from moto.server import ThreadedMotoServer
 
     monkeypatch.setattr(moto.iam.models, "aws_managed_policies_data", managed_policies_subset)
@@ -26,10 +27,14 @@ def moto_endpoint(monkeypatch, managed_policies_subset):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
+    # A server shares moto's process-wide backends: start from empty ones, so that IAM is created
+    # now, with the managed policies asked for above, whatever another test's server left behind.
+    BackendDict.reset()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     yield f"http://127.0.0.1:{port}"
     server.stop()
+    BackendDict.reset()
 
 
 def test_provision_check_and_erase_through_an_endpoint(moto_endpoint, capsys):
