@@ -6,11 +6,15 @@ gives two task slots, so broadcasts and two separate Python workers are exercise
 """
 from __future__ import annotations
 
+import logging
 import os
 
 import pytest
 
 TEST_MASTER = "local[2]"
+# py4j logs "Closing down clientserver connection" from __del__ at interpreter exit, after
+# pytest has closed the stream: a traceback at the end of every run, about nothing.
+logging.getLogger("py4j").setLevel(logging.WARNING)
 
 
 @pytest.fixture(scope="session")
