@@ -7,10 +7,10 @@ from fruits_pipeline.settings import Settings
 PROJECT_TAG = "fruits-pipeline"
 BOOTSTRAP_SCRIPT = "bootstrap/install_python_deps.sh"
 
-# Spark settings the jobs rely on: Arrow for the pandas UDF batches, executor Python = 3.11.
+# Spark settings the jobs rely on: Arrow for the pandas UDFs (the feature job sizes its batches
+# itself, from --batch-size), executor Python = 3.11.
 SPARK_DEFAULTS = {
     "spark.sql.execution.arrow.pyspark.enabled": "true",
-    "spark.sql.execution.arrow.maxRecordsPerBatch": "256",
     "spark.sql.parquet.compression.codec": "snappy",
     "spark.dynamicAllocation.enabled": "false",
     "spark.executorEnv.PYSPARK_PYTHON": "python3.11",
