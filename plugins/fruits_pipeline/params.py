@@ -4,9 +4,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+# x86_64 only: tensorflow-cpu, which the bootstrap installs, has no aarch64 (Graviton) wheel.
 INSTANCE_TYPES = (
     "m5.xlarge", "m5.2xlarge", "m5.4xlarge",
-    "m6g.xlarge", "m6g.2xlarge", "m6g.4xlarge",
     "c5.xlarge", "c5.2xlarge", "c5.4xlarge",
     "r5.xlarge", "r5.2xlarge", "r5.4xlarge",
 )

@@ -105,3 +105,15 @@ def test_sensor_timeouts_grow_with_the_work_and_shrink_with_the_cluster():
     assert small["extract_features"] >= 20  # the cluster start alone takes ~20 polls of 60 s
     assert big["extract_features"] > wide["extract_features"] > small["extract_features"]
     assert big["reduce_pca"] >= small["reduce_pca"] >= 15
+
+
+def test_the_trigger_form_offers_only_instance_types_the_bootstrap_can_install_on():
+    """tensorflow-cpu has no aarch64 wheel: a Graviton cluster would fail in its bootstrap action."""
+    from fruits_pipeline.cost import load_price_table
+    from fruits_pipeline.params import INSTANCE_TYPES
+    from fruits_pipeline.settings import DEFAULT_PRICE_TABLE
+
+    graviton = [t for t in INSTANCE_TYPES if t.split(".")[0].endswith("g")]
+    assert not graviton
+    priced = load_price_table(DEFAULT_PRICE_TABLE)["instances"]
+    assert set(INSTANCE_TYPES) <= set(priced), "every offered type needs a price for the run report's cost"
