@@ -22,9 +22,10 @@ import threading
 import time
 from pathlib import Path
 
+from fruits_pipeline.validation import IMAGE_EXTENSIONS  # what the feature job reads
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "spark_jobs"))
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 
 
 def parse_args(argv=None):
@@ -45,7 +46,7 @@ def parse_args(argv=None):
 
 def stage_images(source: Path, scale: int | None, target: Path) -> list[Path]:
     """The bench's image set under target/<label>/: the source files, replicated up to `scale`."""
-    files = sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
     if not files:
         raise SystemExit(f"--images {source}: no .jpg/.jpeg/.png files")
     wanted = scale or len(files)

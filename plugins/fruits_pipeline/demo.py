@@ -24,9 +24,9 @@ from pathlib import Path
 
 from fruits_pipeline.lake import Lake
 from fruits_pipeline.settings import REPO_ROOT
+from fruits_pipeline.validation import IMAGE_EXTENSIONS
 
 DAG_ID = "fruits_pipeline"
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 # What Keras' MobileNetV2(weights="imagenet", include_top=False) downloads (alpha 1.0, 224).
 IMAGENET_WEIGHTS_FILE = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
 IMAGENET_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/" + IMAGENET_WEIGHTS_FILE
@@ -63,7 +63,7 @@ def find_images(images_dir: Path) -> list[Path]:
     """Image files under images_dir, at any depth, in a stable order (hidden files skipped)."""
     return sorted(
         p for p in images_dir.rglob("*")
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
         and not any(part.startswith(".") for part in p.relative_to(images_dir).parts)
     )
 
