@@ -85,7 +85,7 @@ class TreeSampler(threading.Thread):
                     rss = proc.memory_info().rss
                 except psutil.Error:
                     continue
-                if "pyspark.daemon" in cmd or "pyspark.worker" in cmd:
+                if "pyspark.daemon" in cmd or "pyspark.worker" in cmd or "tf_daemon" in cmd:
                     workers += rss
                 elif "java" in cmd or "extract_features.py" in cmd:
                     driver += rss

@@ -21,16 +21,21 @@ def get_logger(name: str) -> logging.Logger:
     return logger
 
 
-def build_session(app_name: str):
-    """The SparkSession for a job; master and resources come from spark-submit, not from code."""
+def build_session(app_name: str, config: dict[str, str] | None = None):
+    """The SparkSession for a job; master and resources come from spark-submit, not from code.
+
+    ``config``: the job's own settings (static ones must be set before the session starts).
+    """
     from pyspark.sql import SparkSession
 
-    spark = (
+    builder = (
         SparkSession.builder.appName(app_name)
         # Partition values like batch=2026-11-22T000000Z stay strings, never guessed as dates.
         .config("spark.sql.sources.partitionColumnTypeInference.enabled", "false")
-        .getOrCreate()
     )
+    for key, value in (config or {}).items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
     # Spark's INFO chatter (a line per file read) would bury the jobs' own progress lines.
     spark.sparkContext.setLogLevel("WARN")
     return spark

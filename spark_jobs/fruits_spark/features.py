@@ -15,6 +15,15 @@ Speed notes (measured with bench/bench_features.py; README "Performance" has the
 - Decoding of the next batch runs in a background thread while TF predicts the current one
   (Pillow and NumPy release the GIL), so decoding is off the critical path.
 - Decoded pixels go straight into one preallocated float32 batch array: no per-row objects.
+
+Start-up, the part a single process would not pay (TensorFlow's import alone is ~14 s of one core):
+- TensorFlow is imported once per executor, in the Python daemon that forks the workers
+  (tf_daemon), not once per worker.
+- The workers start, and build and trace their models, while the driver reads the weights
+  (straight through the Hadoop FileSystem, no Spark job) and lists the images (warm_up_workers).
+- The model's output is written first: that write runs the model and fills the cache that the
+  counts and the rejects then read. Empty files are looked for only when the counts say some
+  listed file is missing.
 """
 from __future__ import annotations
 
@@ -32,8 +41,10 @@ import numpy as np
 import pandas as pd
 
 from fruits_spark.common import canonical_uri, get_logger
-from fruits_spark.io import write_text
+from fruits_spark.io import read_bytes, write_text
 
+# The feature job's session (extract_features.py): TensorFlow imported once per executor.
+SESSION_CONFIG = {"spark.python.daemon.module": "fruits_spark.tf_daemon"}
 IMAGE_SIZE = 224
 FEATURE_DIM = 1280
 MODEL_FAMILY = "mobilenet_v2_1.0_224_avg"
@@ -148,13 +159,6 @@ def build_model(weights=None):
     )
 
 
-def _read_bytes_with_spark(spark, uri: str) -> bytes:
-    rows = spark.read.format("binaryFile").load(uri).select("content").head(2)
-    if len(rows) != 1:
-        raise SystemExit(f"--weights {uri}: expected exactly one file, found {len(rows)}")
-    return bytes(rows[0].content)
-
-
 # MobileNetV2 alpha 1.0, 224, no top, in Keras' .weights.h5 format: 260 arrays holding 2,257,984
 # numbers (test_weights_signature_of_keras_mobilenet_v2 checks them against Keras itself).
 MOBILENET_V2_SIGNATURE = (260, 2_257_984)
@@ -200,11 +204,11 @@ def load_weights_on_driver(spark, weights_uri: str | None) -> bytes:
             ) from None
     uri = weights_uri if "://" in weights_uri else canonical_uri(os.path.abspath(weights_uri))
     try:
-        content = _read_bytes_with_spark(spark, uri)
-    except SystemExit:
-        raise
+        content = read_bytes(spark, uri)
     except Exception as exc:
-        raise SystemExit(f"--weights {weights_uri}: cannot be read ({type(exc).__name__}: {exc})") from None
+        java = getattr(exc, "java_exception", None)  # a Py4JJavaError: its Java exception is the reason
+        reason = java.toString() if java is not None else f"{type(exc).__name__}: {exc}"
+        raise SystemExit(f"--weights {weights_uri}: cannot be read ({reason})") from None
     try:
         signature = weights_signature(content)
     except OSError as exc:
@@ -256,17 +260,18 @@ def model_name(weights_uri: str | None) -> str:
     return f"{MODEL_FAMILY}/{source}"
 
 
-_WORKER_MODEL: dict = {}
+# This Python worker's model: built and traced once, its weights replaced when a job brings others.
+_WORKER: dict = {}
 
 
-def _worker_predictor(broadcast_weights, weights_key: str, tf_threads: int):
-    """The traced predict function of this Python worker, built once from the broadcast.
+def _worker_model(tf_threads: int) -> dict:
+    """Everything a worker needs before the weights: TensorFlow with its pools sized to the task
+    slot, the model built with ``weights=None``, and predict traced.
 
-    Cached by a fingerprint of the weights: a reused Python worker (Spark's default) builds
-    its model once for all tasks and jobs of the same weights.
+    Built once per Python worker; Spark reuses workers across tasks and jobs (warm_up_workers).
     """
-    if weights_key in _WORKER_MODEL:
-        return _WORKER_MODEL[weights_key]
+    if "predict" in _WORKER:
+        return _WORKER
     import tensorflow as tf
 
     try:
@@ -275,15 +280,75 @@ def _worker_predictor(broadcast_weights, weights_key: str, tf_threads: int):
     except RuntimeError:
         pass  # TF already started in this reused worker: its pools were sized then
     model = build_model(weights=None)
-    set_weights_from_bytes(model, broadcast_weights.value)
 
     @tf.function(input_signature=[tf.TensorSpec([None, IMAGE_SIZE, IMAGE_SIZE, 3], tf.float32)])
     def predict(x):
         return model(x, training=False)
 
-    _WORKER_MODEL.clear()  # only the current job's model stays in memory
-    _WORKER_MODEL[weights_key] = predict
-    return predict
+    # Traces and optimizes the graph. A single image: oneDNN still creates its kernels for the
+    # batch shape on the first real batch (about 2 s with one thread), but no batch of zeros is paid.
+    predict(np.zeros((1, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.float32))
+    _WORKER.update(model=model, predict=predict, weights_key=None)
+    return _WORKER
+
+
+def _worker_predictor(broadcast_weights, weights_key: str, tf_threads: int):
+    """This worker's traced predict function, holding the broadcast weights.
+
+    The broadcast is read, and the weights set, only when ``weights_key`` (a fingerprint of the
+    weights) differs from what the model holds: a reused worker pays it once per weights.
+    """
+    worker = _worker_model(tf_threads)
+    if worker["weights_key"] != weights_key:
+        set_weights_from_bytes(worker["model"], broadcast_weights.value)
+        worker["weights_key"] = weights_key
+    return worker["predict"]
+
+
+def warm_up_workers(spark, slots: int, tf_threads: int):
+    """Start every task slot's Python worker now and have it build and trace its model (all but
+    the weights) while the driver reads the weights and lists the images.
+
+    Returns the background thread running the warm-up job; once joined, ``thread.pids`` holds
+    the warmed workers' process ids. Left to the feature job's tasks, the workers would start
+    only once the driver is done, and their start (TensorFlow, see tf_daemon) and model build
+    would come after the driver's work instead of beside it.
+
+    Spark pools Python workers per environment and reuses them (spark.python.worker.reuse), so
+    the feature job's tasks get these warmed workers. For the two environments to match, the
+    SQL runner must not add its simplified-traceback variable, which this RDD job does not set.
+    An RDD job rather than a pandas UDF: it starts before the SQL engine's first-query set-up.
+    Best effort: a failure is logged and the feature job's tasks build their models themselves.
+    """
+    import threading
+
+    spark.conf.set("spark.sql.execution.pyspark.udf.simplifiedTraceback.enabled", "false")
+
+    def warm(_):
+        started = time.monotonic()
+        # What the feature task imports first (Arrow for the pandas UDF, Pillow for decoding).
+        import pyarrow  # noqa: F401
+        from PIL import Image  # noqa: F401
+
+        _worker_model(tf_threads)
+        yield os.getpid(), time.monotonic() - started
+
+    warmed = spark.sparkContext.parallelize(range(slots), slots).mapPartitions(warm)
+
+    def run():
+        try:
+            workers = warmed.collect()
+        except Exception as exc:  # e.g. the session stopping on a driver error
+            log.warning("warming the workers failed (%s: %s); the tasks build their models themselves",
+                        type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+            return
+        thread.pids.extend(pid for pid, _ in workers)
+        log.info("workers ready: %s", "; ".join(f"pid {pid} in {seconds:.1f} s" for pid, seconds in workers))
+
+    thread = threading.Thread(target=run, name="warm-up-workers", daemon=True)
+    thread.pids = []
+    thread.start()
+    return thread
 
 
 def weights_fingerprint(weights: bytes) -> str:
@@ -293,32 +358,35 @@ def weights_fingerprint(weights: bytes) -> str:
 
 
 def make_featurize_udf(broadcast_weights, weights_key: str, tf_threads: int = 1, log_every: int = 512):
-    """Scalar Iterator pandas UDF: image bytes -> struct(features, reject_reason, reject_detail).
+    """Scalar Iterator pandas UDF: (path as Spark lists it, image bytes) ->
+    struct(path canonical, features, reject_reason, reject_detail).
 
     ``broadcast_weights`` is the Broadcast of the weight arrays; the executor reads nothing else.
+    The path is made canonical here rather than in a UDF of its own: each Python UDF of a stage
+    takes a Python worker of its own, and a second one could take a warmed worker from this one.
     """
     from pyspark.sql.functions import pandas_udf
 
-    def featurize(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
+    def featurize(batches: Iterator[tuple[pd.Series, pd.Series]]) -> Iterator[pd.DataFrame]:
         predict = None  # built on the first batch: an empty partition never starts TF
         started, done, next_log = time.monotonic(), 0, log_every
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode") as pool:
             pending = None
-            for contents in batches:
+            for paths, contents in batches:
                 if predict is None:  # before any decode thread imports Keras
                     predict = _worker_predictor(broadcast_weights, weights_key, tf_threads)
                     started = time.monotonic()  # the rate logged is the steady-state one
                 future = pool.submit(decode_batch, contents.tolist())
                 if pending is not None:
-                    yield _predict_frame(predict, pending.result())
-                pending = future
+                    yield _predict_frame(predict, *pending)
+                pending = paths.map(canonical_uri), future
                 done += len(contents)
                 if done >= next_log:
                     rate = done / max(time.monotonic() - started, 1e-9)
                     log.info("worker pid %d: %d images through the model (%.1f images/s)", os.getpid(), done, rate)
                     next_log += log_every
             if pending is not None:
-                yield _predict_frame(predict, pending.result())
+                yield _predict_frame(predict, *pending)
         if done:
             rate = done / max(time.monotonic() - started, 1e-9)
             log.info("worker pid %d: %d images through the model (%.1f images/s), partition done",
@@ -327,18 +395,19 @@ def make_featurize_udf(broadcast_weights, weights_key: str, tf_threads: int = 1,
     return pandas_udf(featurize, FEATURIZED_TYPE_DDL)
 
 
-FEATURIZED_TYPE_DDL = "struct<features: array<float>, reject_reason: string, reject_detail: string>"
+FEATURIZED_TYPE_DDL = "struct<path: string, features: array<float>, reject_reason: string, reject_detail: string>"
 
 
-def _predict_frame(predict, batch: DecodedBatch):
-
+def _predict_frame(predict, paths: pd.Series, decoding) -> pd.DataFrame:
+    batch: DecodedBatch = decoding.result()
     n = len(batch.reasons)
     features = [None] * n
     if len(batch.ok_rows):
         output = predict(batch.pixels).numpy().astype(np.float32, copy=False)
         for row, vector in zip(batch.ok_rows.tolist(), output):
             features[row] = vector
-    return pd.DataFrame({"features": features, "reject_reason": batch.reasons, "reject_detail": batch.details})
+    return pd.DataFrame({"path": paths.to_numpy(), "features": features, "reject_reason": batch.reasons,
+                         "reject_detail": batch.details})
 
 
 # ---------------------------------------------------------------------------
@@ -361,7 +430,7 @@ def manifest_paths(spark, manifest_uri: str) -> list[str]:
 
 
 def read_images(spark, images_uri: str, paths: list[str] | None = None):
-    """path (canonical), label (parent folder), content of the image files.
+    """path (as Spark lists it), content of the image files; featurize makes the path canonical.
 
     With ``paths`` (a manifest) exactly those files are read, never a listing of the whole
     tree (raw/ only grows). Without, ``images_uri`` is listed recursively.
@@ -378,18 +447,7 @@ def read_images(spark, images_uri: str, paths: list[str] | None = None):
         raw = spark.createDataFrame([], "path string, content binary")
     else:
         raw = reader.load([escape_hadoop_glob(p) for p in paths])
-    return with_label(canonical_paths(raw.select("path", "content")))
-
-
-def canonical_paths(frame):
-    """Rewrite `path` to the lake's one spelling (fruits_spark.common.canonical_uri)."""
-    from pyspark.sql import functions as F
-
-    @F.pandas_udf("string")
-    def canonical(paths: pd.Series) -> pd.Series:
-        return paths.map(canonical_uri)
-
-    return frame.withColumn("path", canonical("path"))
+    return raw.select("path", "content")
 
 
 def with_label(frame):
@@ -408,17 +466,11 @@ def few_partitions(frame, slots: int):
 
 
 def featurize(frame, featurize_udf):
-    """path, label, content -> path, label, features (null when rejected), reject_reason, reject_detail."""
+    """path, content -> path (canonical), label, features (null when rejected), reject_reason, reject_detail."""
     from pyspark.sql import functions as F
 
-    result = featurize_udf(F.col("content"))
-    return frame.select(
-        "path",
-        "label",
-        result.getField("features").alias("features"),
-        result.getField("reject_reason").alias("reject_reason"),
-        result.getField("reject_detail").alias("reject_detail"),
-    )
+    result = frame.select(featurize_udf(F.col("path"), F.col("content")).alias("result")).select("result.*")
+    return with_label(result).select("path", "label", "features", "reject_reason", "reject_detail")
 
 
 def accepted(featurized, model: str):
@@ -440,14 +492,14 @@ def rejected(featurized, empty_files=None):
     return rejects if empty_files is None else rejects.unionByName(empty_files)
 
 
-def empty_files(spark, images, featurized):
+def empty_files(spark, listed_paths: list[str], featurized):
     """Listed files that never reached the model: Spark's file scan silently skips zero-byte files.
 
-    ``images.inputFiles()`` is the listing Spark already made (paths only, on the driver).
+    ``listed_paths``: the listing Spark already made (``DataFrame.inputFiles()``).
     """
     from pyspark.sql import functions as F
 
-    listed = sorted({canonical_uri(p) for p in images.inputFiles()})
+    listed = sorted({canonical_uri(p) for p in listed_paths})
     if not listed:
         return spark.createDataFrame([], "path string, reason string, detail string")
     listed_frame = spark.createDataFrame([(p,) for p in listed], "path string")
@@ -488,27 +540,37 @@ def run(
     paths = manifest_paths(spark, manifest_uri) if manifest_uri else None
     if paths is not None:
         log.info("manifest %s lists %d images", manifest_uri, len(paths))
+    tf_threads = int(spark.conf.get("spark.task.cpus", "1"))
+    slots = task_slots(spark)
+    warming = warm_up_workers(spark, slots, tf_threads) if paths != [] else None
     if weights is None:
         weights = load_weights_on_driver(spark, weights_uri)
     broadcast = spark.sparkContext.broadcast(weights)
-    tf_threads = int(spark.conf.get("spark.task.cpus", "1"))
-    slots = task_slots(spark)
     log.info("weights read on the driver (%.1f MB) and broadcast; %d task slots, %d TF thread(s) each",
              len(weights) / 1e6, slots, tf_threads)
 
     images = few_partitions(read_images(spark, images_uri, paths), slots)
-    featurized = featurize(images, make_featurize_udf(broadcast, weights_fingerprint(weights), tf_threads)).persist(StorageLevel.DISK_ONLY)
+    udf = make_featurize_udf(broadcast, weights_fingerprint(weights), tf_threads)
+    featurized = featurize(images, udf).persist(StorageLevel.DISK_ONLY)
     try:
-        log.info("featurizing %s in %d partition(s)", images_uri, images.rdd.getNumPartitions())
-        counts = _count(featurized)  # materializes the cache: the model runs once per image
-        empties = empty_files(spark, images, featurized).persist()
-        counts["rejected"] += empties.count()
+        listed = images.inputFiles()  # the listing Spark made: paths only, on the driver
+        log.info("featurizing %d files under %s in %d partition(s)", len(listed), images_uri,
+                 images.rdd.getNumPartitions())
+        # This write runs the model, once per image, and fills the cache; the rest reads the cache.
         accepted(featurized, model_name(weights_uri)).write.mode("overwrite").parquet(output_uri)
+        counts = _count(featurized)
+        empties = None
+        if len(listed) > counts["featurized"] + counts["rejected"]:  # Spark's scan skips zero-byte files
+            empties = empty_files(spark, listed, featurized).persist()
+            counts["rejected"] += empties.count()
         rejected(featurized, empties).coalesce(1).write.mode("overwrite").parquet(f"{output_uri}/_rejects")
-        empties.unpersist()
+        if empties is not None:
+            empties.unpersist()
     finally:
         featurized.unpersist()
         broadcast.destroy()
+        if warming is not None:
+            warming.join()
     result = {
         "job": "extract_features",
         "read": counts["featurized"] + counts["rejected"],

@@ -13,6 +13,19 @@ def _hadoop_path(spark, uri: str):
     return path, path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
 
 
+def read_bytes(spark, uri: str) -> bytes:
+    """The whole content of one file at ``uri``, read on the driver without a Spark job
+    (no task slot is taken, so it runs beside whatever the executors are doing)."""
+    path, fs = _hadoop_path(spark, uri)
+    if not fs.getFileStatus(path).isFile():
+        raise IsADirectoryError(f"{uri} is a folder, not a file")
+    stream = fs.open(path)
+    try:
+        return bytes(spark.sparkContext._jvm.org.apache.commons.io.IOUtils.toByteArray(stream))
+    finally:
+        stream.close()
+
+
 def write_text(spark, uri: str, text: str) -> None:
     """Write (or replace) one UTF-8 text object at ``uri``."""
     path, fs = _hadoop_path(spark, uri)

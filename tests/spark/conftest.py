@@ -1,7 +1,7 @@
 """One local Spark session for every test in tests/spark.
 
-The session is built by the jobs' own `build_session` (same configuration as spark-submit
-gives them); only the master comes from outside, as spark-submit would pass it. local[2]
+The session is built by the jobs' own `build_session` with the feature job's configuration
+(same as spark-submit gives it); only the master comes from outside, as spark-submit would pass it. local[2]
 gives two task slots, so broadcasts and two separate Python workers are exercised.
 """
 from __future__ import annotations
@@ -27,8 +27,9 @@ def spark():
         "--conf spark.sql.shuffle.partitions=4 pyspark-shell"
     )
     from fruits_spark.common import build_session
+    from fruits_spark.features import SESSION_CONFIG
 
-    session = build_session("fruits-tests")
+    session = build_session("fruits-tests", SESSION_CONFIG)
     try:
         yield session
     finally:

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -286,3 +289,85 @@ def test_driver_refuses_weights_that_are_not_mobilenet_v2(spark, tmp_path):
     not_hdf5.write_text("these are not weights")
     with pytest.raises(SystemExit, match="not an HDF5 weights file"):
         features.load_weights_on_driver(spark, str(not_hdf5))
+
+
+@pytest.mark.parametrize("what,message", [("missing", "FileNotFoundException"), ("folder", "is a folder, not a file")])
+def test_driver_names_weights_it_cannot_read(spark, tmp_path, what, message):
+    uri = str(tmp_path / "nowhere.weights.h5") if what == "missing" else str(tmp_path)
+    with pytest.raises(SystemExit, match=f"--weights {uri}: cannot be read .*{message}"):
+        features.load_weights_on_driver(spark, uri)
+
+
+WARMED_WORKERS_CHECK = """
+import json, os, sys
+import pandas as pd
+from pyspark.sql import functions as F
+from fruits_spark.common import build_session
+from fruits_spark import features
+
+spark = build_session("warm-up-check", features.SESSION_CONFIG)
+warm = features.warm_up_workers(spark, 2, tf_threads=1)
+warm.join()
+
+@F.pandas_udf("string")
+def worker_state(ids: pd.Series) -> pd.Series:
+    from fruits_spark import features as on_worker
+    return pd.Series([f"{os.getpid()} {'predict' in on_worker._WORKER}"] * len(ids))
+
+seen = [row.state.split() for row in spark.range(0, 2, 1, 2).select(worker_state("id").alias("state")).collect()]
+print("CHECK " + json.dumps({"warmed": warm.pids, "seen": seen}))
+spark.stop()
+"""
+
+
+def test_feature_tasks_run_in_the_workers_warmed_for_them(tmp_path):
+    """The warm-up is an RDD job, the feature job a pandas UDF: in a fresh job, Spark must hand
+    the UDF's tasks the warmed workers (one worker pool), or the warm-up is paid for nothing."""
+    script = tmp_path / "check.py"
+    script.write_text(WARMED_WORKERS_CHECK)
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable,
+           "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run([str(bin_dir / "spark-submit"), "--master", "local[2]", "--conf", "spark.ui.enabled=false",
+                           str(script)], capture_output=True, text=True, env=env, timeout=600)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("CHECK ")]
+    assert done.returncode == 0 and lines, done.stderr[-3000:]
+    check = json.loads(lines[0][len("CHECK "):])
+    assert len(check["warmed"]) == 2
+    assert {int(pid) for pid, _ in check["seen"]} <= set(check["warmed"])
+    assert all(built == "True" for _, built in check["seen"])
+
+
+def _preload_in_subprocess(extra_path: Path | None = None) -> subprocess.CompletedProcess:
+    """What Spark does with tf_daemon: run it, then read the port from its stdout."""
+    code = (
+        "import sys\n"
+        "from fruits_spark.tf_daemon import preload_tensorflow\n"
+        "preload_tensorflow()\n"
+        "loaded = 'tensorflow' in sys.modules and hasattr(sys.modules['tensorflow'], 'config')\n"
+        "if loaded:\n"
+        "    import tensorflow as tf\n"
+        "    tf.config.threading.set_intra_op_parallelism_threads(1)  # raises once TF has started\n"
+        "print('PORT', loaded)\n"
+    )
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    if extra_path is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(extra_path), env.get("PYTHONPATH", "")])
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+
+
+def test_tf_daemon_imports_tensorflow_but_does_not_start_it():
+    done = _preload_in_subprocess()
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout == "PORT True\n"
+
+
+def test_tf_daemon_keeps_stdout_for_the_port_and_says_when_tensorflow_fails(tmp_path):
+    fake = tmp_path / "tensorflow"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("import os\nos.write(1, b'noise on stdout\\n')\nraise ImportError('no TF here')\n")
+    done = _preload_in_subprocess(tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout == "PORT False\n"
+    assert "noise on stdout" in done.stderr
+    assert "fruits_spark.tf_daemon: TensorFlow not preloaded (ImportError: no TF here)" in done.stderr
