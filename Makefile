@@ -11,11 +11,13 @@ export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
 
 install: $(STAMP) check-java
 
+# --compile-bytecode, as pip does by default: without .pyc files (and where PYTHONDONTWRITEBYTECODE
+# is set) every process that imports TensorFlow compiles it again, ~10 s of CPU each time.
 $(STAMP): pyproject.toml requirements.lock
 	@command -v $(PYTHON) >/dev/null || { echo "make install: $(PYTHON) not found; install Python 3.11 (EMR 7 runs 3.11) or run 'make PYTHON=/path/to/python3.11 install'" >&2; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip uv
-	$(BIN)/uv pip install --python $(BIN)/python --quiet -r requirements.lock
+	$(BIN)/uv pip install --python $(BIN)/python --quiet --compile-bytecode -r requirements.lock
 	$(BIN)/uv pip install --python $(BIN)/python --quiet --no-deps -e .
 	touch $(STAMP)
 

@@ -177,7 +177,8 @@ def main(argv=None) -> int:
         "cores": psutil.cpu_count(logical=True),
         "master": args.master,
         "batch_size": args.batch_size,
-        "job_steady_images_per_second": job["steady_images_per_second"],
+        "job_steady_images_per_second": (round(job["steady_images_per_second"], 2)
+                                         if job["steady_images_per_second"] else None),
         "ceiling_steady_images_per_second": round(ceiling["steady_images_per_second"], 2),
         "steady_ratio": (round(job["steady_images_per_second"] / ceiling["steady_images_per_second"], 3)
                          if job["steady_images_per_second"] else None),
@@ -186,9 +187,9 @@ def main(argv=None) -> int:
         "ceiling_seconds": round(ceiling["seconds"], 2),
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
-        "timing_note": "end to end: job = FRUITS_RESULT seconds (driver TF import + weights load, worker TF "
-                       "start + model build, writes; JVM start excluded), ceiling = TF import + model build + "
-                       "loop. steady: job = sum of the workers' last logged rates after their model is built, "
+        "timing_note": "end to end: job = FRUITS_RESULT seconds (weights read on the driver, listing, "
+                       "workers' TF import and model build, the model over all images, the writes; JVM start "
+                       "excluded), ceiling = TF import + model build + loop. steady: job = sum of the workers' last logged rates after their model is built, "
                        "ceiling = the decode+predict loop alone",
     }
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
