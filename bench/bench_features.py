@@ -188,9 +188,10 @@ def main(argv=None) -> int:
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "timing_note": "end to end: job = FRUITS_RESULT seconds (weights read on the driver, listing, "
-                       "workers' TF import and model build, the model over all images, the writes; JVM start "
-                       "excluded), ceiling = TF import + model build + loop. steady: job = sum of the workers' last logged rates after their model is built, "
-                       "ceiling = the decode+predict loop alone",
+                       "workers' TF import and model build, the model over all images, the writes; "
+                       "JVM start excluded), ceiling = TF import + model build + loop. steady: job = sum "
+                       "of the workers' last logged rates after their model is built, ceiling = the "
+                       "decode+predict loop alone",
     }
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(result, indent=2) + "\n")

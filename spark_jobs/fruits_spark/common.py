@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 from urllib.parse import unquote
@@ -38,7 +39,26 @@ def build_session(app_name: str, config: dict[str, str] | None = None):
     spark = builder.getOrCreate()
     # Spark's INFO chatter (a line per file read) would bury the jobs' own progress lines.
     spark.sparkContext.setLogLevel("WARN")
+    _put_package_on_local_workers_path(spark.sparkContext)
     return spark
+
+
+def _put_package_on_local_workers_path(sc) -> None:
+    """On a local master, give the Python workers the folder or zip that holds fruits_spark.
+
+    The feature job's Python daemon starts as ``python -m fruits_spark.tf_daemon``
+    (features.SESSION_CONFIG), before any ``--py-files`` reach a worker's sys.path. On YARN,
+    spark-submit puts ``--py-files`` on the executors' PYTHONPATH itself; on a local master
+    nothing does, so the packaged copy (``--py-files fruits_spark.zip``) or a checkout without
+    ``make install`` would fail with "No module named 'fruits_spark'". Functions made after
+    this carry the path (sc.environment); the driver's path only means something on its own machine.
+    """
+    if not sc.master.startswith("local"):
+        return
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    paths = [p for p in sc.environment.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if package_root not in paths:
+        sc.environment["PYTHONPATH"] = os.pathsep.join([*paths, package_root])
 
 
 def canonical_uri(path: str) -> str:

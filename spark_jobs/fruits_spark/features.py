@@ -16,7 +16,8 @@ Speed notes (measured with bench/bench_features.py; README "Performance" has the
   (Pillow and NumPy release the GIL), so decoding is off the critical path.
 - Decoded pixels go straight into one preallocated float32 batch array: no per-row objects.
 
-Start-up, the part a single process would not pay (TensorFlow's import alone is ~14 s of one core):
+Start-up, the part a single process would not pay (TensorFlow's import alone is 7 s of one core
+here with compiled bytecode):
 - TensorFlow is imported once per executor, in the Python daemon that forks the workers
   (tf_daemon), not once per worker.
 - The workers start, and build and trace their models, while the driver reads the weights

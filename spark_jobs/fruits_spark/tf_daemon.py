@@ -2,10 +2,10 @@
 
 The feature job's session sets ``spark.python.daemon.module`` to this module (features.SESSION_CONFIG).
 Spark forks every Python worker of an executor from one daemon process; importing TensorFlow
-there means the import, about 14 s of one core on a 2-core machine, is paid once per executor
-instead of once per worker, and the copies share its memory pages. Only the import happens
-here: TensorFlow starts no thread pool and no eager context when imported, so each worker still
-sizes its own pools to its task slot after the fork (features._worker_model).
+there means the import (7 s of one core here with compiled bytecode, 14-18 s without) is paid
+once per executor instead of once per worker, and the copies share its memory pages. Only the
+import happens here: TensorFlow starts no thread pool and no eager context when imported, so
+each worker still sizes its own pools to its task slot after the fork (features._worker_model).
 """
 from __future__ import annotations
 

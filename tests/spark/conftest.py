@@ -1,8 +1,8 @@
 """One local Spark session for every test in tests/spark.
 
 The session is built by the jobs' own `build_session` with the feature job's configuration
-(same as spark-submit gives it); only the master comes from outside, as spark-submit would pass it. local[2]
-gives two task slots, so broadcasts and two separate Python workers are exercised.
+(same as spark-submit gives it); only the master comes from outside, as spark-submit would pass
+it. local[2] gives two task slots, so broadcasts and two separate Python workers are exercised.
 """
 from __future__ import annotations
 

@@ -371,3 +371,39 @@ def test_tf_daemon_keeps_stdout_for_the_port_and_says_when_tensorflow_fails(tmp_
     assert done.stdout == "PORT False\n"
     assert "noise on stdout" in done.stderr
     assert "fruits_spark.tf_daemon: TensorFlow not preloaded (ImportError: no TF here)" in done.stderr
+
+
+def test_packaged_copy_runs_where_fruits_spark_is_not_installed(images_dir, weights_file, tmp_path):
+    """What `make package` ships, run as on a cluster (`--py-files fruits_spark.zip`) but on a
+    local master, by a Python that has every dependency and not fruits_spark: the workers' daemon
+    (fruits_spark.tf_daemon) must find the package in the zip."""
+    import site
+
+    from fruits_pipeline.code_package import build_code_package
+    from fruits_pipeline.settings import REPO_ROOT
+
+    package = build_code_package(REPO_ROOT / "spark_jobs", tmp_path / "package")
+    bare = tmp_path / "bare-python"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True, timeout=120)
+    bare_python = bare / "bin" / "python"
+    bare_site = subprocess.run([str(bare_python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    # A plain path line: the dependencies, without the editable install's own .pth file.
+    Path(bare_site, "dependencies.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    refused = subprocess.run([str(bare_python), "-c", "import fruits_spark"], capture_output=True, text=True)
+    assert "No module named 'fruits_spark'" in refused.stderr
+
+    output = tmp_path / "features"
+    env = {**os.environ, "PYSPARK_PYTHON": str(bare_python), "PYSPARK_DRIVER_PYTHON": str(bare_python),
+           "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "spark-submit"), "--master", "local[2]", "--conf", "spark.ui.enabled=false",
+         "--py-files", str(package.files["fruits_spark.zip"]), str(package.files["extract_features.py"]),
+         "--images", str(images_dir), "--output", str(output), "--weights", str(weights_file)],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600,
+    )
+    results = [line for line in done.stdout.splitlines() if line.startswith("FRUITS_RESULT ")]
+    assert done.returncode == 0 and results, (done.stdout + done.stderr)[-3000:]
+    images = len(_image_files(images_dir))
+    assert json.loads(results[0][len("FRUITS_RESULT "):])["featurized"] == images
+    assert pq.read_table(output).num_rows == images
