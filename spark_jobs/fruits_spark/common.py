@@ -51,7 +51,8 @@ def _put_package_on_local_workers_path(sc) -> None:
     spark-submit puts ``--py-files`` on the executors' PYTHONPATH itself; on a local master
     nothing does, so the packaged copy (``--py-files fruits_spark.zip``) or a checkout without
     ``make install`` would fail with "No module named 'fruits_spark'". Functions made after
-    this carry the path (sc.environment); the driver's path only means something on its own machine.
+    this carry the path (sc.environment); the driver's path only means something on its own
+    machine, hence local masters only.
     """
     if not sc.master.startswith("local"):
         return

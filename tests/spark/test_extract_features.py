@@ -320,16 +320,22 @@ spark.stop()
 """
 
 
+def _spark_submit(python: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """spark-submit on local[2], driver and workers running ``python``, as the DAG runs the jobs locally."""
+    env = {**os.environ, "PYSPARK_PYTHON": python, "PYSPARK_DRIVER_PYTHON": python, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "spark-submit"), "--master", "local[2]", "--conf", "spark.ui.enabled=false",
+         *args],
+        capture_output=True, text=True, env=env, cwd=cwd, timeout=600,
+    )
+
+
 def test_feature_tasks_run_in_the_workers_warmed_for_them(tmp_path):
     """The warm-up is an RDD job, the feature job a pandas UDF: in a fresh job, Spark must hand
     the UDF's tasks the warmed workers (one worker pool), or the warm-up is paid for nothing."""
     script = tmp_path / "check.py"
     script.write_text(WARMED_WORKERS_CHECK)
-    bin_dir = Path(sys.executable).parent
-    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable,
-           "TF_CPP_MIN_LOG_LEVEL": "2"}
-    done = subprocess.run([str(bin_dir / "spark-submit"), "--master", "local[2]", "--conf", "spark.ui.enabled=false",
-                           str(script)], capture_output=True, text=True, env=env, timeout=600)
+    done = _spark_submit(sys.executable, str(script))
     lines = [line for line in done.stdout.splitlines() if line.startswith("CHECK ")]
     assert done.returncode == 0 and lines, done.stderr[-3000:]
     check = json.loads(lines[0][len("CHECK "):])
@@ -394,13 +400,9 @@ def test_packaged_copy_runs_where_fruits_spark_is_not_installed(images_dir, weig
     assert "No module named 'fruits_spark'" in refused.stderr
 
     output = tmp_path / "features"
-    env = {**os.environ, "PYSPARK_PYTHON": str(bare_python), "PYSPARK_DRIVER_PYTHON": str(bare_python),
-           "TF_CPP_MIN_LOG_LEVEL": "2"}
-    done = subprocess.run(
-        [str(Path(sys.executable).parent / "spark-submit"), "--master", "local[2]", "--conf", "spark.ui.enabled=false",
-         "--py-files", str(package.files["fruits_spark.zip"]), str(package.files["extract_features.py"]),
-         "--images", str(images_dir), "--output", str(output), "--weights", str(weights_file)],
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600,
+    done = _spark_submit(
+        str(bare_python), "--py-files", str(package.files["fruits_spark.zip"]), str(package.files["extract_features.py"]),
+        "--images", str(images_dir), "--output", str(output), "--weights", str(weights_file), cwd=tmp_path,
     )
     results = [line for line in done.stdout.splitlines() if line.startswith("FRUITS_RESULT ")]
     assert done.returncode == 0 and results, (done.stdout + done.stderr)[-3000:]
