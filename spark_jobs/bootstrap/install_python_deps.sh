@@ -6,9 +6,10 @@
 set -euo pipefail
 
 PYTHON="${FRUITS_PYTHON:-python3.11}"
+# The jobs' runtime: LiteRT runs the model (no TensorFlow or Keras on the nodes), pandas for the
+# pandas UDF, Pillow to decode, PyArrow for Arrow batches.
 PINNED=(
-  "tensorflow-cpu==2.21.0"
-  "keras==3.15.1"
+  "ai-edge-litert==2.3.0"
   "pillow==13.0.0"
   "pyarrow==26.0.1"
   "pandas==3.1.1"
@@ -61,5 +62,5 @@ ${SUDO} "${PYTHON}" -m pip install --quiet --no-cache-dir "${PINNED[@]}"
 
 todo="$(missing_pins)"
 [[ -z "${todo}" ]] || fail "still not at the pinned versions after pip install: ${todo//$'\n'/ }"
-"${PYTHON}" -c "import tensorflow, keras, PIL, pyarrow, pandas, numpy" || fail "the installed packages do not import"
+"${PYTHON}" -c "import ai_edge_litert.interpreter, PIL, pyarrow, pandas, numpy" || fail "the installed packages do not import"
 echo "install_python_deps.sh: installed ${PINNED[*]} for ${PYTHON}"
