@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
 
-.PHONY: install test bench package demo cost infra check-java clean
+.PHONY: install test bench model package demo cost infra check-java clean
 
 install: $(STAMP) check-java
 
@@ -29,17 +29,27 @@ check-java:
 test: install
 	$(BIN)/python -m pytest
 
+# The feature job against the naive TensorFlow loop and one LiteRT process, in one run (README "Performance").
 bench: install
 	$(BIN)/python bench/bench_features.py $(BENCH_ARGS)
 
-package: install
-	$(BIN)/python -m fruits_pipeline.code_package dist/code
+# Regenerate the shipped model (spark_jobs/models/*.tflite + .provenance.json) from Keras' MobileNetV2:
+# FRUITS_WEIGHTS=/path/to/x.weights.h5, else Keras' ImageNet weights; refused unless equal to Keras.
+model: install
+	$(BIN)/python -m fruits_pipeline.model_conversion $(MODEL_ARGS)
 
-# The whole DAG once on local Spark: `make demo IMAGES=/path/to/<label>/<image>.jpg-folders [LAKE=dir]`.
+# dist/code: what the DAG stages to code/<version>/, with dist/wheelhouse (the nodes' wheels for x86_64
+# and aarch64, downloaded once; EMR nodes install from it with --no-index). FRUITS_WHEELHOUSE defaults to it.
+package: install
+	$(BIN)/python -m fruits_pipeline.code_package dist/code --wheelhouse dist/wheelhouse
+
+# The whole DAG once on local Spark, offline, on the Fruits-360 sample in plugins/fruits_pipeline/demo_data/
+# (or `IMAGES=/path/to/<label>/<image>.jpg-folders`); `PCA_K=8` or `PCA_VARIANCE=0.9` asks for another PCA.
 LAKE ?= .lake
 IMAGES ?= $(FRUITS_SAMPLE_DIR)
 demo: install
-	$(BIN)/python -m fruits_pipeline.demo --lake "$(LAKE)" $(if $(IMAGES),--images "$(IMAGES)")
+	$(BIN)/python -m fruits_pipeline.demo --lake "$(LAKE)" $(if $(IMAGES),--images "$(IMAGES)") \
+	  $(if $(PCA_K),--pca-k "$(PCA_K)") $(if $(PCA_VARIANCE),--pca-variance "$(PCA_VARIANCE)")
 
 # Projected EMR time and cost from `make bench`'s throughput and the eu-west-3 price table.
 cost: install

@@ -1,11 +1,13 @@
 """The EMR job flow (RunJobFlow request) of one run, built by one pure function."""
 from __future__ import annotations
 
+from fruits_pipeline.code_package import BOOTSTRAP_SCRIPT, WHEELHOUSE  # the bootstrap installs from code/<v>/wheelhouse
 from fruits_pipeline.params import RunParams
 from fruits_pipeline.settings import Settings
 
 PROJECT_TAG = "fruits-pipeline"
-BOOTSTRAP_SCRIPT = "bootstrap/install_python_deps.sh"
+# AmazonEMRServicePolicy_v2 acts only on clusters, subnets, VPCs and security groups with this tag.
+MANAGED_POLICY_TAG = {"Key": "for-use-with-amazon-emr-managed-policies", "Value": "true"}
 
 # Spark settings the jobs rely on: Arrow for the pandas UDFs (the feature job sizes its batches
 # itself, from --batch-size), executor Python = 3.11.
@@ -20,6 +22,30 @@ SPARK_DEFAULTS = {
 
 def cluster_name(run_key: str) -> str:
     return f"{PROJECT_TAG}-{run_key}"
+
+
+def cluster_tags(settings: Settings, run_key: str) -> list[dict]:
+    """The cluster's tags: the Airflow role drives only project-tagged clusters, and the orphan
+    cleanup and the teardown find a run's cluster by project + run_key."""
+    return [
+        {"Key": "project", "Value": PROJECT_TAG},
+        {"Key": "run_key", "Value": run_key},
+        {"Key": "data-residency", "Value": settings.region},
+        dict(MANAGED_POLICY_TAG),
+    ]
+
+
+def network(settings: Settings) -> dict:
+    """The Instances keys that place the cluster: the tagged subnet and, when given, its security groups."""
+    placed = {}
+    if settings.emr_subnet_id:
+        placed["Ec2SubnetId"] = settings.emr_subnet_id
+    if settings.emr_master_security_group:
+        placed["EmrManagedMasterSecurityGroup"] = settings.emr_master_security_group
+        placed["EmrManagedSlaveSecurityGroup"] = settings.emr_core_security_group
+    if settings.emr_service_access_security_group:
+        placed["ServiceAccessSecurityGroup"] = settings.emr_service_access_security_group
+    return placed
 
 
 def build_job_flow(settings: Settings, params: RunParams, *, run_key: str, code_uri: str) -> dict:
@@ -45,10 +71,11 @@ def build_job_flow(settings: Settings, params: RunParams, *, run_key: str, code_
             # Kept alive so both steps run on one cluster; the teardown task terminates it.
             "KeepJobFlowAliveWhenNoSteps": True,
             "TerminationProtected": False,
+            **network(settings),
         },
         "BootstrapActions": [
             {"Name": "install python deps",
-             "ScriptBootstrapAction": {"Path": f"{code_uri}/{BOOTSTRAP_SCRIPT}", "Args": []}},
+             "ScriptBootstrapAction": {"Path": f"{code_uri}/{BOOTSTRAP_SCRIPT}", "Args": [f"{code_uri}/{WHEELHOUSE}"]}},
         ],
         "Configurations": [
             {"Classification": "spark-env",
@@ -63,9 +90,5 @@ def build_job_flow(settings: Settings, params: RunParams, *, run_key: str, code_
         "ServiceRole": settings.emr_service_role,
         "JobFlowRole": settings.emr_instance_profile,
         "VisibleToAllUsers": True,
-        "Tags": [
-            {"Key": "project", "Value": PROJECT_TAG},
-            {"Key": "run_key", "Value": run_key},
-            {"Key": "data-residency", "Value": settings.region},
-        ],
+        "Tags": cluster_tags(settings, run_key),
     }

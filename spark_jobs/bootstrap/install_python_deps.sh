@@ -1,11 +1,19 @@
 #!/usr/bin/env bash
 # EMR bootstrap action: the Python packages the Spark jobs import, for the cluster's python3.11
 # (EMR 7, Amazon Linux 2023). Runs on every node before Spark starts.
+#
+#   install_python_deps.sh WHEELHOUSE
+#
+# WHEELHOUSE (or FRUITS_WHEELHOUSE) is code/<version>/wheelhouse: an s3:// prefix (copied with
+# `aws s3 cp`, only this node's architecture) or a local folder. Nodes need no internet: pip runs
+# with --no-index and finds every wheel there (`make package` builds it). FRUITS_PYTHON chooses
+# the interpreter (default python3.11; a test gives a fresh venv's python).
 # The pins are the project's own (pyproject.toml / requirements.lock); tests/unit/test_code_package.py
 # fails if they drift apart. Idempotent: a node that already has exactly these versions is left alone.
 set -euo pipefail
 
 PYTHON="${FRUITS_PYTHON:-python3.11}"
+WHEELHOUSE="${FRUITS_WHEELHOUSE:-${1:-}}"
 # The jobs' runtime: LiteRT runs the model (no TensorFlow or Keras on the nodes), pandas for the
 # pandas UDF, Pillow to decode, PyArrow for Arrow batches.
 PINNED=(
@@ -23,11 +31,13 @@ fail() {
 }
 trap 'fail "command failed at line ${LINENO}: ${BASH_COMMAND}"' ERR
 
+# EMR runs bootstrap actions as hadoop (sudo without password); a given interpreter (a venv) is the caller's own.
 SUDO=""
-if [[ "$(id -u)" != "0" ]]; then SUDO="sudo"; fi
+if [[ "$(id -u)" != "0" && -z "${FRUITS_PYTHON:-}" ]]; then SUDO="sudo"; fi
 
 if ! command -v "${PYTHON}" >/dev/null 2>&1; then
   if [[ "${PYTHON}" == "python3.11" ]] && command -v dnf >/dev/null 2>&1; then
+    # Amazon Linux's repositories are served from S3: reachable through the subnet's S3 gateway endpoint.
     echo "install_python_deps.sh: ${PYTHON} not found, installing it with dnf"
     ${SUDO} dnf install -y -q python3.11 python3.11-pip
   fi
@@ -36,7 +46,7 @@ fi
 
 # Prints the pins that are missing or at another version (nothing when all are in place).
 missing_pins() {
-  "${PYTHON}" - "${PINNED[@]}" <<'EOF'
+  "${PYTHON}" - "${PINNED[@]}" <<'PY'
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
@@ -48,7 +58,7 @@ for pin in sys.argv[1:]:
         found = None
     if found != wanted:
         print(pin)
-EOF
+PY
 }
 
 todo="$(missing_pins)"
@@ -57,8 +67,23 @@ if [[ -z "${todo}" ]]; then
   exit 0
 fi
 
-echo "install_python_deps.sh: installing for ${PYTHON}: ${todo//$'\n'/ }"
-${SUDO} "${PYTHON}" -m pip install --quiet --no-cache-dir "${PINNED[@]}"
+[[ -n "${WHEELHOUSE}" ]] || fail "no wheelhouse given (first argument or FRUITS_WHEELHOUSE): nodes install from code/<version>/wheelhouse, never from the internet"
+if [[ "${WHEELHOUSE}" == s3://* ]]; then
+  local_wheels="$(mktemp -d /tmp/fruits-wheelhouse.XXXXXX)"
+  arch="$(uname -m)"
+  echo "install_python_deps.sh: copying the ${arch} and pure-Python wheels of ${WHEELHOUSE} to ${local_wheels}"
+  aws s3 cp --recursive --quiet --exclude "*" --include "*-any.whl" --include "*_${arch}.whl" \
+    "${WHEELHOUSE%/}/" "${local_wheels}/" || fail "cannot copy ${WHEELHOUSE} (instance profile s3:GetObject/ListBucket on code/?)"
+  WHEELHOUSE="${local_wheels}"
+fi
+[[ -d "${WHEELHOUSE}" ]] || fail "wheelhouse ${WHEELHOUSE} is not a folder"
+
+echo "install_python_deps.sh: installing for ${PYTHON} from ${WHEELHOUSE}: ${todo//$'\n'/ }"
+# --ignore-requires-python: backports-strenum 1.3.1 (locked, needed by ai-edge-litert) declares <3.11
+# but runs on 3.11; `make package` downloads it with the same flag.
+${SUDO} "${PYTHON}" -m pip install --quiet --no-cache-dir --disable-pip-version-check \
+  --no-index --find-links "${WHEELHOUSE}" --ignore-requires-python "${PINNED[@]}" \
+  || fail "pip could not install ${PINNED[*]} from ${WHEELHOUSE} alone (a wheel missing for $(uname -m)? rebuild it with make package)"
 
 todo="$(missing_pins)"
 [[ -z "${todo}" ]] || fail "still not at the pinned versions after pip install: ${todo//$'\n'/ }"

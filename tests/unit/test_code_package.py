@@ -164,3 +164,142 @@ def test_bootstrap_is_strict_bash():
     assert text.startswith("#!/usr/bin/env bash")
     assert "set -euo pipefail" in text
     assert subprocess.run(["bash", "-n", str(BOOTSTRAP)], capture_output=True).returncode == 0
+
+
+# ---------------------------------------------------------------- wheelhouse: nodes install with no index
+
+from fruits_pipeline.code_package import (  # noqa: E402
+    ARCHITECTURES,
+    bootstrap_pins,
+    build_wheelhouse,
+    missing_wheels,
+    pip_download_command,
+)
+
+RUNTIME_PINS = [f"{name}=={version}" for name, version in _bootstrap_pins().items()]
+
+
+def _fake_wheelhouse(folder: Path, pins=RUNTIME_PINS, architectures=ARCHITECTURES) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for pin in pins:
+        name, version = pin.split("==")
+        for arch in architectures:
+            (folder / f"{name.replace('-', '_')}-{version}-cp311-cp311-manylinux_2_28_{arch}.whl").write_bytes(
+                f"{pin} {arch}".encode())
+    (folder / "six-1.17.0-py2.py3-none-any.whl").write_bytes(b"a dependency")
+    return folder
+
+
+def test_bootstrap_pins_are_read_from_the_script_itself():
+    assert bootstrap_pins(JOBS_DIR) == RUNTIME_PINS
+    assert not [pin for pin in RUNTIME_PINS if pin.split("==")[0] in ("tensorflow", "tensorflow-cpu", "keras")]
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_wheelhouse_download_is_binary_only_for_the_nodes_python_and_glibc(arch, tmp_path):
+    command = pip_download_command(RUNTIME_PINS, tmp_path, arch, REPO_ROOT / "requirements.lock")
+    assert command[1:4] == ["-m", "pip", "download"] and "--only-binary=:all:" in command
+    assert command[command.index("--python-version") + 1] == "3.11"
+    assert command[command.index("--abi") + 1] == "cp311" and command[command.index("--implementation") + 1] == "cp"
+    platforms = [command[i + 1] for i, flag in enumerate(command) if flag == "--platform"]
+    # ai-edge-litert ships manylinux_2_27 wheels and pyarrow manylinux_2_28; Amazon Linux 2023 has glibc 2.34
+    assert {f"manylinux_2_27_{arch}", f"manylinux_2_28_{arch}", f"manylinux_2_34_{arch}"} <= set(platforms)
+    assert not [p for p in platforms if not p.endswith(arch)] and f"manylinux_2_35_{arch}" not in platforms
+    assert command[command.index("--constraint") + 1] == str(REPO_ROOT / "requirements.lock")
+    assert command[-len(RUNTIME_PINS):] == RUNTIME_PINS
+
+
+def test_missing_wheels_names_each_pin_and_architecture(tmp_path):
+    wheelhouse = _fake_wheelhouse(tmp_path / "wh", architectures=("x86_64",))
+    assert missing_wheels(wheelhouse, RUNTIME_PINS, ("x86_64",)) == []
+    assert missing_wheels(wheelhouse, RUNTIME_PINS) == [f"{pin} (aarch64)" for pin in RUNTIME_PINS]
+    (wheelhouse / "pandas-3.1.1-cp311-cp311-manylinux_2_28_x86_64.whl").unlink()
+    assert missing_wheels(wheelhouse, ["pandas==3.1.1"], ("x86_64",)) == ["pandas==3.1.1 (x86_64)"]
+    assert missing_wheels(tmp_path / "nowhere", ["numpy==2.4.6"], ("x86_64",)) == ["numpy==2.4.6 (x86_64)"]
+
+
+def test_package_ships_the_wheelhouse_and_its_version_follows_the_wheels(tmp_path):
+    wheelhouse = _fake_wheelhouse(tmp_path / "wh")
+    without = build_code_package(JOBS_DIR, tmp_path / "plain")
+    package = build_code_package(JOBS_DIR, tmp_path / "out", wheelhouse)
+    wheels = {name for name in package.files if name.startswith("wheelhouse/")}
+    assert wheels == {f"wheelhouse/{p.name}" for p in wheelhouse.glob("*.whl")}
+    assert set(package.files) - wheels == EXPECTED_FILES and package.version != without.version
+    assert (tmp_path / "out" / "wheelhouse" / "six-1.17.0-py2.py3-none-any.whl").read_bytes() == b"a dependency"
+    (wheelhouse / "six-1.17.0-py2.py3-none-any.whl").write_bytes(b"another build")
+    assert build_code_package(JOBS_DIR, tmp_path / "out", wheelhouse).version != package.version
+
+
+def test_an_incomplete_wheelhouse_is_refused_before_anything_is_shipped(tmp_path):
+    wheelhouse = _fake_wheelhouse(tmp_path / "wh", architectures=("x86_64",))
+    with pytest.raises(CodePackageError, match=r"ai-edge-litert==2\.3\.0 \(aarch64\).*make package"):
+        build_code_package(JOBS_DIR, tmp_path / "out", wheelhouse)
+    assert not (tmp_path / "out").exists()
+
+
+def _host_arch() -> str:
+    return os.uname().machine
+
+
+@pytest.fixture(scope="session")
+def host_wheelhouse(tmp_path_factory) -> Path:
+    """This machine's architecture's wheels: `make package`'s dist/wheelhouse when it has them, else downloaded
+    once for the session (pip's own cache makes that quick after the first time)."""
+    made = REPO_ROOT / "dist" / "wheelhouse"
+    if not missing_wheels(made, RUNTIME_PINS, (_host_arch(),)):
+        return made
+    folder = tmp_path_factory.mktemp("wheelhouse")
+    build_wheelhouse(folder, JOBS_DIR, architectures=(_host_arch(),))
+    return folder
+
+
+def _offline_env(python: Path, wheelhouse: Path | None) -> dict:
+    """No package index reachable: pip's config files ignored, the index a closed local port."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("PIP_", "FRUITS_", "VIRTUAL_ENV"))}
+    env.update({"FRUITS_PYTHON": str(python), "PIP_CONFIG_FILE": os.devnull,
+                "PIP_INDEX_URL": "http://127.0.0.1:9/simple", "PIP_RETRIES": "0", "PIP_TIMEOUT": "2"})
+    if wheelhouse is not None:
+        env["FRUITS_WHEELHOUSE"] = str(wheelhouse)
+    return env
+
+
+def test_real_bootstrap_installs_a_fresh_python_from_the_wheelhouse_alone(host_wheelhouse, tmp_path):
+    venv = tmp_path / "node"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+
+    no_wheelhouse = subprocess.run(["bash", str(BOOTSTRAP)], capture_output=True, text=True, timeout=60,
+                                   env=_offline_env(python, None))
+    assert no_wheelhouse.returncode != 0 and "no wheelhouse given" in no_wheelhouse.stderr
+
+    installed = subprocess.run(["bash", str(BOOTSTRAP)], capture_output=True, text=True, timeout=300,
+                               env=_offline_env(python, host_wheelhouse))
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    assert "installed ai-edge-litert==2.3.0" in installed.stdout
+    probe = ("import numpy, ai_edge_litert.interpreter as lite, PIL, pyarrow, pandas; "
+             "from importlib.metadata import version; "
+             "print(sorted(version(n) for n in ('ai-edge-litert', 'pillow', 'pyarrow', 'pandas', 'numpy'))); "
+             "print(lite.Interpreter.__name__)")
+    versions = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, timeout=60)
+    assert versions.returncode == 0, versions.stderr
+    assert versions.stdout.splitlines() == [str(sorted(v for v in _bootstrap_pins().values())), "Interpreter"]
+    heavy = subprocess.run([str(python), "-c", "import importlib.util as u; print([m for m in ('tensorflow', 'keras') "
+                            "if u.find_spec(m)])"], capture_output=True, text=True, timeout=60)
+    assert heavy.stdout.strip() == "[]"
+
+    again = subprocess.run(["bash", str(BOOTSTRAP)], capture_output=True, text=True, timeout=60,
+                           env=_offline_env(python, tmp_path / "gone"))
+    assert again.returncode == 0 and "nothing to do" in again.stdout  # idempotent: no wheelhouse needed twice
+
+
+def test_bootstrap_names_an_incomplete_wheelhouse(tmp_path):
+    venv = tmp_path / "node"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    subprocess.run([str(venv / "bin" / "python"), "-m", "ensurepip", "--default-pip"], check=True,
+                   capture_output=True, timeout=120)
+    empty = tmp_path / "wheelhouse"
+    empty.mkdir()
+    completed = subprocess.run(["bash", str(BOOTSTRAP)], capture_output=True, text=True, timeout=120,
+                               env=_offline_env(venv / "bin" / "python", empty))
+    assert completed.returncode != 0
+    assert f"from {empty} alone" in completed.stderr and "make package" in completed.stderr

@@ -14,24 +14,24 @@ CODE = "s3://fruits-lake/code/abc123"
 
 
 def test_steps_pass_lake_paths_and_variance():
-    steps = pipeline_steps(S3.lake, "2026-05-01T000000Z", weights_name="w.weights.h5", pca_k=None, pca_variance=0.9)
+    steps = pipeline_steps(S3.lake, "2026-05-01T000000Z", model_name="m-0123/m.tflite", pca_k=None, pca_variance=0.9)
     features, pca = steps
     assert features.args == ("--images", "s3://fruits-lake/raw",
                               "--manifest", "s3://fruits-lake/manifests/2026-05-01T000000Z/valid",
                               "--output", "s3://fruits-lake/features/batch=2026-05-01T000000Z",
-                              "--weights", "s3://fruits-lake/models/w.weights.h5")
+                              "--model", "s3://fruits-lake/models/m-0123/m.tflite")
     assert pca.args == ("--features", "s3://fruits-lake/features",
                         "--output", "s3://fruits-lake/pca/2026-05-01T000000Z", "--variance", "0.9")
 
 
-def test_pca_k_overrides_variance_and_no_weights_means_no_flag():
-    features, pca = pipeline_steps(S3.lake, "r", weights_name=None, pca_k=12, pca_variance=0.9)
-    assert "--weights" not in features.args
+def test_pca_k_overrides_variance_and_no_model_means_no_flag():
+    features, pca = pipeline_steps(S3.lake, "r", model_name=None, pca_k=12, pca_variance=0.9)
+    assert "--model" not in features.args
     assert pca.args[-2:] == ("--k", "12") and "--variance" not in pca.args
 
 
 def test_emr_rendering_runs_spark_submit_in_cluster_mode_and_cancels_after_a_failure():
-    steps = render_emr_steps(pipeline_steps(S3.lake, "r", weights_name=None, pca_k=None, pca_variance=0.95),
+    steps = render_emr_steps(pipeline_steps(S3.lake, "r", model_name=None, pca_k=None, pca_variance=0.95),
                              CODE + "/", "r")
     assert [s["Name"] for s in steps] == ["extract_features r", "reduce_pca r"]
     assert steps[0]["ActionOnFailure"] == "CANCEL_AND_WAIT"
@@ -44,7 +44,7 @@ def test_emr_rendering_runs_spark_submit_in_cluster_mode_and_cancels_after_a_fai
 
 def test_local_rendering_has_the_same_arguments_as_emr():
     local = Settings(lake_uri="file:///tmp/lake dir", compute="local", spark_master="local[2]")
-    steps = pipeline_steps(local.lake, "r", weights_name=None, pca_k=3, pca_variance=0.95)
+    steps = pipeline_steps(local.lake, "r", model_name=None, pca_k=3, pca_variance=0.95)
     commands = render_local_commands(steps, Path("/repo/spark_jobs"), local.spark_master)
     emr = render_emr_steps(steps, CODE, "r")
     assert commands[0][:4] == [str(Path(sys.executable).parent / "spark-submit"), "--master", "local[2]",
@@ -65,8 +65,8 @@ def test_job_flow_for_spot_cluster():
     assert (core["InstanceRole"], core["Market"], core["InstanceType"], core["InstanceCount"]) == \
         ("CORE", "SPOT", "m5.2xlarge", 3)
     assert flow["Instances"]["KeepJobFlowAliveWhenNoSteps"] is True
-    assert flow["BootstrapActions"][0]["ScriptBootstrapAction"]["Path"] == \
-        f"{CODE}/bootstrap/install_python_deps.sh"
+    assert flow["BootstrapActions"][0]["ScriptBootstrapAction"] == {
+        "Path": f"{CODE}/bootstrap/install_python_deps.sh", "Args": [f"{CODE}/wheelhouse"]}
     assert flow["LogUri"] == "s3://fruits-lake/logs/emr/"
     assert flow["SecurityConfiguration"] == S3.emr_security_configuration
     assert flow["AutoTerminationPolicy"] == {"IdleTimeout": S3.emr_idle_timeout_seconds}
@@ -75,7 +75,8 @@ def test_job_flow_for_spot_cluster():
     assert env["Classification"] == "spark-env"
     assert env["Configurations"][0]["Properties"]["PYSPARK_PYTHON"] == "python3.11"
     assert {t["Key"]: t["Value"] for t in flow["Tags"]} == {
-        "project": "fruits-pipeline", "run_key": "2026-05-01T000000Z", "data-residency": "eu-west-3"}
+        "project": "fruits-pipeline", "run_key": "2026-05-01T000000Z", "data-residency": "eu-west-3",
+        "for-use-with-amazon-emr-managed-policies": "true"}  # AmazonEMRServicePolicy_v2 acts on tagged clusters only
 
 
 def test_job_flow_on_demand_by_default():
@@ -107,13 +108,114 @@ def test_sensor_timeouts_grow_with_the_work_and_shrink_with_the_cluster():
     assert big["reduce_pca"] >= small["reduce_pca"] >= 15
 
 
-def test_the_trigger_form_offers_only_instance_types_the_bootstrap_can_install_on():
-    """tensorflow-cpu has no aarch64 wheel: a Graviton cluster would fail in its bootstrap action."""
+def test_the_trigger_form_offers_the_price_tables_instance_types(tmp_path):
+    """One source of truth: the form's enum is the price table's rows, so every cluster has a price."""
+    import json
+
     from fruits_pipeline.cost import load_price_table
-    from fruits_pipeline.params import INSTANCE_TYPES
     from fruits_pipeline.settings import DEFAULT_PRICE_TABLE
 
-    graviton = [t for t in INSTANCE_TYPES if t.split(".")[0].endswith("g")]
-    assert not graviton
     priced = load_price_table(DEFAULT_PRICE_TABLE)["instances"]
-    assert set(INSTANCE_TYPES) <= set(priced), "every offered type needs a price for the run report's cost"
+    enum = param_specs()["instance_type"]["enum"]
+    assert sorted(enum) == sorted(priced) and len(enum) == len(set(enum))
+    assert enum.index("m5.xlarge") < enum.index("m5.2xlarge") < enum.index("m5.4xlarge")
+    table = tmp_path / "prices.json"
+    table.write_text(json.dumps({"instances": {"x9.xlarge": {}, "x9.2xlarge": {}}}))
+    assert param_specs("x9.xlarge", price_table=table)["instance_type"]["enum"] == ["x9.xlarge", "x9.2xlarge"]
+    assert RunParams.from_params({"instance_type": "x9.2xlarge"}, table).instance_type == "x9.2xlarge"
+    with pytest.raises(ParamsError, match="m5.xlarge.*not one of x9.xlarge, x9.2xlarge"):
+        RunParams.from_params({}, table)
+
+
+def test_every_param_has_a_title_and_a_one_line_description_with_its_range():
+    specs = param_specs()
+    for name, spec in specs.items():
+        assert spec["title"] and spec["title"] != name, name
+        assert "\n" not in spec["description"] and len(spec["description"]) < 240, name
+    assert "0 < v <= 1" in specs["pca_variance"]["description"]
+    assert "1..1280" in specs["pca_k"]["description"]
+    assert "1..20" in specs["core_instance_count"]["description"]
+    for boolean in ("full_refresh", "use_spot", "dry_run"):
+        assert specs[boolean]["description"].startswith("Yes/no"), boolean
+    local = param_specs(compute="local")
+    assert {n for n, spec in local.items() if spec["description"].startswith("EMR runs only")} == \
+        {"instance_type", "core_instance_count", "use_spot"}
+    assert not any("EMR runs only" in spec["description"] for spec in specs.values())
+
+
+def test_pca_target_is_k_when_given_else_the_variance():
+    assert RunParams.from_params({"pca_k": 8, "pca_variance": 0.9}).pca_target == {"k": 8}
+    assert RunParams.from_params({"pca_variance": 0.9}).pca_target == {"variance": 0.9}
+    assert RunParams.from_params({}).pca_target == {"variance": 0.95}
+
+
+LATEST = {"run_key": "2026-05-01T000000Z", "pca_target": {"variance": 0.95}, "pca_uri": "s3://b/pca/x"}
+
+
+@pytest.mark.parametrize("valid, dry_run, target, latest, featurized, route, because", [
+    (3, True, {"variance": 0.95}, LATEST, 10, "dry_run", "dry run"),
+    (3, False, {"variance": 0.95}, LATEST, 10, "features_and_pca", "3 valid new upload"),
+    (0, False, {"variance": 0.95}, LATEST, 10, "nothing_to_do", "is the latest PCA output's (run 2026-05-01T000000Z)"),
+    (0, False, {"k": 8}, LATEST, 10, "pca_only", "k=8 differs from the latest PCA output's (variance 0.95"),
+    (0, False, {"variance": 0.9}, LATEST, 10, "pca_only", "variance 0.9 differs"),
+    (0, False, {"variance": 0.95}, None, 10, "pca_only", "no PCA output yet for the 10 featurized images"),
+    (0, False, {"k": 8}, None, 0, "nothing_to_do", "no features yet"),
+])
+def test_the_route_and_why(valid, dry_run, target, latest, featurized, route, because):
+    from fruits_pipeline.tasks import decide_route
+
+    got, why = decide_route(valid, dry_run, pca_target=target, latest_pca=latest, featurized_count=featurized)
+    assert got == route and because in why
+
+
+def test_pca_only_selects_the_pca_step_of_the_one_step_list_and_sizes_a_small_cluster():
+    from fruits_pipeline.tasks import cluster_params, select_steps, steps_to_watch
+
+    steps = pipeline_steps(S3.lake, "r", model_name=None, pca_k=8, pca_variance=0.95)
+    (pca,) = select_steps("pca_only", steps)
+    assert pca is steps[1] and pca.args[-2:] == ("--k", "8")
+    assert select_steps("features_and_pca", steps) == steps
+    with pytest.raises(ValueError, match="nothing_to_do"):
+        select_steps("nothing_to_do", steps)
+    assert [s["Name"] for s in render_emr_steps(select_steps("pca_only", steps), CODE, "r")] == ["reduce_pca r"]
+    assert steps_to_watch("pca_only") == ["watch_reduce_pca"]
+    assert steps_to_watch("features_and_pca") == ["watch_extract_features", "watch_reduce_pca"]
+
+    form = RunParams(core_instance_count=6, instance_type="m5.2xlarge", use_spot=True)
+    assert cluster_params("features_and_pca", form, 10**6) == form
+    small = cluster_params("pca_only", form, 5_000)
+    assert (small.core_instance_count, small.instance_type, small.use_spot) == (1, "m5.2xlarge", True)
+    assert cluster_params("pca_only", form, 450_000).core_instance_count == 3
+    assert cluster_params("pca_only", form, 10**7).core_instance_count == 6, "never more than the form asks"
+    flow = build_job_flow(S3, small, run_key="r", code_uri=CODE)
+    assert flow["Instances"]["InstanceGroups"][1]["InstanceCount"] == 1
+
+
+def _write_report(lake_root, run_key, **fields):
+    import json
+    import os
+    import time
+
+    folder = lake_root / "reports"
+    folder.mkdir(exist_ok=True)
+    path = folder / f"{run_key}.json"
+    path.write_text(json.dumps({"run_key": run_key, **fields}))
+    stamp = time.time() + len(list(folder.iterdir()))  # written in this order, a second apart
+    os.utime(path, (stamp, stamp))
+
+
+def test_the_latest_pca_output_is_the_newest_successful_report_with_a_pca(tmp_path):
+    from fruits_pipeline.lake import Lake
+    from fruits_pipeline.report import latest_pca_output
+
+    lake = Lake(f"file://{tmp_path}")
+    assert latest_pca_output(lake, None) is None
+    _write_report(tmp_path, "old", status="success", pca_target={"variance": 0.95}, uris={"pca": "file:///p/old"})
+    # written before pca_target existed: the PCA job's own fields tell the target
+    _write_report(tmp_path, "legacy", status="success", pca={"k_requested": 8}, uris={"pca": "file:///p/legacy"})
+    _write_report(tmp_path, "failed", status="failed", pca_target={"k": 3}, uris={"pca": "file:///p/failed"})
+    _write_report(tmp_path, "idle", status="success", pca_target=None, uris={"pca": None})
+    (tmp_path / "reports" / "idle.png").write_bytes(b"png")
+
+    assert latest_pca_output(lake, None) == {"run_key": "legacy", "pca_target": {"k": 8}, "pca_uri": "file:///p/legacy"}
+    assert latest_pca_output(lake, None, exclude_run_key="legacy")["run_key"] == "old"
