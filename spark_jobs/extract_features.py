@@ -1,7 +1,7 @@
 """Feature job: images -> MobileNetV2 features (Parquet). See DESIGN.md, "Feature job".
 
     spark-submit spark_jobs/extract_features.py --images URI --output URI
-        [--manifest URI] [--weights URI] [--batch-size N]
+        [--manifest URI] [--model URI] [--batch-size N]
 """
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--images", required=True, help="folder or prefix read recursively; label = parent folder")
     parser.add_argument("--output", required=True, help="Parquet output (overwritten); rejects under _rejects/")
     parser.add_argument("--manifest", help="Parquet with a 'path' column: only these images are read")
-    parser.add_argument("--weights", help="Keras .weights.h5 of MobileNetV2 1.0 224 no top (default: Keras ImageNet)")
+    parser.add_argument("--model", help="TFLite flatbuffer of MobileNetV2 1.0 224 no top, any URI Spark reads "
+                                        "(default: the one the repository ships, spark_jobs/models/)")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="images per model call")
     return parser.parse_args(argv)
 
@@ -33,7 +34,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     spark = build_session("fruits-extract-features", SESSION_CONFIG)
     try:
-        result = run(spark, args.images, args.output, args.manifest, args.weights, args.batch_size)
+        result = run(spark, args.images, args.output, args.manifest, args.model, args.batch_size)
     finally:
         spark.stop()
     print("FRUITS_RESULT " + json.dumps(result), file=sys.stderr, flush=True)

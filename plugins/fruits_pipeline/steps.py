@@ -19,12 +19,12 @@ class JobStep:
     output_uri: str
 
 
-def pipeline_steps(lake: Lake, run_key: str, *, weights_name: str | None, pca_k: int | None,
+def pipeline_steps(lake: Lake, run_key: str, *, model_name: str | None, pca_k: int | None,
                    pca_variance: float) -> list[JobStep]:
     features_args = ["--images", lake.raw(), "--manifest", lake.manifest_valid(run_key),
                      "--output", lake.features(run_key)]
-    if weights_name:
-        features_args += ["--weights", lake.model(weights_name)]
+    if model_name:  # staging.stage_model's name; None only where the feature step does not run
+        features_args += ["--model", lake.model(model_name)]
     target = ["--k", str(int(pca_k))] if pca_k is not None else ["--variance", repr(float(pca_variance))]
     return [
         JobStep("extract_features", "extract_features.py", tuple(features_args), lake.features(run_key)),

@@ -5,9 +5,13 @@ import logging
 import os
 import re
 import sys
+from pathlib import Path
 from urllib.parse import unquote
 
 _FILE_URI_ONE_SLASH = re.compile(r"^file:/(?!/)")
+# The model the repository ships (DESIGN.md, "The model"): written by `make model`, its provenance
+# beside it; the feature job's default --model and what the DAG stages into the lake's models/.
+DEFAULT_MODEL_PATH = Path(__file__).resolve().parents[1] / "models" / "mobilenet_v2_1.0_224_no_top.tflite"
 
 
 def get_logger(name: str) -> logging.Logger:
@@ -46,13 +50,12 @@ def build_session(app_name: str, config: dict[str, str] | None = None):
 def _put_package_on_local_workers_path(sc) -> None:
     """On a local master, give the Python workers the folder or zip that holds fruits_spark.
 
-    The feature job's Python daemon starts as ``python -m fruits_spark.tf_daemon``
-    (features.SESSION_CONFIG), before any ``--py-files`` reach a worker's sys.path. On YARN,
-    spark-submit puts ``--py-files`` on the executors' PYTHONPATH itself; on a local master
-    nothing does, so the packaged copy (``--py-files fruits_spark.zip``) or a checkout without
-    ``make install`` would fail with "No module named 'fruits_spark'". Functions made after
-    this carry the path (sc.environment); the driver's path only means something on its own
-    machine, hence local masters only.
+    The workers unpickle the job's UDF, which refers to fruits_spark by name. On a cluster the
+    package reaches them as ``--py-files fruits_spark.zip``; on a local master, a checkout run
+    without ``make install`` (the script puts the package on the driver's path only) would fail
+    with "No module named 'fruits_spark'". Functions made after this carry the path
+    (sc.environment); the driver's path only means something on its own machine, hence local
+    masters only.
     """
     if not sc.master.startswith("local"):
         return

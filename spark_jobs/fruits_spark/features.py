@@ -1,55 +1,52 @@
 """MobileNetV2 image features on Spark: reading, decoding, the model UDF, and the job itself.
 
-Speed notes (measured with bench/bench_features.py; README "Performance" has the figures):
-- One TensorFlow thread pool per Spark task slot, sized to ``spark.task.cpus`` (1 by default).
-  Left at TF's default every Python worker starts one thread per core, so two task slots on
-  two cores run four busy threads that evict each other's caches: this oversubscription is
-  most of what the reference notebook loses.
-- Few, large partitions (one per task slot): every task builds its model once, then streams.
-  The model is also cached per Python worker process, so an extra task costs no rebuild.
-- Arrow batches of ``batch_size`` rows (``spark.sql.execution.arrow.maxRecordsPerBatch``): memory
-  stays bounded by one batch of image bytes whatever the upload size, and the UDF gets exactly
-  one model batch per Arrow batch.
-- The model is called through one traced ``tf.function`` (fixed signature, no retracing),
-  not ``model.predict`` which rebuilds a data pipeline and callbacks on every call.
-- Decoding of the next batch runs in a background thread while TF predicts the current one
-  (Pillow and NumPy release the GIL), so decoding is off the critical path.
-- Decoded pixels go straight into one preallocated float32 batch array: no per-row objects.
+The model is the TFLite flatbuffer of Keras' MobileNetV2 (DESIGN.md, "The model"), run by LiteRT
+(``ai-edge-litert``, XNNPACK, fp32). No TensorFlow anywhere in the job: its import alone cost each
+executor seconds and ~1 GB, LiteRT runs the same graph about twice as fast per thread, and its
+import and interpreter build take well under a second, so nothing needs to be pre-started.
 
-Start-up, the part a single process would not pay (TensorFlow's import alone is 7 s of one core
-here with compiled bytecode):
-- TensorFlow is imported once per executor, in the Python daemon that forks the workers
-  (tf_daemon), not once per worker.
-- The workers start, and build and trace their models, while the driver reads the weights
-  (straight through the Hadoop FileSystem, no Spark job) and lists the images (warm_up_workers).
+Speed notes (measured with bench/bench_features.py; README "Performance" has the figures):
+- The driver reads the model file once (Hadoop FS, any URI) and broadcasts its bytes; each Python
+  worker builds one interpreter from them, with ``spark.task.cpus`` threads (1 by default): more
+  threads than the task slot has cores make the slots' threads evict each other's caches.
+- The interpreter is cached per Python worker (Spark reuses workers) and keyed by the model's
+  sha256, so a second task or job with the same model builds nothing.
+- Few, large partitions (one per task slot), Arrow batches of ``batch_size`` rows: memory stays
+  bounded by one batch of image bytes, and the UDF gets exactly one model batch per Arrow batch.
+- Decoding of the next batch runs in a background thread while LiteRT runs the current one
+  (Pillow, NumPy and LiteRT's invoke release the GIL), straight into one float32 batch array.
 - The model's output is written first: that write runs the model and fills the cache that the
   counts and the rejects then read. Empty files are looked for only when the counts say some
   listed file is missing.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
-import tempfile
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import pandas as pd
 
-from fruits_spark.common import canonical_uri, get_logger
+from fruits_spark.common import DEFAULT_MODEL_PATH, canonical_uri, get_logger
 from fruits_spark.io import read_bytes, write_text
 
-# The feature job's session (extract_features.py): TensorFlow imported once per executor.
-SESSION_CONFIG = {"spark.python.daemon.module": "fruits_spark.tf_daemon"}
+# Static settings of the feature job's session (tests build theirs with it too); none are needed
+# since no daemon module pre-imports TensorFlow any more.
+SESSION_CONFIG: dict[str, str] = {}
 IMAGE_SIZE = 224
 FEATURE_DIM = 1280
 MODEL_FAMILY = "mobilenet_v2_1.0_224_avg"
 DEFAULT_BATCH_SIZE = 64
+# A TFLite flatbuffer carries this file identifier at bytes 4..8.
+TFLITE_IDENTIFIER = b"TFL3"
 # Hadoop glob, applied to file names while listing: .jpg .jpeg .png in any letter case.
 IMAGE_GLOB = "*.{[jJ][pP][gG],[jJ][pP][eE][gG],[pP][nN][gG]}"
 _HADOOP_GLOB_CHARS = "\\{}[]*?"
@@ -58,7 +55,7 @@ log = get_logger("fruits.extract_features")
 
 
 # ---------------------------------------------------------------------------
-# Pure helpers: one image's bytes -> pixels, or a reason why not (no Spark, no TF)
+# Pure helpers: one image's bytes -> pixels, or a reason why not (no Spark, no model)
 # ---------------------------------------------------------------------------
 class RejectedImage(Exception):
     """Content that is not a usable image; ``reason`` is a short stable code."""
@@ -114,11 +111,21 @@ def decode_image(content: bytes) -> np.ndarray:
         raise RejectedImage("decode_error", f"{type(exc).__name__}: {exc}") from None
 
 
+def preprocess(pixels: np.ndarray) -> np.ndarray:
+    """MobileNetV2's input scaling, x / 127.5 - 1, as Keras' preprocess_input does it (same two
+    float32 operations in the same order, so the result is bit-identical); float32, in place
+    when ``pixels`` already is float32."""
+    x = pixels if pixels.dtype == np.float32 else pixels.astype(np.float32)
+    np.divide(x, np.float32(127.5), out=x)
+    np.subtract(x, np.float32(1.0), out=x)
+    return x
+
+
 @dataclass
 class DecodedBatch:
     """Model input for the decodable rows of one Arrow batch, plus why the others were not."""
 
-    pixels: np.ndarray  # float32 (n_ok, 224, 224, 3), already preprocess_input'ed
+    pixels: np.ndarray  # float32 (n_ok, 224, 224, 3), already preprocessed
     ok_rows: np.ndarray  # int positions of the decodable rows in the batch
     reasons: list  # per row: None or reason code
     details: list  # per row: None or detail text
@@ -126,8 +133,6 @@ class DecodedBatch:
 
 def decode_batch(contents) -> DecodedBatch:
     """Decode a sequence of image bytes into one preallocated float32 batch (MobileNetV2 scaling)."""
-    from keras.applications.mobilenet_v2 import preprocess_input
-
     n = len(contents)
     pixels = np.empty((n, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.float32)
     reasons: list = [None] * n
@@ -139,247 +144,134 @@ def decode_batch(contents) -> DecodedBatch:
             ok.append(i)
         except RejectedImage as rejected:
             reasons[i], details[i] = rejected.reason, rejected.detail[:500]
-    pixels = preprocess_input(pixels[: len(ok)])
-    return DecodedBatch(pixels, np.asarray(ok, dtype=np.int64), reasons, details)
+    return DecodedBatch(preprocess(pixels[: len(ok)]), np.asarray(ok, dtype=np.int64), reasons, details)
 
 
 # ---------------------------------------------------------------------------
-# The model: weights read once on the driver, broadcast, set into a weights=None model
+# The model: a TFLite flatbuffer read once on the driver, broadcast, one interpreter per worker
 # ---------------------------------------------------------------------------
-def build_model(weights=None):
-    """MobileNetV2 alpha 1.0, 224x224, no top, global average pooling (1280 outputs)."""
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    import keras
-
-    return keras.applications.MobileNetV2(
-        input_shape=(IMAGE_SIZE, IMAGE_SIZE, 3),
-        alpha=1.0,
-        include_top=False,
-        pooling="avg",
-        weights=weights,
-    )
+class ModelError(ValueError):
+    """Bytes that are not the MobileNetV2 flatbuffer the job needs; the message says what they are."""
 
 
-# MobileNetV2 alpha 1.0, 224, no top, in Keras' .weights.h5 format: 260 arrays holding 2,257,984
-# numbers (test_weights_signature_of_keras_mobilenet_v2 checks them against Keras itself).
-MOBILENET_V2_SIGNATURE = (260, 2_257_984)
+class LiteRTModel:
+    """One LiteRT interpreter (XNNPACK, fp32) on the model's bytes: float32 pixels -> features."""
+
+    def __init__(self, flatbuffer: bytes, threads: int = 1):
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.flatbuffer = flatbuffer  # the interpreter reads the model from this buffer: keep it alive
+        self.threads = threads
+        self.interpreter = Interpreter(model_content=flatbuffer, num_threads=threads)
+        (self._input,), (self._output,) = (self.interpreter.get_input_details(),
+                                          self.interpreter.get_output_details())
+        self._batch = None
+
+    @property
+    def input_shape(self) -> tuple:
+        return tuple(int(d) for d in self._input["shape_signature"][1:])
+
+    @property
+    def output_width(self) -> int:
+        return int(self._output["shape_signature"][-1])
+
+    def predict(self, pixels: np.ndarray) -> np.ndarray:
+        """float32 (n, 224, 224, 3) -> float32 (n, 1280); a new batch size re-plans the interpreter."""
+        if len(pixels) != self._batch:
+            self.interpreter.resize_tensor_input(self._input["index"], [len(pixels), *self.input_shape])
+            self.interpreter.allocate_tensors()
+            self._batch = len(pixels)
+        self.interpreter.set_tensor(self._input["index"], np.ascontiguousarray(pixels, dtype=np.float32))
+        self.interpreter.invoke()
+        return self.interpreter.get_tensor(self._output["index"]).copy()
 
 
-def weights_signature(content: bytes) -> tuple[int, int] | None:
-    """(arrays, numbers) of a Keras .weights.h5 held in memory; None for another HDF5 layout
-    (e.g. the legacy .h5 that keras.applications downloads). Reads no TensorFlow."""
-    import h5py
-
-    shapes = []
-    with h5py.File(io.BytesIO(content), "r") as handle:
-        if "layers" not in handle:
-            return None
-        handle.visititems(lambda _, node: shapes.append(node.shape) if isinstance(node, h5py.Dataset) else None)
-    return len(shapes), int(sum(int(np.prod(shape)) for shape in shapes))
-
-
-def _keras_format_bytes(model) -> bytes:
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "mobilenet_v2.weights.h5")
-        model.save_weights(path)
-        with open(path, "rb") as handle:
-            return handle.read()
+def check_model(content: bytes) -> LiteRTModel:
+    """An interpreter on ``content`` once it is known to be a flatbuffer with MobileNetV2's shapes."""
+    if len(content) < 8 or content[4:8] != TFLITE_IDENTIFIER:
+        raise ModelError(f"not a TFLite flatbuffer (file identifier {content[4:8]!r}, expected {TFLITE_IDENTIFIER!r})")
+    try:
+        model = LiteRTModel(content)
+    except Exception as exc:
+        raise ModelError(f"LiteRT cannot load it ({type(exc).__name__}: {exc})") from None
+    if model.input_shape != (IMAGE_SIZE, IMAGE_SIZE, 3) or model.output_width != FEATURE_DIM:
+        raise ModelError(f"not MobileNetV2 (224, no top, average pooling): input {model.input_shape}, "
+                         f"{model.output_width} outputs; expected ({IMAGE_SIZE}, {IMAGE_SIZE}, 3) and {FEATURE_DIM}")
+    return model
 
 
-def load_weights_on_driver(spark, weights_uri: str | None) -> bytes:
-    """The model's weights as the bytes of a Keras .weights.h5, read here on the driver only.
+def load_model_on_driver(spark, model_uri: str | None) -> bytes:
+    """The model flatbuffer's bytes, read here on the driver only and checked.
 
-    ``weights_uri``: a local path or any URI Spark reads (s3://, file://). A Keras .weights.h5 is
-    checked with h5py and passed on as is: the driver never imports TensorFlow, which would cost
-    it as much time as a worker's whole model build. A legacy Keras .h5 is converted once here.
-    None: Keras' ImageNet weights, downloaded by Keras on the driver.
+    ``model_uri``: a local path or any URI Spark reads (s3://, file://); None: the model the
+    repository ships (common.DEFAULT_MODEL_PATH, not in the zip a cluster gets: the DAG always
+    passes the staged copy).
     """
-    if weights_uri is None:
-        try:
-            return _keras_format_bytes(build_model(weights="imagenet"))
-        except Exception as exc:
-            raise SystemExit(
-                "extract_features: no --weights given and Keras could not download its ImageNet "
-                f"MobileNetV2 weights ({type(exc).__name__}: {exc}). Pass --weights URI of a staged "
-                "mobilenet_v2_1.0_224_no_top.weights.h5 (the DAG stages it under <lake>/models/)."
-            ) from None
-    uri = weights_uri if "://" in weights_uri else canonical_uri(os.path.abspath(weights_uri))
+    flag = f"--model {model_uri}" if model_uri else f"--model not given and the default {DEFAULT_MODEL_PATH}"
+    uri = model_uri or str(DEFAULT_MODEL_PATH)
+    uri = uri if "://" in uri else canonical_uri(os.path.abspath(uri))
     try:
         content = read_bytes(spark, uri)
     except Exception as exc:
         java = getattr(exc, "java_exception", None)  # a Py4JJavaError: its Java exception is the reason
         reason = java.toString() if java is not None else f"{type(exc).__name__}: {exc}"
-        raise SystemExit(f"--weights {weights_uri}: cannot be read ({reason})") from None
+        raise SystemExit(f"{flag}: cannot be read ({reason}); `make model` writes the default") from None
     try:
-        signature = weights_signature(content)
-    except OSError as exc:
-        raise SystemExit(f"--weights {weights_uri}: not an HDF5 weights file ({exc})") from None
-    if signature is None:
-        content = _converted_legacy_weights(content, weights_uri)
-    elif signature != MOBILENET_V2_SIGNATURE:
-        raise SystemExit(
-            f"--weights {weights_uri}: not MobileNetV2 (alpha 1.0, 224, no top) weights: {signature[0]} arrays "
-            f"holding {signature[1]:,} numbers, expected {MOBILENET_V2_SIGNATURE[0]} holding {MOBILENET_V2_SIGNATURE[1]:,}"
-        )
+        check_model(content)
+    except ModelError as exc:
+        raise SystemExit(f"{flag}: {exc}") from None
     return content
 
 
-def _converted_legacy_weights(content: bytes, weights_uri: str) -> bytes:
-    with tempfile.TemporaryDirectory() as tmp:
-        local = os.path.join(tmp, "mobilenet_v2_legacy.h5")
-        with open(local, "wb") as handle:
-            handle.write(content)
-        model = build_model(weights=None)
-        try:
-            model.load_weights(local)
-        except Exception as exc:
-            raise SystemExit(
-                f"--weights {weights_uri}: not MobileNetV2 (alpha 1.0, 224, no top) weights "
-                f"({type(exc).__name__}: {exc})"
-            ) from None
-    return _keras_format_bytes(model)
+def model_fingerprint(content: bytes) -> str:
+    return hashlib.sha256(content).hexdigest()
 
 
-def set_weights_from_bytes(model, content: bytes) -> None:
-    """Load a .weights.h5 held in memory with Keras' own loader: an executor never opens a file."""
-    from keras.src.saving import saving_lib
-
-    store = saving_lib.H5IOStore(io.BytesIO(content), mode="r")
-    failed, errors = set(), {}
-    try:
-        saving_lib._load_state(model, weights_store=store, assets_store=None, inner_path="",
-                               visited_saveables=set(), failed_saveables=failed, error_msgs=errors)
-    finally:
-        store.close()
-    if failed:
-        saving_lib._raise_loading_failure(errors)
+def model_name(content: bytes) -> str:
+    """The `model` column: the architecture and which flatbuffer, by content, wherever it was staged."""
+    return f"{MODEL_FAMILY}/tflite-sha256-{model_fingerprint(content)[:16]}"
 
 
-def model_name(weights_uri: str | None) -> str:
-    """The `model` column: architecture and which weights, e.g. mobilenet_v2_1.0_224_avg/imagenet."""
-    source = os.path.basename(weights_uri.rstrip("/")) if weights_uri else "keras-imagenet"
-    return f"{MODEL_FAMILY}/{source}"
+def provenance_path(model_path: Path) -> Path:
+    """The provenance JSON beside a model file: same stem, .provenance.json."""
+    return Path(model_path).with_suffix(".provenance.json")
 
 
-# This Python worker's model: built and traced once, its weights replaced when a job brings others.
+# This Python worker's interpreter, rebuilt only when a task brings another model or thread count.
 _WORKER: dict = {}
 
 
-def _worker_model(tf_threads: int) -> dict:
-    """Everything a worker needs before the weights: TensorFlow with its pools sized to the task
-    slot, the model built with ``weights=None``, and predict traced.
-
-    Built once per Python worker; Spark reuses workers across tasks and jobs (warm_up_workers).
-    """
-    if "predict" in _WORKER:
-        return _WORKER
-    import tensorflow as tf
-
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(tf_threads)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
-    except RuntimeError:
-        pass  # TF already started in this reused worker: its pools were sized then
-    model = build_model(weights=None)
-
-    @tf.function(input_signature=[tf.TensorSpec([None, IMAGE_SIZE, IMAGE_SIZE, 3], tf.float32)])
-    def predict(x):
-        return model(x, training=False)
-
-    # Traces and optimizes the graph. A single image: oneDNN still creates its kernels for the
-    # batch shape on the first real batch (about 2 s with one thread), but no batch of zeros is paid.
-    predict(np.zeros((1, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.float32))
-    _WORKER.update(model=model, predict=predict, weights_key=None)
-    return _WORKER
+def worker_model(broadcast_model, model_key: str, threads: int) -> LiteRTModel:
+    """This worker's interpreter on the broadcast model; the broadcast is read only when
+    ``model_key`` (the model's sha256) or the thread count differ from what the worker holds."""
+    if _WORKER.get("key") != (model_key, threads):
+        _WORKER.clear()  # the old interpreter goes before the new one is built
+        _WORKER.update(key=(model_key, threads), model=LiteRTModel(broadcast_model.value, threads))
+    return _WORKER["model"]
 
 
-def _worker_predictor(broadcast_weights, weights_key: str, tf_threads: int):
-    """This worker's traced predict function, holding the broadcast weights.
-
-    The broadcast is read, and the weights set, only when ``weights_key`` (a fingerprint of the
-    weights) differs from what the model holds: a reused worker pays it once per weights.
-    """
-    worker = _worker_model(tf_threads)
-    if worker["weights_key"] != weights_key:
-        set_weights_from_bytes(worker["model"], broadcast_weights.value)
-        worker["weights_key"] = weights_key
-    return worker["predict"]
-
-
-def warm_up_workers(spark, slots: int, tf_threads: int):
-    """Start every task slot's Python worker now and have it build and trace its model (all but
-    the weights) while the driver reads the weights and lists the images.
-
-    Returns the background thread running the warm-up job; once joined, ``thread.pids`` holds
-    the warmed workers' process ids. Left to the feature job's tasks, the workers would start
-    only once the driver is done, and their start (TensorFlow, see tf_daemon) and model build
-    would come after the driver's work instead of beside it.
-
-    Spark pools Python workers per environment and reuses them (spark.python.worker.reuse), so
-    the feature job's tasks get these warmed workers. For the two environments to match, the
-    SQL runner must not add its simplified-traceback variable, which this RDD job does not set.
-    An RDD job rather than a pandas UDF: it starts before the SQL engine's first-query set-up.
-    Best effort: a failure is logged and the feature job's tasks build their models themselves.
-    """
-    import threading
-
-    spark.conf.set("spark.sql.execution.pyspark.udf.simplifiedTraceback.enabled", "false")
-
-    def warm(_):
-        started = time.monotonic()
-        # What the feature task imports first (Arrow for the pandas UDF, Pillow for decoding).
-        import pyarrow  # noqa: F401
-        from PIL import Image  # noqa: F401
-
-        _worker_model(tf_threads)
-        yield os.getpid(), time.monotonic() - started
-
-    warmed = spark.sparkContext.parallelize(range(slots), slots).mapPartitions(warm)
-
-    def run():
-        try:
-            workers = warmed.collect()
-        except Exception as exc:  # e.g. the session stopping on a driver error
-            log.warning("warming the workers failed (%s: %s); the tasks build their models themselves",
-                        type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
-            return
-        thread.pids.extend(pid for pid, _ in workers)
-        log.info("workers ready: %s", "; ".join(f"pid {pid} in {seconds:.1f} s" for pid, seconds in workers))
-
-    thread = threading.Thread(target=run, name="warm-up-workers", daemon=True)
-    thread.pids = []
-    thread.start()
-    return thread
-
-
-def weights_fingerprint(weights: bytes) -> str:
-    import hashlib
-
-    return hashlib.sha256(weights).hexdigest()
-
-
-def make_featurize_udf(broadcast_weights, weights_key: str, tf_threads: int = 1, log_every: int = 512):
+def make_featurize_udf(broadcast_model, model_key: str, threads: int = 1, log_every: int = 512):
     """Scalar Iterator pandas UDF: (path as Spark lists it, image bytes) ->
     struct(path canonical, features, reject_reason, reject_detail).
 
-    ``broadcast_weights`` is the Broadcast of the weight arrays; the executor reads nothing else.
+    ``broadcast_model`` is the Broadcast of the flatbuffer's bytes; the executor reads nothing else.
     The path is made canonical here rather than in a UDF of its own: each Python UDF of a stage
-    takes a Python worker of its own, and a second one could take a warmed worker from this one.
+    takes a Python worker (and an interpreter) of its own.
     """
     from pyspark.sql.functions import pandas_udf
 
     def featurize(batches: Iterator[tuple[pd.Series, pd.Series]]) -> Iterator[pd.DataFrame]:
-        predict = None  # built on the first batch: an empty partition never starts TF
+        model = None  # built on the first batch: an empty partition reads no broadcast
         started, done, next_log = time.monotonic(), 0, log_every
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode") as pool:
             pending = None
             for paths, contents in batches:
-                if predict is None:  # before any decode thread imports Keras
-                    predict = _worker_predictor(broadcast_weights, weights_key, tf_threads)
+                if model is None:
+                    model = worker_model(broadcast_model, model_key, threads)
                     started = time.monotonic()  # the rate logged is the steady-state one
                 future = pool.submit(decode_batch, contents.tolist())
                 if pending is not None:
-                    yield _predict_frame(predict, *pending)
+                    yield _predict_frame(model, *pending)
                 pending = paths.map(canonical_uri), future
                 done += len(contents)
                 if done >= next_log:
@@ -387,7 +279,7 @@ def make_featurize_udf(broadcast_weights, weights_key: str, tf_threads: int = 1,
                     log.info("worker pid %d: %d images through the model (%.1f images/s)", os.getpid(), done, rate)
                     next_log += log_every
             if pending is not None:
-                yield _predict_frame(predict, *pending)
+                yield _predict_frame(model, *pending)
         if done:
             rate = done / max(time.monotonic() - started, 1e-9)
             log.info("worker pid %d: %d images through the model (%.1f images/s), partition done",
@@ -399,13 +291,12 @@ def make_featurize_udf(broadcast_weights, weights_key: str, tf_threads: int = 1,
 FEATURIZED_TYPE_DDL = "struct<path: string, features: array<float>, reject_reason: string, reject_detail: string>"
 
 
-def _predict_frame(predict, paths: pd.Series, decoding) -> pd.DataFrame:
+def _predict_frame(model: LiteRTModel, paths: pd.Series, decoding) -> pd.DataFrame:
     batch: DecodedBatch = decoding.result()
     n = len(batch.reasons)
     features = [None] * n
     if len(batch.ok_rows):
-        output = predict(batch.pixels).numpy().astype(np.float32, copy=False)
-        for row, vector in zip(batch.ok_rows.tolist(), output):
+        for row, vector in zip(batch.ok_rows.tolist(), model.predict(batch.pixels)):
             features[row] = vector
     return pd.DataFrame({"path": paths.to_numpy(), "features": features, "reject_reason": batch.reasons,
                          "reject_detail": batch.details})
@@ -521,13 +412,13 @@ def run(
     images_uri: str,
     output_uri: str,
     manifest_uri: str | None = None,
-    weights_uri: str | None = None,
+    model_uri: str | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
-    weights: bytes | None = None,
+    model: bytes | None = None,
 ) -> dict:
     """The whole feature job on an existing session; returns the FRUITS_RESULT counts.
 
-    ``weights`` lets a caller pass the bytes load_weights_on_driver already read (tests).
+    ``model`` lets a caller pass the bytes load_model_on_driver already read (tests).
     """
     from pyspark import StorageLevel
 
@@ -541,24 +432,23 @@ def run(
     paths = manifest_paths(spark, manifest_uri) if manifest_uri else None
     if paths is not None:
         log.info("manifest %s lists %d images", manifest_uri, len(paths))
-    tf_threads = int(spark.conf.get("spark.task.cpus", "1"))
+    if model is None:
+        model = load_model_on_driver(spark, model_uri)
+    threads = int(spark.conf.get("spark.task.cpus", "1"))
     slots = task_slots(spark)
-    warming = warm_up_workers(spark, slots, tf_threads) if paths != [] else None
-    if weights is None:
-        weights = load_weights_on_driver(spark, weights_uri)
-    broadcast = spark.sparkContext.broadcast(weights)
-    log.info("weights read on the driver (%.1f MB) and broadcast; %d task slots, %d TF thread(s) each",
-             len(weights) / 1e6, slots, tf_threads)
+    broadcast = spark.sparkContext.broadcast(model)
+    log.info("model read on the driver (%.1f MB) and broadcast; %d task slots, %d LiteRT thread(s) each",
+             len(model) / 1e6, slots, threads)
 
     images = few_partitions(read_images(spark, images_uri, paths), slots)
-    udf = make_featurize_udf(broadcast, weights_fingerprint(weights), tf_threads)
+    udf = make_featurize_udf(broadcast, model_fingerprint(model), threads)
     featurized = featurize(images, udf).persist(StorageLevel.DISK_ONLY)
     try:
         listed = images.inputFiles()  # the listing Spark made: paths only, on the driver
         log.info("featurizing %d files under %s in %d partition(s)", len(listed), images_uri,
                  images.rdd.getNumPartitions())
         # This write runs the model, once per image, and fills the cache; the rest reads the cache.
-        accepted(featurized, model_name(weights_uri)).write.mode("overwrite").parquet(output_uri)
+        accepted(featurized, model_name(model)).write.mode("overwrite").parquet(output_uri)
         counts = _count(featurized)
         empties = None
         if len(listed) > counts["featurized"] + counts["rejected"]:  # Spark's scan skips zero-byte files
@@ -570,8 +460,6 @@ def run(
     finally:
         featurized.unpersist()
         broadcast.destroy()
-        if warming is not None:
-            warming.join()
     result = {
         "job": "extract_features",
         "read": counts["featurized"] + counts["rejected"],

@@ -1,12 +1,18 @@
-"""Staging code and weights into a lake only when missing (a local lake; the moto DAG run covers S3)."""
+"""Staging code and the model into a lake only when missing (a local lake; the moto DAG run covers S3)."""
 from pathlib import Path
 
 from fruits_pipeline.lake import Lake
 from fruits_pipeline.settings import REPO_ROOT
-from fruits_pipeline.staging import stage_code, stage_weights
+import hashlib
+
+import pytest
+
+from fruits_spark.common import DEFAULT_MODEL_PATH
+from fruits_pipeline.settings import Settings
+from fruits_pipeline.staging import stage_code, stage_model
 
 
-def test_code_and_weights_are_staged_once(tmp_path):
+def test_code_is_staged_once(tmp_path):
     lake = Lake(f"file://{tmp_path}/lake")
     code_uri = stage_code(lake, REPO_ROOT / "spark_jobs", None)
     code_dir = Path(code_uri[len("file://"):])
@@ -16,10 +22,35 @@ def test_code_and_weights_are_staged_once(tmp_path):
     assert stage_code(lake, REPO_ROOT / "spark_jobs", None) == code_uri
     assert {p: p.stat().st_mtime_ns for p in code_dir.rglob("*") if p.is_file()} == mtimes  # not rewritten
 
-    weights = tmp_path / "w.weights.h5"
-    weights.write_bytes(b"weights")
-    assert stage_weights(lake, str(weights), None) == "w.weights.h5"
-    weights.write_bytes(b"changed")
-    stage_weights(lake, str(weights), None)
-    assert (tmp_path / "lake/models/w.weights.h5").read_bytes() == b"weights"  # only when missing
-    assert stage_weights(lake, None, None) is None
+
+
+def test_model_is_staged_once_under_a_name_of_its_content_with_its_provenance(tmp_path):
+    lake = Lake(f"file://{tmp_path}/lake")
+    model = tmp_path / "shipped" / "m.tflite"
+    model.parent.mkdir()
+    model.write_bytes(b"model one")
+    model.with_suffix(".provenance.json").write_text('{"sha256": "..."}')
+    name = stage_model(lake, model, None)
+    assert name == f"m-{hashlib.sha256(b'model one').hexdigest()[:16]}/m.tflite"
+    staged = tmp_path / "lake" / "models" / name
+    assert staged.read_bytes() == b"model one"
+    assert staged.with_suffix(".provenance.json").read_text() == '{"sha256": "..."}'
+    mtime = staged.stat().st_mtime_ns
+    assert stage_model(lake, model, None) == name and staged.stat().st_mtime_ns == mtime  # not rewritten
+
+    model.write_bytes(b"model two")  # another model: another folder, the first one kept for past runs
+    other = stage_model(lake, model, None)
+    assert other != name and (tmp_path / "lake" / "models" / other).read_bytes() == b"model two"
+    assert staged.read_bytes() == b"model one"
+
+
+def test_missing_model_says_how_to_get_one(tmp_path):
+    with pytest.raises(FileNotFoundError, match="FRUITS_MODEL.*make model"):
+        stage_model(Lake(f"file://{tmp_path}/lake"), tmp_path / "none.tflite", None)
+
+
+def test_settings_stage_the_model_the_feature_job_defaults_to_unless_fruits_model_says_otherwise(tmp_path):
+    settings = Settings.from_env({"FRUITS_LAKE_URI": f"file://{tmp_path}"})
+    assert settings.model_file == DEFAULT_MODEL_PATH and settings.model_file.is_file()
+    other = Settings.from_env({"FRUITS_LAKE_URI": f"file://{tmp_path}", "FRUITS_MODEL": "/m/x.tflite"})
+    assert other.model_file == Path("/m/x.tflite")
