@@ -27,6 +27,8 @@ def _settings(args) -> Settings:
         env["FRUITS_LAKE_URI"] = args.lake
     if args.region:
         env["FRUITS_REGION"] = args.region
+    if getattr(args, "subnet", None):
+        env["FRUITS_EMR_SUBNET_ID"] = args.subnet
     return Settings.from_env(env)
 
 
@@ -52,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--key-alias", default=DEFAULT_KEY_ALIAS, help=f"KMS alias (default {DEFAULT_KEY_ALIAS})")
         p.add_argument("--airflow-role", default=DEFAULT_AIRFLOW_ROLE, help=f"Airflow role name (default {DEFAULT_AIRFLOW_ROLE})")
         p.add_argument("--airflow-principal", help="ARN allowed to assume the Airflow role (default: this account)")
+        p.add_argument("--subnet", help="the clusters' subnet (default: FRUITS_EMR_SUBNET_ID): tagged with its VPC "
+                                        "and security groups for EMR's managed policy; S3 gateway endpoint added")
 
     p = sub.add_parser("erase", help="right to erasure: delete images and every row derived from them",
                        description="Delete raw images (all S3 versions) and their rows in manifests/, features/, pca/. "

@@ -14,6 +14,7 @@ from botocore.exceptions import ClientError
 
 from fruits_pipeline.settings import EU_REGIONS, Settings, check_eu_region
 
+from fruits_infra.network import NetworkError, describe_network, ensure_network, network_deviations
 from fruits_infra.policies import PROJECT_TAG, PolicyContext, RoleSpec, canonical, render, role_specs
 
 DEFAULT_KEY_ALIAS = "alias/fruits-pipeline"
@@ -70,6 +71,12 @@ class InfraConfig:
         path = self.settings.lake_uri.split("://", 1)[1].partition("/")[2].strip("/")
         return f"{path}/" if path else ""
 
+    @property
+    def security_groups(self) -> list[str]:
+        s = self.settings
+        return [g for g in (s.emr_master_security_group, s.emr_core_security_group,
+                            s.emr_service_access_security_group) if g]
+
 
 @dataclass
 class Clients:
@@ -78,6 +85,7 @@ class Clients:
     iam: object
     emr: object
     sts: object
+    ec2: object
 
     @classmethod
     def for_region(cls, region: str, session: boto3.Session | None = None, endpoint_url: str | None = None) -> "Clients":
@@ -85,7 +93,7 @@ class Clients:
         return cls(
             **{
                 name: session.client(name, region_name=region, endpoint_url=endpoint_url)
-                for name in ("s3", "kms", "iam", "emr", "sts")
+                for name in ("s3", "kms", "iam", "emr", "sts", "ec2")
             }
         )
 
@@ -508,6 +516,13 @@ def provision(config: InfraConfig, clients: Clients) -> Report:
     key = ensure_key(clients, config, report)
     ensure_bucket_settings(clients, config, key, report)
     ensure_security_configuration(clients, config, key, report)
+    if config.settings.emr_subnet_id:
+        try:
+            ensure_network(clients.ec2, config.region, config.settings.emr_subnet_id, config.security_groups, report)
+        except NetworkError as error:
+            raise InfraError(str(error)) from None
+    else:
+        print("network: skipped, FRUITS_EMR_SUBNET_ID (--subnet) not given; `check` reports it", flush=True)
     account = clients.sts.get_caller_identity()["Account"]
     for spec in role_specs(policy_context(config, account, key["Arn"])):
         ensure_role(clients.iam, spec, report)
@@ -580,6 +595,16 @@ def audit(config: InfraConfig, clients: Clients) -> list[str]:
     elif key is not None:
         for line in differences(desired_security_configuration(config, key["Arn"]), current):
             deviations.append(f"emr security configuration {name}: {line}")
+
+    if not config.settings.emr_subnet_id:
+        deviations.append("network: FRUITS_EMR_SUBNET_ID (--subnet) is not set: EMR would use the default subnet, "
+                          "which AmazonEMRServicePolicy_v2 cannot use (untagged)")
+    else:
+        try:
+            deviations += network_deviations(describe_network(
+                clients.ec2, config.region, config.settings.emr_subnet_id, config.security_groups))
+        except NetworkError as error:
+            deviations.append(f"network: {error}")
 
     account = clients.sts.get_caller_identity()["Account"]
     key_arn = key["Arn"] if key else f"arn:aws:kms:{config.region}:{account}:key/<missing>"

@@ -38,3 +38,18 @@ def check_bucket(s3_client, bucket: str, region: str) -> dict:
             f"(default SSE-KMS with the project key) or `aws s3api put-bucket-encryption --bucket {bucket} ...`."
         )
     return {"bucket": bucket, "region": actual, "encryption": algorithms}
+
+
+def check_network_settings(settings) -> None:
+    """Refuse to plan a cluster that EMR could not start: AmazonEMRServicePolicy_v2 acts only on subnets
+    (and their VPC's security groups) tagged for-use-with-amazon-emr-managed-policies=true, and without a
+    subnet EMR picks the account's default one, which is untagged."""
+    from fruits_pipeline.settings import SettingsError
+
+    if not settings.emr_subnet_id:
+        raise SettingsError(
+            "FRUITS_EMR_SUBNET_ID is not set: EMR would use the default subnet, which AmazonEMRServicePolicy_v2 "
+            "may not use (it acts only on subnets tagged for-use-with-amazon-emr-managed-policies=true). "
+            "Fix: `make infra INFRA_ARGS=\"provision --subnet subnet-...\"` tags the subnet and its VPC, then set "
+            "FRUITS_EMR_SUBNET_ID to it (README, Running on EMR)."
+        )

@@ -51,8 +51,16 @@ def clients(aws):
 
 
 @pytest.fixture
-def config():
+def subnet(aws) -> str:
+    """A private subnet (its VPC's main route table has no internet gateway route), untagged."""
+    from infra_testing import make_subnet
+
+    return make_subnet()
+
+
+@pytest.fixture
+def config(subnet):
     from fruits_infra.provision import InfraConfig
     from fruits_pipeline.settings import Settings
 
-    return InfraConfig(Settings(lake_uri=f"s3://{BUCKET}", region=REGION), log_retention_days=14)
+    return InfraConfig(Settings(lake_uri=f"s3://{BUCKET}", region=REGION, emr_subnet_id=subnet), log_retention_days=14)

@@ -11,7 +11,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from fruits_infra.cli import main
-from infra_testing import REGION
+from infra_testing import REGION, make_subnet
 
 
 @pytest.fixture
@@ -40,8 +40,9 @@ def moto_endpoint(monkeypatch, managed_policies_subset):
 def test_provision_check_and_erase_through_an_endpoint(moto_endpoint, capsys):
     lake = "s3://fruits-endpoint-lake"
     common = ["--lake", lake, "--region", REGION, "--endpoint-url", moto_endpoint]
-    assert main(["provision", *common]) == 0
-    assert main(["check", *common]) == 0
+    network = ["--subnet", make_subnet(endpoint_url=moto_endpoint)]
+    assert main(["provision", *common, *network]) == 0
+    assert main(["check", *common, *network]) == 0
     assert "No deviation" in capsys.readouterr().out
 
     s3 = boto3.client("s3", region_name=REGION, endpoint_url=moto_endpoint)
@@ -65,7 +66,7 @@ def test_provision_check_and_erase_through_an_endpoint(moto_endpoint, capsys):
     versions = s3.list_object_versions(Bucket="fruits-endpoint-lake", Prefix="raw/Kiwi/k1.jpg")
     assert not versions.get("Versions") and not versions.get("DeleteMarkers")
 
-    assert main(["check", *common]) == 1
+    assert main(["check", *common, *network]) == 1
     assert "does not deny non-TLS requests" in capsys.readouterr().out
-    assert main(["provision", *common]) == 0
+    assert main(["provision", *common, *network]) == 0
     assert "bucket policy: created" in capsys.readouterr().out

@@ -6,6 +6,7 @@ import json
 import pytest
 
 from fruits_infra.policies import POLICY_DIR, PolicyContext, policy_names, render, role_specs
+from infra_testing import action_resource_types, parliament_findings
 from fruits_pipeline.settings import EU_REGIONS
 
 CONTEXT = PolicyContext(
@@ -45,7 +46,9 @@ def test_no_wildcard_action_or_resource_in_any_allow(name):
         for action in _list(statement["Action"]):
             assert action != "*" and not action.endswith(":*"), f"{name} {statement.get('Sid')}: action {action}"
         for resource in _list(statement.get("Resource", [])):
-            assert resource != "*", f"{name} {statement.get('Sid')}: Resource *"
+            if resource == "*":  # only actions that have no resource type (RunJobFlow, ListClusters), in the EU
+                assert all(action_resource_types(a) == [""] for a in _list(statement["Action"])), statement
+                assert sorted(statement["Condition"]["StringEquals"]["aws:RequestedRegion"]) == sorted(EU_REGIONS)
             if resource.startswith("arn:aws:s3:::"):
                 assert resource == BUCKET_ARN or resource.startswith(BUCKET_ARN + "/"), resource
             if resource.startswith("arn:aws:kms"):
@@ -76,22 +79,23 @@ def test_airflow_role_only_drives_project_clusters_in_the_eu():
     statements = allow_statements("airflow_inline")
     emr_actions = {a for s in statements for a in _list(s["Action"]) if a.startswith("elasticmapreduce:")}
     assert emr_actions == {
-        "elasticmapreduce:RunJobFlow", "elasticmapreduce:AddTags", "elasticmapreduce:AddJobFlowSteps",
+        "elasticmapreduce:RunJobFlow", "elasticmapreduce:AddJobFlowSteps", "elasticmapreduce:ListClusters",
         "elasticmapreduce:DescribeCluster", "elasticmapreduce:DescribeStep", "elasticmapreduce:ListSteps",
         "elasticmapreduce:CancelSteps", "elasticmapreduce:TerminateJobFlows",
-    }
+    }  # no AddTags: tags go on with RunJobFlow, and AddTags would let the role adopt any cluster
     for statement in statements:
         if any(a.startswith("elasticmapreduce:") for a in _list(statement["Action"])):
             condition = statement["Condition"]["StringEquals"]
             assert sorted(condition["aws:RequestedRegion"]) == sorted(EU_REGIONS)
-            tag = condition.get("aws:RequestTag/project") or condition.get("aws:ResourceTag/project")
-            assert tag == "fruits-pipeline"
-    pass_role = [s for s in statements if "iam:PassRole" in _list(s["Action"])]
-    assert len(pass_role) == 1
-    assert sorted(_list(pass_role[0]["Resource"])) == [
-        "arn:aws:iam::111122223333:role/fruits-emr-instance-profile",
-        "arn:aws:iam::111122223333:role/fruits-emr-service-role",
-    ]
+            if statement["Action"] != "elasticmapreduce:ListClusters":  # lists ids only; describing needs the tag
+                tag = condition.get("aws:RequestTag/project") or condition.get("aws:ResourceTag/project")
+                assert tag == "fruits-pipeline"
+    pass_role = {s["Resource"]: s["Condition"]["StringLike"]["iam:PassedToService"]
+                 for s in statements if "iam:PassRole" in _list(s["Action"])}
+    assert pass_role == {  # each role only to the service that uses it (as AmazonEMRFullAccessPolicy_v2 does)
+        "arn:aws:iam::111122223333:role/fruits-emr-service-role": "elasticmapreduce.amazonaws.com*",
+        "arn:aws:iam::111122223333:role/fruits-emr-instance-profile": "ec2.amazonaws.com*",
+    }
 
 
 def test_bucket_policy_denies_every_non_tls_request():
@@ -111,3 +115,18 @@ def test_service_role_uses_the_current_managed_policy_and_passes_only_the_instan
     assert instance.instance_profile == "fruits-emr-instance-profile"
     assert instance.trust["Statement"][0]["Principal"] == {"Service": "ec2.amazonaws.com"}
     assert airflow.managed == frozenset()
+
+
+@pytest.mark.parametrize("name", policy_names())
+def test_every_document_passes_parliament(name):
+    """AWS's authorization reference, as parliament ships it: every action exists, every resource matches
+    a resource type of its action (RunJobFlow on a cluster ARN was a RESOURCE_MISMATCH: it has none)."""
+    assert parliament_findings(render(name, CONTEXT), trust=name.endswith("trust")) == []
+
+
+def test_parliament_catches_what_it_is_here_for():
+    bad = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "elasticmapreduce:RunJobFlow", "Resource": "arn:aws:elasticmapreduce:*:111122223333:cluster/*"},
+        {"Effect": "Allow", "Action": "elasticmapreduce:LaunchCluster", "Resource": "*"}]}
+    issues = {finding.split(":")[0] for finding in parliament_findings(bad, trust=False)}
+    assert {"RESOURCE_MISMATCH", "UNKNOWN_ACTION"} <= issues

@@ -1,0 +1,138 @@
+"""The IAM documents allow what the pipeline's AWS calls need, evaluated request by request.
+
+The evaluator itself is tested first on cases whose answer IAM's documentation fixes; then the
+instance profile against what EMR nodes do for one run, derived from the job flow and steps the
+code builds (the Airflow role is checked against the calls of a whole moto DAG run, in
+tests/dag/test_dag_emr_moto.py)."""
+from __future__ import annotations
+
+import pytest
+
+from fruits_infra.authorization import Account, Request, UnmappedCall, denied, evaluate, requests_for_call
+from fruits_infra.policies import render
+from fruits_pipeline.job_flow import build_job_flow
+from fruits_pipeline.params import RunParams
+from fruits_pipeline.settings import Settings
+from fruits_pipeline.steps import pipeline_steps, render_emr_steps
+from test_policies import CONTEXT
+
+REGION = CONTEXT.region
+ACCOUNT = Account(CONTEXT.account, REGION, CONTEXT.key_arn,
+                  cluster_tags=lambda cluster_id: {"project": "fruits-pipeline"} if cluster_id == "j-OURS" else {})
+
+
+def _policy(name):
+    return [render(name, CONTEXT)]
+
+
+def test_evaluator_follows_iam_rules():
+    policy = {"Statement": [
+        {"Sid": "A", "Effect": "Allow", "Action": "s3:Get*", "Resource": "arn:aws:s3:::b/*",
+         "Condition": {"StringEquals": {"aws:RequestedRegion": ["eu-west-3"]}}},
+        {"Sid": "D", "Effect": "Deny", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::b/secret/*"},
+        {"Sid": "L", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": "arn:aws:s3:::b",
+         "Condition": {"StringLike": {"s3:prefix": ["raw/*", "raw"]}}},
+    ]}
+    here = {"aws:RequestedRegion": "eu-west-3"}
+    assert evaluate([policy], Request("s3:GetObject", "arn:aws:s3:::b/raw/x", here)) == (True, "allowed by A")
+    assert evaluate([policy], Request("s3:GetObject", "arn:aws:s3:::b/secret/x", here))[1].startswith("explicitly denied")
+    assert not evaluate([policy], Request("s3:GetObject", "arn:aws:s3:::b/raw/x", {"aws:RequestedRegion": "us-east-1"}))[0]
+    assert not evaluate([policy], Request("s3:GetObject", "arn:aws:s3:::b/raw/x", {}))[0]  # a missing key fails
+    assert evaluate([policy], Request("s3:ListBucket", "arn:aws:s3:::b", {"s3:prefix": "raw/a/"}))[0]
+    assert not evaluate([policy], Request("s3:ListBucket", "arn:aws:s3:::b", {"s3:prefix": "pca/"}))[0]
+    assert not evaluate([policy], Request("s3:PutObject", "arn:aws:s3:::b/raw/x", here))[0]
+    with pytest.raises(ValueError, match="NumericLessThan"):
+        evaluate([{"Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*",
+                                  "Condition": {"NumericLessThan": {"k": "1"}}}]}], Request("s3:GetObject", "x", {"k": "0"}))
+
+
+def test_run_job_flow_needs_resource_star_and_both_pass_roles():
+    requests = requests_for_call("emr", "RunJobFlow", {
+        "ServiceRole": "fruits-emr-service-role", "JobFlowRole": "fruits-emr-instance-profile",
+        "Tags": [{"Key": "project", "Value": "fruits-pipeline"}]}, ACCOUNT)
+    assert [str(r) for r in requests] == [
+        "elasticmapreduce:RunJobFlow on *",
+        "iam:PassRole on arn:aws:iam::111122223333:role/fruits-emr-service-role",
+        "iam:PassRole on arn:aws:iam::111122223333:role/fruits-emr-instance-profile"]
+    assert denied(_policy("airflow_inline"), requests) == []
+    untagged = requests_for_call("emr", "RunJobFlow", {"ServiceRole": "fruits-emr-service-role",
+                                                       "JobFlowRole": "fruits-emr-instance-profile"}, ACCOUNT)
+    assert denied(_policy("airflow_inline"), untagged)[0].startswith("elasticmapreduce:RunJobFlow on *")
+    # The document before this change: RunJobFlow on a cluster ARN, which a real RunJobFlow never matches.
+    old = {"Statement": [{"Effect": "Allow", "Action": "elasticmapreduce:RunJobFlow",
+                          "Resource": "arn:aws:elasticmapreduce:*:111122223333:cluster/*"}]}
+    assert not evaluate([old], requests[0])[0]
+
+
+def test_the_airflow_role_drives_only_project_clusters():
+    ours = requests_for_call("emr", "TerminateJobFlows", {"JobFlowIds": ["j-OURS"]}, ACCOUNT)
+    theirs = requests_for_call("emr", "TerminateJobFlows", {"JobFlowIds": ["j-THEIRS"]}, ACCOUNT)
+    assert denied(_policy("airflow_inline"), ours) == []
+    assert denied(_policy("airflow_inline"), theirs)
+    with pytest.raises(UnmappedCall, match="emr:SetTerminationProtection"):
+        requests_for_call("emr", "SetTerminationProtection", {}, ACCOUNT)
+
+
+def _s3_parts(uri: str) -> tuple[str, str]:
+    bucket, _, key = uri[len("s3://"):].partition("/")
+    return bucket, key
+
+
+def node_requests(job_flow: dict, steps: list[dict]) -> list[Request]:
+    """What EMR nodes do with the instance profile for this run: fetch the bootstrap script, copy the
+    wheelhouse (aws s3 cp --recursive: list + get), read the code, inputs and model, write outputs
+    (EMRFS: list, multipart put, delete on overwrite), push logs, and use the lake key (S3 SSE-KMS
+    through S3, local disk encryption directly)."""
+    calls = []
+    action = job_flow["BootstrapActions"][0]["ScriptBootstrapAction"]
+    bucket, key = _s3_parts(action["Path"])
+    calls.append(("GetObject", {"Bucket": bucket, "Key": key}))
+    bucket, prefix = _s3_parts(action["Args"][0])
+    calls += [("ListObjectsV2", {"Bucket": bucket, "Prefix": prefix + "/"}),
+              ("GetObject", {"Bucket": bucket, "Key": f"{prefix}/numpy-2.4.6-cp311-cp311-manylinux_2_28_x86_64.whl"})]
+    for step in steps:
+        args = step["HadoopJarStep"]["Args"]
+        for index, arg in enumerate(args):
+            if not arg.startswith("s3://"):
+                continue
+            bucket, key = _s3_parts(arg)
+            flag = args[index - 1]
+            calls += [("HeadObject", {"Bucket": bucket, "Key": key}),
+                      ("ListObjectsV2", {"Bucket": bucket, "Prefix": key + "/"}),
+                      ("ListObjectsV2", {"Bucket": bucket, "Prefix": key})]
+            if flag == "--output":
+                calls += [(op, {"Bucket": bucket, "Key": f"{key}/part-00000.parquet"})
+                          for op in ("CreateMultipartUpload", "UploadPart", "CompleteMultipartUpload",
+                                     "AbortMultipartUpload", "ListParts", "PutObject", "DeleteObject")]
+            else:
+                calls.append(("GetObject", {"Bucket": bucket, "Key": f"{key}/part-00000.parquet" if flag != "--model"
+                                            and not key.endswith(".py") and not key.endswith(".zip") else key}))
+    bucket, logs = _s3_parts(job_flow["LogUri"])
+    calls += [("PutObject", {"Bucket": bucket, "Key": f"{logs.rstrip('/')}/j-OURS/node/i-1/bootstrap-actions/1/stderr.gz"}),
+              ("ListObjectsV2", {"Bucket": bucket, "Prefix": f"{logs.rstrip('/')}/j-OURS/"})]
+    requests = [r for op, params in calls for r in requests_for_call("s3", op, params, ACCOUNT)]
+    local_disk = {"aws:RequestedRegion": REGION}
+    requests += [Request("kms:GenerateDataKey", CONTEXT.key_arn, local_disk),
+                 Request("kms:Decrypt", CONTEXT.key_arn, local_disk)]
+    return requests
+
+
+@pytest.mark.parametrize("route_steps", [("extract_features", "reduce_pca"), ("reduce_pca",)])
+def test_the_instance_profile_allows_what_the_nodes_do(route_steps):
+    settings = Settings(lake_uri="s3://fruits-lake", region=REGION, emr_subnet_id="subnet-0abc")
+    run_key = "2026-11-30T000000Z"
+    code_uri = settings.lake.code("0123456789ab")
+    job_flow = build_job_flow(settings, RunParams(), run_key=run_key, code_uri=code_uri)
+    steps = [s for s in pipeline_steps(settings.lake, run_key, model_name="mobilenet-0123/mobilenet.tflite",
+                                       pca_k=None, pca_variance=0.95) if s.name in route_steps]
+    requests = node_requests(job_flow, render_emr_steps(steps, code_uri, run_key))
+    assert len(requests) > 20
+    assert denied(_policy("ec2_instance_inline"), requests) == []
+
+
+def test_the_instance_profile_never_writes_uploads_or_code():
+    for key in ("raw/Kiwi/k.jpg", "code/0123456789ab/reduce_pca.py", "models/m/m.tflite"):
+        put = requests_for_call("s3", "PutObject", {"Bucket": "fruits-lake", "Key": key}, ACCOUNT)
+        assert denied(_policy("ec2_instance_inline"), put[:1]), key
+    other_bucket = requests_for_call("s3", "GetObject", {"Bucket": "someone-else", "Key": "raw/x"}, ACCOUNT)
+    assert denied(_policy("ec2_instance_inline"), other_bucket[:1])
