@@ -1,4 +1,8 @@
-"""fruits_pipeline: validate new uploads -> transient EMR cluster (2 Spark steps) -> teardown -> report.
+"""fruits_pipeline: validate new uploads -> transient EMR cluster (the route's Spark steps) -> teardown -> report.
+
+Routes (tasks.decide_route, chosen by validate): nothing to do and dry run go straight to the
+report; features + PCA runs both steps; PCA only (no new upload, a new PCA target) runs
+reduce_pca alone on a cluster sized for it, and choose_steps_to_watch skips the features sensor.
 
 Failure handling lives in the graph: terminate_cluster is the teardown of create_cluster, so it
 runs after a failed step, a timed-out sensor, and when the run is marked failed (Airflow leaves
@@ -44,7 +48,8 @@ with DAG(
     max_active_runs=1,
     tags=["fruits", "emr", SETTINGS.region],
     params={name: Param(**spec) for name, spec in
-            param_specs(SETTINGS.core_instance_type, SETTINGS.core_instance_count).items()},
+            param_specs(SETTINGS.core_instance_type, SETTINGS.core_instance_count, compute=SETTINGS.compute,
+                        price_table=SETTINGS.price_table).items()},
 ) as dag:
 
     @task
@@ -74,7 +79,8 @@ with DAG(
 
         @task
         def run_local_steps(params=None, **context):
-            return tasks.run_local(Settings.from_env(), params, tasks.run_key_from_context(context))
+            return tasks.run_local(Settings.from_env(), params, tasks.run_key_from_context(context),
+                                   context["ti"].xcom_pull(task_ids="validate"))
 
         chain(route, run_local_steps(), run_report)
     else:
@@ -93,20 +99,32 @@ with DAG(
             retries=0,  # a failed add is for a person to look at; a rerun finds the steps already added
             **CONFIG,
         )
+
+        @task.branch
+        def choose_steps_to_watch(**context):
+            # PCA only: add_steps added reduce_pca alone, so only its sensor runs
+            return tasks.steps_to_watch(context["ti"].xcom_pull(task_ids="validate")["route"])
+
+        watch_route = choose_steps_to_watch()
+        # Step ids are counted from the end: the PCA-only route adds reduce_pca alone. The cluster id is
+        # a template, not create_cluster.output: a direct child of a setup task must be ALL_SUCCESS.
         watch_steps = [
             FruitsStepSensor(
-                task_id=f"watch_{name}", job_flow_id=create_cluster.output,
+                task_id=f"watch_{name}", job_flow_id="{{ ti.xcom_pull(task_ids='create_cluster') }}",
                 step_id=f"{{{{ ti.xcom_pull(task_ids='add_steps')[{index}] }}}}",
                 deferrable=True, poke_interval=SETTINGS.poll_seconds,
                 max_attempts=f"{{{{ ti.xcom_pull(task_ids='stage_and_plan', key='max_polls')['{name}'] }}}}",
+                # reduce_pca also runs when the branch skipped the features sensor
+                trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS if index == -1 else TriggerRule.ALL_SUCCESS,
                 **CONFIG,
             )
-            for index, name in enumerate(("extract_features", "reduce_pca"))
+            for index, name in ((-2, "extract_features"), (-1, "reduce_pca"))
         ]
         terminate_cluster = EmrTerminateJobFlowOperator(
             task_id="terminate_cluster", job_flow_id=create_cluster.output, **CONFIG
         ).as_teardown(setups=create_cluster)
 
-        chain(route, plan, create_cluster, add_steps, *watch_steps, terminate_cluster, run_report)
+        chain(route, plan, create_cluster, add_steps, watch_route, *watch_steps, terminate_cluster, run_report)
+        watch_route >> watch_steps[-1]
 
     route >> run_report  # nothing to do / dry run: straight to the report

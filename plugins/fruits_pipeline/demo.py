@@ -1,12 +1,17 @@
-"""`make demo`: the whole DAG once on local Spark, on a local lake, with no AWS account.
+"""`make demo`: the whole DAG once on local Spark, on a local lake, with no AWS account and no network.
 
-    python -m fruits_pipeline.demo [--images DIR] [--lake DIR] [--airflow-home DIR]
+    python -m fruits_pipeline.demo [--images DIR] [--lake DIR] [--airflow-home DIR] [--pca-k N | --pca-variance V]
 
-Copies the images of --images (default $FRUITS_SAMPLE_DIR) that are not in the lake yet
-into <lake>/raw/<label>/, runs `airflow dags test fruits_pipeline` with FRUITS_COMPUTE=local
-and a throwaway Airflow home on SQLite, then prints the run summary and writes the run's
-picture next to its report. Run it again: with no new images the DAG has nothing to do and
-says so; with new ones it featurizes only those and refits the PCA on everything.
+Copies the images of --images (default $FRUITS_SAMPLE_DIR, else the Fruits-360 sample shipped in
+demo_data/) that are not in the lake yet into <lake>/raw/<label>/, runs `airflow dags test
+fruits_pipeline` with FRUITS_COMPUTE=local and a throwaway Airflow home on SQLite, and prints one
+line per task as it starts and ends, the Spark jobs' progress and the run summary. Airflow's own
+records go to a log file whose path is printed. The feature job runs the model the repository
+ships (spark_jobs/models/), or FRUITS_MODEL.
+
+Run it again: with no new images the DAG has nothing to do and says so; with new ones it
+featurizes only those and refits the PCA on everything; with another --pca-k / --pca-variance it
+refits the PCA alone (the PCA-only route), without extracting features again.
 """
 from __future__ import annotations
 
@@ -14,39 +19,31 @@ import argparse
 import filecmp
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import time
-import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from fruits_pipeline.lake import Lake
-from fruits_pipeline.settings import REPO_ROOT
+from fruits_pipeline.settings import REPO_ROOT, SHIPPED_MODEL
 from fruits_pipeline.validation import IMAGE_EXTENSIONS
 
 DAG_ID = "fruits_pipeline"
-# What Keras' MobileNetV2(weights="imagenet", include_top=False) downloads (alpha 1.0, 224).
-IMAGENET_WEIGHTS_FILE = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
-IMAGENET_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/" + IMAGENET_WEIGHTS_FILE
-DOWNLOAD_TIMEOUT_SECONDS = 20
+# A few labels of Fruits-360 (CC BY-SA 4.0, Mihai Oltean), about 0.7 MB: see demo_data/ATTRIBUTION.md.
+DEMO_IMAGES = Path(__file__).resolve().parent / "demo_data"
 
 NO_IMAGES_HELP = """\
 make demo: no images to process{detail}.
-  The demo runs on Fruits-360 (CC BY-SA 4.0, Mihai Oltean): download it from
-  https://github.com/fruits-360/fruits-360-100x100 (or Kaggle, "moltean/fruits"), unpack it, and point IMAGES= at
-  a folder of <label>/<image>.jpg, for example:
+  IMAGES= (or FRUITS_SAMPLE_DIR) must be a folder of <label>/<image>.jpg folders, for example
       make demo IMAGES=/path/to/fruits-360-100x100/Test
-  A few folders of your own JPEGs named after the fruit work too. Setting FRUITS_SAMPLE_DIR makes it the default."""
+  Without either, the demo runs on the Fruits-360 sample shipped in {shipped}."""
 
-NO_WEIGHTS_HELP = """\
-make demo: the MobileNetV2 ImageNet weights could not be downloaded ({error}).
-  Keras fetches them once from {url}
-  into {cache}; this machine cannot reach it. Give a local file instead:
-      make demo FRUITS_WEIGHTS=/path/to/mobilenet_v2_1.0_224_no_top.weights.h5
-  (a Keras .weights.h5 of MobileNetV2, alpha 1.0, 224x224, no top), or copy Keras' file
-  {name} into {cache}/."""
+NO_MODEL_HELP = """\
+make demo: the model file {model} is missing.
+  The repository ships the converted MobileNetV2 in spark_jobs/models/ (`make model` regenerates it);
+  or point FRUITS_MODEL at a TFLite flatbuffer of MobileNetV2 1.0 224, no top, average pooling."""
 
 
 class DemoError(Exception):
@@ -97,41 +94,26 @@ def copy_new_images(images_dir: Path, raw_dir: Path) -> CopyResult:
     return CopyResult(copied, already)
 
 
-def keras_weights_cache() -> Path:
-    return Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras") / "models"
+def choose_images(given: str | None) -> Path:
+    """The folder to upload from: --images / IMAGES=, else FRUITS_SAMPLE_DIR, else the shipped sample."""
+    images_dir = Path(given).resolve() if given else DEMO_IMAGES
+    if not images_dir.is_dir():
+        raise DemoError(NO_IMAGES_HELP.format(detail=f": {given} is not a folder", shipped=DEMO_IMAGES))
+    if not find_images(images_dir):
+        raise DemoError(NO_IMAGES_HELP.format(detail=f": {given} holds no .jpg/.jpeg/.png file", shipped=DEMO_IMAGES))
+    return images_dir
 
 
-def ensure_weights(weights: str | None, *, url: str = IMAGENET_WEIGHTS_URL,
-                   timeout: float = DOWNLOAD_TIMEOUT_SECONDS) -> Path:
-    """The weights the feature job will load: the given file, or Keras' cached ImageNet file.
-
-    Downloads Keras' file into its cache when missing, so that the DAG does not fail
-    minutes later inside Spark when the network is not there.
-    """
-    if weights:
-        path = Path(weights)
-        if not path.is_file():
-            raise DemoError(f"make demo: FRUITS_WEIGHTS={weights} is not a file: give a MobileNetV2 .weights.h5")
-        return path
-    cache = keras_weights_cache()
-    cached = cache / IMAGENET_WEIGHTS_FILE
-    if cached.is_file() and cached.stat().st_size > 0:
-        return cached
-    partial = cached.with_suffix(".part")
-    try:
-        cache.mkdir(parents=True, exist_ok=True)
-        print(f"make demo: downloading the MobileNetV2 ImageNet weights into {cache} (once)")
-        with urllib.request.urlopen(url, timeout=timeout) as response, open(partial, "wb") as out:
-            shutil.copyfileobj(response, out)
-        partial.replace(cached)
-    except OSError as error:  # URLError, timeouts and refused connections are all OSErrors
-        partial.unlink(missing_ok=True)
-        raise DemoError(NO_WEIGHTS_HELP.format(error=getattr(error, "reason", error), url=url, cache=cache,
-                                               name=IMAGENET_WEIGHTS_FILE)) from None
-    return cached
+def check_model(model: str | None, jobs_dir: Path = REPO_ROOT / "spark_jobs") -> Path:
+    """The model file the feature job will read: FRUITS_MODEL, else the shipped one. Checked here so
+    that a missing file is said at once, not minutes later inside Spark."""
+    path = Path(model) if model else jobs_dir / SHIPPED_MODEL
+    if not path.is_file():
+        raise DemoError(NO_MODEL_HELP.format(model=path))
+    return path
 
 
-def airflow_env(lake_root: Path | None, airflow_home: Path, weights: str | None,
+def airflow_env(lake_root: Path | None, airflow_home: Path, model: str | None = None,
                 base: dict | None = None) -> dict:
     """The environment of a local-mode Airflow on a throwaway SQLite home (``base``: os.environ)."""
     env = dict(os.environ if base is None else base)
@@ -144,14 +126,13 @@ def airflow_env(lake_root: Path | None, airflow_home: Path, weights: str | None,
         "FRUITS_COMPUTE": "local",
         "PYSPARK_PYTHON": env.get("PYSPARK_PYTHON", sys.executable),
         "PYSPARK_DRIVER_PYTHON": env.get("PYSPARK_DRIVER_PYTHON", sys.executable),
-        "TF_CPP_MIN_LOG_LEVEL": env.get("TF_CPP_MIN_LOG_LEVEL", "2"),
     })
     if lake_root is not None:
         env["FRUITS_LAKE_URI"] = f"file://{lake_root}"
-    if weights:
-        env["FRUITS_WEIGHTS"] = str(weights)
+    if model:
+        env["FRUITS_MODEL"] = str(model)
     else:
-        env.pop("FRUITS_WEIGHTS", None)
+        env.pop("FRUITS_MODEL", None)
     return env
 
 
@@ -171,83 +152,146 @@ def newest_report(lake_root: Path, before: dict[Path, float]) -> Path | None:
     return max(changed, key=changed.get) if changed else None
 
 
-def run_dag(env: dict, airflow_home: Path) -> tuple[int, Path]:
-    """`airflow db migrate` then `airflow dags test`; output goes to the terminal and a log file."""
+# What `airflow dags test` prints: structlog records, "<time> [<level>] <message> [<logger>] key=value...".
+_RECORD = re.compile(r"^(?P<time>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z?) \[(?P<level>\w+)\s*\] (?P<rest>.*)$")
+_LOGGER_TAIL = re.compile(r"\s+\[(?P<logger>[\w.]+)\](?: \S+=.*)?$")
+_TASK_START = re.compile(r"\[DAG TEST\] starting task_id=(?P<task>\S+)")
+_TASK_END = re.compile(r"\[DAG TEST\] end task task_id=(?P<task>\S+)")
+_NEW_STATE = re.compile(r"new_state=(?P<state>\w+)")
+# A Spark job's own progress, as run_step logs it: "[<step>] <date> <time>,<ms> <logger> INFO <message>".
+_JOB_PROGRESS = re.compile(r"^\[(?P<step>\w+)\] \d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ \S+ (?P<level>INFO|WARNING|ERROR) "
+                           r"(?P<message>.*)$")
+_STEP_ERROR = re.compile(r"^\[(?P<step>\w+)\] (?P<message>\S*(?:Error|Exception)\b.*|.*: error: .*)$")
+# Our own records worth a line: the route and why, the validation counts, step start and end.
+_OURS = re.compile(r"^(route \w+: |raw/ holds |validated \d+/\d+ |step \w+ finished in |no run picture: )")
+
+
+def _seconds(stamp: str) -> float | None:
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+@dataclass
+class ProgressFilter:
+    """Turns `airflow dags test` output into the few lines a person follows (``feed`` returns them)."""
+
+    started: dict[str, float | None] = field(default_factory=dict)
+    state: str | None = None
+
+    def feed(self, line: str) -> list[str]:
+        record = _RECORD.match(line.rstrip("\n"))
+        if not record:
+            return []
+        stamp, level, rest = record["time"], record["level"], record["rest"]
+        message = _LOGGER_TAIL.sub("", rest)
+        clock = stamp[11:19]
+        if match := _TASK_START.search(message):
+            self.started[match["task"]] = _seconds(stamp)
+            self.state = None
+            return [f"{clock}  {match['task']}: started"]
+        if match := _TASK_END.search(message):
+            began, ended = self.started.get(match["task"]), _seconds(stamp)
+            took = f" in {ended - began:.1f} s" if began is not None and ended is not None else ""
+            state = self.state or "done"
+            self.state = None
+            return [f"{clock}  {match['task']}: {state}{took}"]
+        if "Task instance state updated" in message and (match := _NEW_STATE.search(rest)):
+            self.state = match["state"]
+            return []
+        if match := _JOB_PROGRESS.match(message):
+            return [f"{clock}    {match['step']}: {match['message']}"]
+        if match := _STEP_ERROR.match(message):
+            return [f"{clock}    {match['step']}: {match['message']}"]
+        if _OURS.match(message):
+            return [f"{clock}    {message}"]
+        if level in ("error", "critical") and message.strip():
+            return [f"{clock}    ERROR {message.strip()[:300]}"]
+        return []
+
+
+def run_dag(env: dict, airflow_home: Path, conf: dict | None = None) -> tuple[int, Path]:
+    """`airflow db migrate` then `airflow dags test`: everything into a log file, the progress on screen."""
     airflow_home.mkdir(parents=True, exist_ok=True)
     log_path = airflow_home / f"demo-{time.strftime('%Y%m%dT%H%M%S')}.log"
+    print(f"make demo: Airflow's full log goes to {log_path}")
     with open(log_path, "w") as log:
-        print(f"make demo: preparing Airflow's metadata database in {airflow_home} (SQLite)")
+        print("make demo: preparing Airflow's metadata database (SQLite)", flush=True)
         migrate = subprocess.run([*airflow_command(), "db", "migrate"], env=env, stdout=log,
                                  stderr=subprocess.STDOUT, text=True)
         if migrate.returncode != 0:
+            print(f"make demo: `airflow db migrate` failed (exit code {migrate.returncode}); see {log_path}",
+                  file=sys.stderr)
             return migrate.returncode, log_path
-        print(f"make demo: running `airflow dags test {DAG_ID}` (local Spark; full output in {log_path})")
-        process = subprocess.Popen([*airflow_command(), "dags", "test", DAG_ID], env=env, stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, text=True, bufsize=1)
+        command = [*airflow_command(), "dags", "test", DAG_ID] + (["--conf", json.dumps(conf)] if conf else [])
+        print(f"make demo: running `{' '.join(command[-4:] if conf else command[-3:])}` on local Spark", flush=True)
+        progress = ProgressFilter()
+        process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                   bufsize=1)
+        assert process.stdout is not None
         for line in process.stdout:
             log.write(line)
-            sys.stdout.write(line)
+            for shown in progress.feed(line):
+                print(shown, flush=True)
         return process.wait(), log_path
 
 
-def describe(report: dict, report_path: Path, picture: Path | None) -> str:
+def describe(report: dict) -> str:
+    """The run summary (the report's own text) and what to try next."""
     from fruits_pipeline.report import summary_text
 
     lines = ["", summary_text(report)]
-    counts, uris = report["counts"], report["uris"]
-    if counts.get("featurized") is None:
-        lines.append(f"make demo: nothing new to process ({counts.get('already_featurized', 0)} images already "
-                     f"featurized, {counts.get('previously_rejected', 0)} rejected before); no Spark job ran. "
-                     "Add images to IMAGES= and run `make demo` again.")
-        return "\n".join(lines)
-    lines += [  # the summary above has the counts, k, variance kept, step timings and the report's URI
-        f"  features:   {uris['features']}",
-        f"  PCA output: {uris['pca']}",
-    ]
-    if picture:
-        lines.append(f"  picture:    {picture}")
+    route = report.get("route")
+    if route == "nothing_to_do":
+        lines.append("make demo: nothing new to process, and the PCA target is the latest one: no Spark job ran. "
+                     "Add images (IMAGES=...) or ask for another PCA (make demo PCA_K=8) and run it again.")
+    elif report.get("uris", {}).get("pca") and not report["uris"].get("picture") and report["status"] == "success":
+        lines.append("make demo: no picture was drawn (the PCA job wrote no preview); see the report task's log.")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make demo", description=__doc__.splitlines()[0])
     parser.add_argument("--images", default=os.environ.get("FRUITS_SAMPLE_DIR") or None,
-                        help="folder of <label>/<image> to upload (default $FRUITS_SAMPLE_DIR)")
+                        help="folder of <label>/<image> to upload (default $FRUITS_SAMPLE_DIR, else the shipped sample)")
     parser.add_argument("--lake", default=str(REPO_ROOT / ".lake"), help="local lake folder (default .lake)")
     parser.add_argument("--airflow-home", default=str(REPO_ROOT / ".airflow"), help="throwaway AIRFLOW_HOME")
+    target = parser.add_mutually_exclusive_group()
+    target.add_argument("--pca-k", type=int, help="trigger param pca_k: number of PCA components (1..1280)")
+    target.add_argument("--pca-variance", type=float, help="trigger param pca_variance: fraction kept, 0 < v <= 1")
     args = parser.parse_args(argv)
+    conf = {k: v for k, v in (("pca_k", args.pca_k), ("pca_variance", args.pca_variance)) if v is not None}
     try:
-        images_dir = Path(args.images).resolve() if args.images else None
-        if images_dir is None:
-            raise DemoError(NO_IMAGES_HELP.format(detail=": IMAGES= is not set and neither is FRUITS_SAMPLE_DIR"))
-        if not images_dir.is_dir():
-            raise DemoError(NO_IMAGES_HELP.format(detail=f": IMAGES={args.images} is not a folder"))
-        if not find_images(images_dir):
-            raise DemoError(NO_IMAGES_HELP.format(detail=f": IMAGES={args.images} holds no .jpg/.jpeg/.png file"))
-        weights = os.environ.get("FRUITS_WEIGHTS") or None
-        ensure_weights(weights)
+        if conf:
+            from fruits_pipeline.params import ParamsError, RunParams
+
+            try:
+                RunParams.from_params(conf)
+            except ParamsError as error:
+                raise DemoError(f"make demo: {error}") from None
+        images_dir = choose_images(args.images)
+        model = os.environ.get("FRUITS_MODEL") or None
+        check_model(model)
         lake_root = Path(args.lake).resolve()
         copied = copy_new_images(images_dir, lake_root / "raw")
     except DemoError as error:
         print(error, file=sys.stderr)
         return 2
-    print(f"make demo: lake {lake_root}: copied {copied.copied} new images into raw/ "
+    print(f"make demo: lake {lake_root}: copied {copied.copied} new images from {images_dir} into raw/ "
           f"({copied.already_there} were already there)")
 
     airflow_home = Path(args.airflow_home).resolve()
     before = reports(lake_root)
-    returncode, log_path = run_dag(airflow_env(lake_root, airflow_home, weights), airflow_home)
+    returncode, log_path = run_dag(airflow_env(lake_root, airflow_home, model), airflow_home, conf)
     report_path = newest_report(lake_root, before)
     if report_path is None:
         print(f"make demo: the DAG run wrote no report (exit code {returncode}); see {log_path}", file=sys.stderr)
         return returncode or 1
-    report = json.loads(report_path.read_text())
-    picture = None
-    if report["counts"].get("featurized") is not None and report["uris"].get("pca"):
-        from fruits_pipeline.picture import write_run_picture
-
-        picture = write_run_picture(Lake(f"file://{lake_root}"), report["run_key"])
-    print(describe(report, report_path, picture))
+    print(describe(json.loads(report_path.read_text())))
+    print(f"make demo: Airflow's full log: {log_path}")
     if returncode != 0:
         print(f"make demo: the DAG run failed (exit code {returncode}); full log in {log_path}", file=sys.stderr)
     return returncode

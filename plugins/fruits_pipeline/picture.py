@@ -1,11 +1,15 @@
-"""The picture of a run: how much variance each PCA component keeps, and the images on the
-first two components coloured by label (PNG next to the run report).
+"""The picture of a run (``reports/<run_key>.png``): how much variance each PCA component keeps,
+and the images on the first two components coloured by label.
 
-Reads the PCA job's outputs of a local lake; matplotlib's Agg backend, no display needed.
+Drawn on the Airflow worker from what the PCA job writes for it (DESIGN.md, "PCA job"):
+``pca/<run_key>/_pca_report.json`` and the small preview ``pca/<run_key>/_preview/`` (Parquet:
+label, pc1, pc2; at most PREVIEW_MAX_ROWS rows, a deterministic sample). The full PCA output is
+never read here. Lake I/O goes through Airflow's object storage, so ``s3://`` and ``file://`` lakes
+are one code path; matplotlib's Agg backend needs no display.
 """
 from __future__ import annotations
 
-import json
+import io
 from pathlib import Path
 
 import numpy as np
@@ -13,39 +17,61 @@ import numpy as np
 from fruits_pipeline.lake import Lake
 
 MAX_BARS = 50  # beyond that the bars are a grey smear; the cumulative line tells the rest
+PREVIEW_DIR = "_preview"
+PREVIEW_COLUMNS = ("label", "pc1", "pc2")
+PREVIEW_MAX_ROWS = 2_000  # the PCA job's promise; more is not read
 
 
-def _local(uri: str) -> Path:
-    if not uri.startswith("file://"):
-        raise ValueError(f"{uri} is not on a local lake: the run picture reads file:// lakes only")
-    return Path(uri.removeprefix("file://"))
+class PictureError(RuntimeError):
+    """The picture cannot be drawn; the message says which input is missing or wrong."""
 
 
-def load_pca_points(pca_uri: str) -> tuple[np.ndarray, list[str]]:
-    """The first two PCA coordinates of every image and its label (Parquet folder of the PCA job)."""
+def preview_uri(lake: Lake, run_key: str) -> str:
+    return f"{lake.pca(run_key)}/{PREVIEW_DIR}"
+
+
+def load_preview(uri: str, conn_id: str | None = None) -> tuple[np.ndarray, list[str]]:
+    """(points [n, 2], labels) from the preview Parquet folder at ``uri``, at most PREVIEW_MAX_ROWS rows."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pq.read_table(_local(pca_uri), columns=["label", "pca_features"])  # skips _model/, _pca_report.json
-    labels = [str(v) for v in table.column("label").to_pylist()]
-    rows = table.column("pca_features").to_pylist()
-    points = np.zeros((len(rows), 2), dtype=np.float64)
-    for i, row in enumerate(rows):
-        values = list(row or [])[:2]
-        points[i, : len(values)] = values
+    from fruits_pipeline import storage
+
+    files = sorted(u for u in storage.list_files(uri, conn_id) if u.endswith(".parquet")
+                   and not any(part.startswith(("_", ".")) for part in u[len(uri.rstrip("/")) + 1:].split("/")))
+    if not files:
+        raise PictureError(f"no preview at {uri}: the PCA job writes it (Parquet label, pc1, pc2)")
+    tables, rows = [], 0
+    for file in files:
+        with storage.lake_path(file, conn_id).open("rb") as handle:
+            table = pq.read_table(handle)
+        missing = [c for c in PREVIEW_COLUMNS if c not in table.column_names]
+        if missing:
+            raise PictureError(f"preview {file} has no column(s) {missing} (found {table.column_names})")
+        tables.append(table.select(list(PREVIEW_COLUMNS)))
+        rows += table.num_rows
+        if rows >= PREVIEW_MAX_ROWS:
+            break
+    table = pa.concat_tables(tables, promote_options="permissive").slice(0, PREVIEW_MAX_ROWS)
+    labels = ["" if v is None else str(v) for v in table.column("label").to_pylist()]
+    points = np.array([[0.0 if x is None else float(x) for x in pair]
+                       for pair in zip(table.column("pc1").to_pylist(), table.column("pc2").to_pylist())],
+                      dtype=np.float64).reshape(-1, 2)
     return points, labels
 
 
-def render_run_picture(pca_report: dict, points: np.ndarray, labels: list[str], output: Path,
-                       title: str = "") -> Path:
-    """Two panels: explained variance by component (bars + cumulative line), PC1 vs PC2 by label."""
-    import matplotlib
+def render_run_picture(pca_report: dict, points: np.ndarray, labels: list[str], output: Path | None = None,
+                       title: str = "", n_images: int | None = None) -> Path | bytes:
+    """Two panels: explained variance by component (bars + cumulative line), PC1 vs PC2 by label.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Written to ``output`` when given (returns the path), else returned as PNG bytes."""
+    import matplotlib
     import matplotlib.ticker
+    from matplotlib.figure import Figure  # no pyplot: no global state, no display, Agg canvas
 
     ratios = np.asarray(pca_report.get("explained_variance_ratio") or [], dtype=float)
-    fig, (variance_ax, scatter_ax) = plt.subplots(1, 2, figsize=(13, 5.5), constrained_layout=True)
+    fig = Figure(figsize=(13, 5.5), layout="constrained")
+    variance_ax, scatter_ax = fig.subplots(1, 2)
 
     shown = ratios[:MAX_BARS]
     components = np.arange(1, len(shown) + 1)
@@ -66,29 +92,46 @@ def render_run_picture(pca_report: dict, points: np.ndarray, labels: list[str], 
     variance_ax.legend(handles, ["this component", "cumulative"], loc="center right")
 
     unique_labels = sorted(set(labels))
-    colours = plt.get_cmap("tab20" if len(unique_labels) > 10 else "tab10")
+    colours = matplotlib.colormaps["tab20" if len(unique_labels) > 10 else "tab10"]
     for i, label in enumerate(unique_labels):
         mask = np.array([l == label for l in labels])
         scatter_ax.scatter(points[mask, 0], points[mask, 1], s=12, alpha=0.75,
                            color=colours(i % colours.N), label=f"{label} ({int(mask.sum())})")
     scatter_ax.set_xlabel("PC 1")
     scatter_ax.set_ylabel("PC 2" if k >= 2 else "PC 2 (not computed: k = 1)")
-    scatter_ax.set_title(f"{len(labels)} images on the first two components")
+    total = n_images if n_images is not None else len(labels)
+    sample = f" (a sample of {len(labels)} of {total})" if total > len(labels) else ""
+    scatter_ax.set_title(f"{total} images on the first two components{sample}")
     if unique_labels:
         scatter_ax.legend(fontsize="small", markerscale=1.5, loc="best",
                           ncol=2 if len(unique_labels) > 12 else 1)
     if title:
         fig.suptitle(title)
+    if output is None:
+        buffer = io.BytesIO()
+        fig.savefig(buffer, dpi=110, format="png")
+        return buffer.getvalue()
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(output, dpi=110)
-    plt.close(fig)
     return output
 
 
-def write_run_picture(lake: Lake, run_key: str) -> Path:
-    """Render the picture of ``run_key`` from its PCA outputs, next to its report."""
-    report = json.loads(_local(lake.pca_report(run_key)).read_text())
-    points, labels = load_pca_points(lake.pca(run_key))
-    return render_run_picture(report, points, labels, _local(lake.report_picture(run_key)),
-                              title=f"Fruits pipeline run {run_key}")
+def write_run_picture(lake: Lake, run_key: str, conn_id: str | None = None, *,
+                      pca_report: dict | None = None) -> str:
+    """Draw the picture of ``run_key`` from its PCA report and preview; write it next to the run
+    report and return its URI."""
+    from fruits_pipeline import storage
+
+    if pca_report is None:
+        pca_report = storage.read_json(lake.pca_report(run_key), conn_id)
+        if pca_report is None:
+            raise PictureError(f"no PCA report at {lake.pca_report(run_key)}")
+    if not pca_report.get("explained_variance_ratio"):
+        raise PictureError(f"PCA report of run {run_key} has no explained_variance_ratio")
+    points, labels = load_preview(preview_uri(lake, run_key), conn_id)
+    png = render_run_picture(pca_report, points, labels, title=f"Fruits pipeline run {run_key}",
+                             n_images=pca_report.get("n_images"))
+    uri = lake.report_picture(run_key)
+    storage.write_bytes(uri, png, conn_id)
+    return uri

@@ -1,9 +1,16 @@
-"""The run report (``reports/<run_key>.json``): counts that reconcile, timings, cost, URIs."""
+"""The run report (``reports/<run_key>.json``): route and why, counts that reconcile, timings, cost, URIs.
+
+Reports are also the pipeline's memory of its PCA outputs: ``latest_pca_output`` finds the
+newest successful run that wrote one, and the PCA target it was asked for.
+"""
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 
 from fruits_pipeline.lake import Lake
+
+log = logging.getLogger(__name__)
 
 
 def step_timings_from_emr(describe_step_responses: list[dict]) -> list[dict]:
@@ -30,10 +37,60 @@ def reconcile(counts: dict) -> list[str]:
     return problems
 
 
+def pca_target_of(report: dict) -> dict | None:
+    """The PCA target a run report's PCA output was fitted for: {"k": n} or {"variance": v}.
+
+    Reports written before ``pca_target`` existed give it through the PCA job's own fields."""
+    if report.get("pca_target"):
+        return dict(report["pca_target"])
+    pca = report.get("pca") or {}
+    if pca.get("k_requested") is not None:
+        return {"k": int(pca["k_requested"])}
+    if pca.get("variance_target") is not None:
+        return {"variance": float(pca["variance_target"])}
+    return None
+
+
+def latest_pca_output(lake: Lake, conn_id: str | None, *, exclude_run_key: str | None = None) -> dict | None:
+    """The newest successful run that wrote a PCA output (by report time), as
+    {"run_key", "pca_target", "pca_uri"}; None when no run has. Reads reports newest first and
+    stops at the first one with a PCA, so a long history costs one listing and a few small reads."""
+    from fruits_pipeline import storage
+
+    root = lake.uri("reports")
+    if not storage.exists(root, conn_id):
+        return None
+    path = storage.lake_path(root, conn_id)
+    found = path.fs.find(path.path, detail=True, maxdepth=1)
+    protocol = "file" if lake.scheme == "file" else lake.scheme
+    candidates = []
+    for name, info in found.items():
+        if not name.endswith(".json") or info.get("type", "file") != "file":
+            continue
+        uri = storage.canonical(protocol, name)
+        run_key = uri.rsplit("/", 1)[-1].removesuffix(".json")
+        if run_key == exclude_run_key:
+            continue
+        modified = info.get("mtime") or info.get("LastModified") or info.get("last_modified") or 0
+        stamp = modified.timestamp() if isinstance(modified, datetime) else float(modified)
+        candidates.append((stamp, uri))
+    for _, uri in sorted(candidates, reverse=True):
+        try:
+            report = storage.read_json(uri, conn_id) or {}
+        except (ValueError, OSError) as error:  # a damaged report must not stop the pipeline
+            log.warning("skipping unreadable run report %s: %s", uri, error)
+            continue
+        pca_uri = (report.get("uris") or {}).get("pca")
+        if report.get("status") == "success" and pca_uri:
+            return {"run_key": report.get("run_key"), "pca_target": pca_target_of(report), "pca_uri": pca_uri}
+    return None
+
+
 def build_report(lake: Lake, *, run_key: str, status: str, compute: str, validation: dict,
                  feature_result: dict | None = None, pca_report: dict | None = None, pca_result: dict | None = None,
                  step_timings: list[dict] | None = None, cluster_id: str | None = None, cost: dict | None = None,
-                 message: str | None = None) -> dict:
+                 message: str | None = None, route: str | None = None, route_reason: str | None = None,
+                 pca_target: dict | None = None, picture_uri: str | None = None) -> dict:
     counts = {
         "listed": validation["listed"],
         "valid": validation["valid"],
@@ -46,11 +103,15 @@ def build_report(lake: Lake, *, run_key: str, status: str, compute: str, validat
         "reduced": (pca_result or {}).get("n_images", (pca_report or {}).get("n_images")),
     }
     ran = feature_result is not None
+    pca_ran = ran or pca_report is not None
     return {
         "run_key": run_key,
         "status": status,
         "message": message,
         "compute": compute,
+        "route": route or validation.get("route"),
+        "route_reason": route_reason or validation.get("route_reason"),
+        "pca_target": pca_target if pca_ran else None,
         "counts": counts,
         "reconciliation": reconcile(counts),
         "pca": {
@@ -67,26 +128,40 @@ def build_report(lake: Lake, *, run_key: str, status: str, compute: str, validat
             "manifest_valid": lake.manifest_valid(run_key),
             "manifest_rejected": lake.manifest_rejected(run_key),
             "features": lake.features(run_key) if ran else None,
-            "pca": lake.pca(run_key) if ran else None,
-            "pca_report": lake.pca_report(run_key) if ran else None,
+            "pca": lake.pca(run_key) if pca_ran else None,
+            "pca_report": lake.pca_report(run_key) if pca_ran else None,
             "report": lake.report(run_key),
+            "picture": picture_uri,
             "emr_logs": lake.emr_logs() if cluster_id else None,
         },
     }
 
 
+ROUTE_TITLES = {
+    "nothing_to_do": "nothing to do",
+    "dry_run": "dry run",
+    "features_and_pca": "features + PCA",
+    "pca_only": "PCA only",
+}
+
+
 def summary_text(report: dict) -> str:
     c = report["counts"]
     lines = [f"fruits_pipeline run {report['run_key']}: {report['status'].upper()} ({report['compute']})"]
+    if report.get("route"):
+        lines.append(f"  route: {ROUTE_TITLES.get(report['route'], report['route'])}"
+                     + (f": {report['route_reason']}" if report.get("route_reason") else ""))
     if report.get("message"):
         lines.append(f"  {report['message']}")
     rejected = ", ".join(f"{k}={v}" for k, v in c["rejected_by_reason"].items()) or "none"
     lines.append(f"  uploads: {c['listed']} selected, {c['valid']} valid, {c['rejected']} rejected ({rejected}); "
                  f"{c['already_featurized']} already featurized, {c['previously_rejected']} rejected before")
+    pca = report["pca"]
+    kept = f"{pca['variance_kept']:.1%}" if isinstance(pca.get("variance_kept"), (int, float)) else None
     if c["featurized"] is not None:
-        lines.append(f"  features: {c['featurized']} featurized, {c['rejected_by_job'] or 0} rejected by the job; "
-                     f"PCA on {c['reduced']} images -> k={report['pca']['k']}, "
-                     f"variance kept={report['pca']['variance_kept']}")
+        lines.append(f"  features: {c['featurized']} featurized, {c['rejected_by_job'] or 0} rejected by the job")
+    if pca.get("k") is not None:
+        lines.append(f"  PCA on {c['reduced']} images -> k={pca['k']} components keeping {kept} of the variance")
     for step in report["steps"]:
         lines.append(f"  step {step['name']}: {step.get('state', '')} {step.get('seconds')}s")
     if report.get("cluster_id"):
@@ -98,4 +173,6 @@ def summary_text(report: dict) -> str:
     for problem in report["reconciliation"]:
         lines.append(f"  COUNTS DO NOT RECONCILE: {problem}")
     lines.append(f"  report: {report['uris']['report']}")
+    if report["uris"].get("picture"):
+        lines.append(f"  picture: {report['uris']['picture']}")
     return "\n".join(lines)

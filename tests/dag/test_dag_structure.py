@@ -50,12 +50,32 @@ def test_params_of_the_trigger_form(emr_dag):
     assert all(params.get_param(name).description for name in params.keys())
 
 
+def test_the_trigger_form_has_titles_and_cluster_params_say_emr_only_in_local_mode(monkeypatch, tmp_path):
+    monkeypatch.setenv("FRUITS_LAKE_URI", f"file://{tmp_path}/lake")
+    forms = {}
+    for compute in ("emr", "local"):
+        monkeypatch.setenv("FRUITS_COMPUTE", compute)
+        forms[compute] = parse_dag_folder().dags["fruits_pipeline"].params
+    for name in forms["emr"].keys():
+        assert forms["emr"].get_param(name).schema.get("title"), name
+    cluster = ("instance_type", "core_instance_count", "use_spot")
+    for name in cluster:
+        assert forms["local"].get_param(name).description.startswith("EMR runs only"), name
+        assert "EMR runs only" not in forms["emr"].get_param(name).description, name
+    for name in set(forms["local"].keys()) - set(cluster):
+        assert "EMR runs only" not in forms["local"].get_param(name).description, name
+
+
 def test_emr_graph_is_a_linear_chain_with_terminate_as_teardown(emr_dag):
     down = {t.task_id: set(t.downstream_task_ids) for t in emr_dag.tasks}
     assert down["validate"] == {"choose_route"}
     assert down["choose_route"] == {"stage_and_plan", "report"}
-    assert down["add_steps"] == {"watch_extract_features"}
+    assert down["add_steps"] == {"choose_steps_to_watch"}
+    # The branch skips the features sensor on the PCA-only route; reduce_pca's sensor runs on either route.
+    assert down["choose_steps_to_watch"] == {"watch_extract_features", "watch_reduce_pca"}
     assert down["watch_extract_features"] == {"watch_reduce_pca"}
+    assert emr_dag.get_task("watch_reduce_pca").trigger_rule == "none_failed_min_one_success"
+    assert emr_dag.get_task("watch_extract_features").trigger_rule == "all_success"
     assert down["watch_reduce_pca"] == {"terminate_cluster"}
     assert down["terminate_cluster"] == {"report"} and down["report"] == set()
     terminate = emr_dag.get_task("terminate_cluster")

@@ -18,10 +18,11 @@ RUN_DAG = Path(__file__).with_name("run_dag.py")
 DAG_RUN_TIMEOUT_SECONDS = 900
 
 
-def airflow_env(airflow_home: Path, lake_root: Path | None, weights: Path | None) -> dict:
-    # Nothing Airflow- or pipeline-specific leaks in from the test process (other folders configure their own).
+def airflow_env(airflow_home: Path, lake_root: Path | None) -> dict:
+    # Nothing Airflow- or pipeline-specific leaks in from the test process (other folders configure their own);
+    # the feature job runs the model the repository ships.
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "_AIRFLOW", "FRUITS_", "PYSPARK_"))}
-    return demo.airflow_env(lake_root, airflow_home, weights and str(weights), base=clean)
+    return demo.airflow_env(lake_root, airflow_home, base=clean)
 
 
 @pytest.fixture(scope="session")
@@ -29,7 +30,7 @@ def airflow_home(tmp_path_factory) -> Path:
     """An Airflow home whose SQLite metadata database is migrated once for the session."""
     home = tmp_path_factory.mktemp("airflow_home")
     result = subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"],
-                            env=airflow_env(home, None, None), capture_output=True, text=True, timeout=600)
+                            env=airflow_env(home, None), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, f"airflow db migrate failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return home
 
@@ -43,12 +44,12 @@ class DagRunResult:
 
 
 @pytest.fixture(scope="session")
-def run_pipeline(airflow_home, weights_file):
+def run_pipeline(airflow_home):
     """run_pipeline(lake_root, logical_date, conf=None) -> DagRunResult: one whole local DAG run."""
 
     def run(lake_root: Path, logical_date: str, conf: dict | None = None) -> DagRunResult:
         args = [sys.executable, str(RUN_DAG), logical_date] + ([json.dumps(conf)] if conf else [])
-        result = subprocess.run(args, env=airflow_env(airflow_home, lake_root, weights_file), cwd=REPO_ROOT,
+        result = subprocess.run(args, env=airflow_env(airflow_home, lake_root), cwd=REPO_ROOT,
                                 capture_output=True, text=True, timeout=DAG_RUN_TIMEOUT_SECONDS)
         output = result.stdout + result.stderr
         lines = [l for l in result.stdout.splitlines() if l.startswith("E2E_RESULT ")]

@@ -1,8 +1,9 @@
 """The whole DAG in local mode (dag.test, real Spark, real images when on hand) on one lake,
-run four times in order: a first run with corrupt uploads mixed in, a run with nothing new,
-an incremental run with three new images, and a rerun of that same run key.
+run in order: a first run with corrupt uploads mixed in, a run with nothing new, an incremental
+run with three new images, a rerun of that same run key, a run asking for another PCA target
+with no new image (the PCA-only route: reduce_pca alone), and that target again (nothing to do).
 
-Each run that has work spawns the two spark-submits, so the sequence is kept to three of those.
+Each run that has work spawns its spark-submits, so the sequence is kept short.
 """
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from fruits_pipeline.lake import Lake, run_key_for
 pytestmark = pytest.mark.e2e
 
 FIRST, NOTHING_NEW, INCREMENTAL = "2026-01-01T00:00:00+00:00", "2026-01-02T00:00:00+00:00", "2026-01-03T00:00:00+00:00"
+NEW_TARGET, SAME_TARGET = "2026-01-04T00:00:00+00:00", "2026-01-05T00:00:00+00:00"
+PCA_K = 3
 PER_LABEL_FIRST = 4
 CORRUPT = {"empty", "truncated", "text"}
 
@@ -100,6 +103,20 @@ def rerun(run_pipeline, lake_root, incremental_run):
               "pca": sorted(p.name for p in _local(lake.pca(run_key)).glob("*.parquet"))}
     result = run_pipeline(lake_root, INCREMENTAL)
     return result, run_key_for("manual", result.run_id, None), before
+
+
+@pytest.fixture(scope="module")
+def pca_only_run(run_pipeline, lake_root, rerun):
+    lake = Lake(f"file://{lake_root}")
+    features_before = sorted(str(p.relative_to(lake_root)) for p in _local(lake.features_root()).rglob("*"))
+    result = run_pipeline(lake_root, NEW_TARGET, {"pca_k": PCA_K})
+    return result, run_key_for("manual", result.run_id, None), features_before
+
+
+@pytest.fixture(scope="module")
+def same_target_run(run_pipeline, lake_root, pca_only_run):
+    result = run_pipeline(lake_root, SAME_TARGET, {"pca_k": PCA_K})
+    return result, run_key_for("manual", result.run_id, None)
 
 
 def _report(lake: Lake, run_key: str) -> dict:
@@ -208,3 +225,48 @@ def test_a_rerun_of_the_same_run_key_replaces_its_outputs(rerun, incremental_run
     all_batches = [r["path"] for r in pq.read_table(_local(lake.features_root()), columns=["path"]).to_pylist()]
     assert len(all_batches) == len(set(all_batches)), "an image is featurized in two batches"
     assert len(list(_local(lake.features(run_key)).glob("*.parquet"))) == len(before["features"])
+
+
+def test_a_new_pca_target_without_new_images_refits_the_pca_alone(pca_only_run, rerun, lake_root, uploads):
+    result, run_key, features_before = pca_only_run
+    assert result.state == "success", result.output[-6000:]
+    assert result.tasks["run_local_steps"] == "success"
+    lake = Lake(f"file://{lake_root}")
+    report = _report(lake, run_key)
+    assert report["route"] == "pca_only" and report["status"] == "success"
+    assert f"k={PCA_K} differs from the latest PCA output's (variance 0.95, run {rerun[1]})" in report["route_reason"]
+    assert [s["name"] for s in report["steps"]] == ["reduce_pca"], "no feature extraction"
+    assert "extract_features" not in result.output.split("route pca_only")[-1].split("step reduce_pca")[0]
+    assert sorted(str(p.relative_to(lake_root)) for p in _local(lake.features_root()).rglob("*")) == features_before
+    assert not _local(lake.features(run_key)).exists()
+    everything = sorted(uploads["first"] + uploads["later"])
+    pca_rows = _rows(lake.pca(run_key))
+    assert sorted(r["path"] for r in pca_rows) == everything
+    assert all(len(r["pca_features"]) == PCA_K for r in pca_rows)
+    assert report["pca"]["k"] == PCA_K and report["pca_target"] == {"k": PCA_K}
+    assert report["counts"]["featurized"] is None and report["counts"]["reduced"] == len(everything)
+    assert report["uris"]["features"] is None and report["uris"]["pca"] == lake.pca(run_key)
+
+
+def test_every_run_with_a_pca_has_its_picture_next_to_its_report(pca_only_run, first_run, lake_root):
+    from PIL import Image
+
+    lake = Lake(f"file://{lake_root}")
+    for run_key in (first_run[1], pca_only_run[1]):
+        report = _report(lake, run_key)
+        assert report["uris"]["picture"] == lake.report_picture(run_key), report
+        with Image.open(_local(lake.report_picture(run_key))) as image:
+            assert image.format == "PNG" and image.size[0] > 1000
+        preview = pq.read_table(_local(lake.pca(run_key) + "/_preview"))
+        assert set(preview.column_names) >= {"label", "pc1", "pc2"} and preview.num_rows <= 2000
+    assert f"run picture: {lake.report_picture(pca_only_run[1])}" in pca_only_run[0].output
+
+
+def test_the_same_target_again_with_nothing_new_does_nothing(same_target_run, pca_only_run, lake_root):
+    result, run_key = same_target_run
+    assert result.state == "success", result.output[-6000:]
+    assert result.tasks.get("run_local_steps") == "skipped"
+    report = _report(Lake(f"file://{lake_root}"), run_key)
+    assert report["route"] == "nothing_to_do"
+    assert f"k={PCA_K} is the latest PCA output's (run {pca_only_run[1]})" in report["route_reason"]
+    assert report["uris"]["pca"] is None and report["uris"]["picture"] is None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -59,7 +58,7 @@ def test_an_image_outside_a_label_folder_is_refused(tmp_path):
 
 
 def _run_demo(args: list[str], env_overrides: dict, tmp_path: Path) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("FRUITS_SAMPLE_DIR", "FRUITS_WEIGHTS")}
+    env = {k: v for k, v in os.environ.items() if k not in ("FRUITS_SAMPLE_DIR", "FRUITS_MODEL")}
     env.update(env_overrides)
     return subprocess.run([sys.executable, "-m", "fruits_pipeline.demo", "--lake", str(tmp_path / "lake"),
                            "--airflow-home", str(tmp_path / "airflow"), *args],
@@ -67,58 +66,100 @@ def _run_demo(args: list[str], env_overrides: dict, tmp_path: Path) -> subproces
 
 
 @pytest.mark.parametrize("images_arg, detail", [
-    ([], "IMAGES= is not set"),
     (["--images", "/nonexistent/fruits"], "is not a folder"),
     (["--images", "{empty}"], "holds no .jpg"),
 ])
-def test_without_images_it_stops_at_once_and_says_how_to_get_fruits360(tmp_path, images_arg, detail):
+def test_bad_images_stop_it_at_once_and_say_what_is_expected(tmp_path, images_arg, detail):
     (tmp_path / "empty").mkdir()
     args = [a.replace("{empty}", str(tmp_path / "empty")) for a in images_arg]
     result = _run_demo(args, {}, tmp_path)
     assert result.returncode == 2
     assert detail in result.stderr
-    assert "Fruits-360" in result.stderr and "make demo IMAGES=" in result.stderr
+    assert "<label>/<image>.jpg" in result.stderr and str(demo.DEMO_IMAGES) in result.stderr
     assert not (tmp_path / "airflow").exists(), "Airflow must not start without images"
     assert not (tmp_path / "lake").exists()
 
 
-def _closed_port_url() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}/{demo.IMAGENET_WEIGHTS_FILE}"
+def test_a_missing_model_or_a_bad_pca_param_stops_it_before_airflow(tmp_path):
+    result = _run_demo([], {"FRUITS_MODEL": str(tmp_path / "missing.tflite")}, tmp_path)
+    assert result.returncode == 2 and "missing.tflite is missing" in result.stderr
+    assert "FRUITS_MODEL" in result.stderr
+    result = _run_demo(["--pca-k", "0"], {}, tmp_path)
+    assert result.returncode == 2 and "pca_k=0 must be between 1 and 1280" in result.stderr
+    assert not (tmp_path / "airflow").exists() and not (tmp_path / "lake").exists()
 
 
-def test_without_network_and_weights_it_says_how_to_give_a_file(tmp_path, monkeypatch):
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
-    with pytest.raises(demo.DemoError) as raised:
-        demo.ensure_weights(None, url=_closed_port_url(), timeout=3)
-    message = str(raised.value)
-    assert "could not be downloaded" in message
-    assert "FRUITS_WEIGHTS=/path/to/mobilenet_v2_1.0_224_no_top.weights.h5" in message
-    assert str(tmp_path / "keras" / "models") in message
-    assert not list((tmp_path / "keras" / "models").glob("*")), "no partial download is left behind"
+def test_with_no_images_given_it_takes_the_shipped_sample(monkeypatch):
+    assert demo.choose_images(None) == demo.DEMO_IMAGES
+    assert demo.check_model(None).name == "mobilenet_v2_1.0_224_no_top.tflite"
 
 
-def test_weights_come_from_the_given_file_or_keras_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
-    given = _jpeg(tmp_path / "w.weights.h5", b"h5")
-    assert demo.ensure_weights(str(given)) == given
-    with pytest.raises(demo.DemoError, match="is not a file"):
-        demo.ensure_weights(str(tmp_path / "missing.weights.h5"))
-    cached = _jpeg(tmp_path / "keras" / "models" / demo.IMAGENET_WEIGHTS_FILE, b"cached")
-    assert demo.ensure_weights(None, url=_closed_port_url(), timeout=3) == cached
+def test_the_shipped_sample_is_small_licensed_and_has_labels_with_spaces():
+    images = demo.find_images(demo.DEMO_IMAGES)
+    labels = {image.parent.name for image in images}
+    size = sum(image.stat().st_size for image in images)
+    assert 100 <= len(images) and 3 <= len(labels) <= 8
+    assert size <= 1_000_000, f"the demo sample is {size} bytes: keep it under about 1 MB"
+    assert sum(" " in label for label in labels) >= 2
+    assert all(image.parent.parent == demo.DEMO_IMAGES for image in images), "flat <label>/<file> layout"
+    attribution = (demo.DEMO_IMAGES / "ATTRIBUTION.md").read_text()
+    assert "Mihai Oltean" in attribution and "CC BY-SA 4.0" in attribution
+    assert all(label in attribution for label in labels)
+    license_text = (demo.DEMO_IMAGES / "LICENSE-CC-BY-SA-4.0.txt").read_text()
+    assert "Attribution-ShareAlike 4.0 International Public License" in license_text
+    assert "Section 3 -- License Conditions." in license_text
 
 
 def test_airflow_runs_on_a_throwaway_sqlite_home_in_local_mode(tmp_path):
-    env = demo.airflow_env(tmp_path / "lake", tmp_path / "home", weights=None)
+    env = demo.airflow_env(tmp_path / "lake", tmp_path / "home", base={"FRUITS_MODEL": "/elsewhere.tflite"})
     assert env["AIRFLOW_HOME"] == str(tmp_path / "home")
     assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == f"sqlite:///{tmp_path / 'home' / 'airflow.db'}"
     assert env["AIRFLOW__CORE__DAGS_FOLDER"] == str(REPO_ROOT / "dags")
     assert env["AIRFLOW__CORE__LOAD_EXAMPLES"] == "False"
     assert env["FRUITS_COMPUTE"] == "local"
     assert env["FRUITS_LAKE_URI"] == f"file://{tmp_path / 'lake'}"
-    assert "FRUITS_WEIGHTS" not in env
+    assert "FRUITS_MODEL" not in env, "the shipped model unless one is given"
+    assert demo.airflow_env(None, tmp_path, "/m.tflite", base={})["FRUITS_MODEL"] == "/m.tflite"
+
+
+# Lines as `airflow dags test` prints them (structlog), shortened.
+DAGS_TEST_OUTPUT = """2026-11-30T04:36:29.287360Z [info     ] DAG bundles loaded: dags-folder [airflow.dag_processing.bundles.manager.DagBundlesManager] loc=manager.py:304
+2026-11-30T04:36:29.431835Z [info     ] [DAG TEST] starting task_id=validate map_index=-1 [airflow.sdk.definitions.dag] loc=dag.py:1501
+2026-11-30T04:36:29.432442Z [info     ] [DAG TEST] running task <TaskInstance: fruits_pipeline.validate manual__x [TaskInstanceState.SCHEDULED] ti_id=01a> [airflow.sdk.definitions.dag] loc=dag.py:1504
+2026-11-30T04:36:36.127685Z [info     ] raw/ holds 15 uploads; 15 selected for run r (0 already featurized, 0 rejected before) [fruits_pipeline.validation] loc=validation.py:160
+2026-11-30T04:36:36.512559Z [info     ] route features_and_pca: 15 valid new upload(s) to featurize [fruits_pipeline.tasks] loc=tasks.py:99
+2026-11-30T04:36:36.518397Z [info     ] Done. Returned value was: {'run_key': 'r', 'total_in_raw': 15, 'listed': 15} [airflow.task.operators] loc=python.py:233
+2026-11-30T04:36:36.518894Z [info     ] Pushing xcom                   [task] loc=task_runner.py:2280 ti=RuntimeTaskInstance(id=UUID('01a'))
+2026-11-30T04:36:36.583664Z [info     ] Task instance state updated    [airflow.api_fastapi.execution_api.routes.task_instances] correlation_id=01a loc=task_instances.py:485 new_state=success rows_affected=1 ti_id=01a
+2026-11-30T04:36:36.616793Z [info     ] [DAG TEST] end task task_id=validate map_index=-1 [airflow.sdk.definitions.dag] loc=dag.py:1563
+2026-11-30T04:36:36.805374Z [info     ] [DAG TEST] starting task_id=run_local_steps map_index=-1 [airflow.sdk.definitions.dag] loc=dag.py:1501
+2026-11-30T04:36:43.338534Z [info     ] [extract_features] 26/11/30 04:36:43 INFO BlockManagerMasterEndpoint: Registering block manager [fruits_pipeline.local_runner] loc=local_runner.py:31
+2026-11-30T04:37:15.422959Z [info     ] [extract_features] 2026-11-30 04:37:15,422 fruits.extract_features INFO worker pid 6496: 7 images through the model (4.5 images/s), partition done [fruits_pipeline.local_runner] loc=local_runner.py:31
+2026-11-30T04:37:21.656795Z [info     ] [extract_features] FRUITS_RESULT {"job": "extract_features", "read": 15} [fruits_pipeline.local_runner] loc=local_runner.py:31
+2026-11-30T04:37:22.931293Z [info     ] step extract_features finished in 46.0s [fruits_pipeline.local_runner] loc=local_runner.py:39
+2026-11-30T04:37:47.302352Z [info     ] [reduce_pca] 2026-11-30 04:37:47,297 reduce_pca INFO fitting centered PCA: 15 rows x 1280 dims -> k=5 [fruits_pipeline.local_runner] loc=local_runner.py:31
+2026-11-30T04:37:50.000000Z [error    ] Task failed with exception     [task] loc=task_runner.py:1000
+2026-11-30T04:38:04.097030Z [info     ] Task instance state updated    [airflow.api_fastapi.execution_api.routes.task_instances] correlation_id=01a loc=task_instances.py:485 new_state=failed rows_affected=1 ti_id=01a
+2026-11-30T04:38:04.107859Z [info     ] [DAG TEST] end task task_id=run_local_steps map_index=-1 [airflow.sdk.definitions.dag] loc=dag.py:1563
+"""
+
+
+def test_the_progress_shows_tasks_job_progress_and_errors_and_drops_airflows_records():
+    progress = demo.ProgressFilter()
+    shown = [out for line in DAGS_TEST_OUTPUT.splitlines(keepends=True) for out in progress.feed(line)]
+    assert shown == [
+        "04:36:29  validate: started",
+        "04:36:36    raw/ holds 15 uploads; 15 selected for run r (0 already featurized, 0 rejected before)",
+        "04:36:36    route features_and_pca: 15 valid new upload(s) to featurize",
+        "04:36:36  validate: success in 7.2 s",
+        "04:36:36  run_local_steps: started",
+        "04:37:15    extract_features: worker pid 6496: 7 images through the model (4.5 images/s), partition done",
+        "04:37:22    step extract_features finished in 46.0s",
+        "04:37:47    reduce_pca: fitting centered PCA: 15 rows x 1280 dims -> k=5",
+        "04:37:50    ERROR Task failed with exception",
+        "04:38:04  run_local_steps: failed in 87.3 s",
+    ]
+    assert progress.feed("Traceback (most recent call last):\n") == []
 
 
 def test_the_newest_report_is_the_one_the_run_wrote(tmp_path):

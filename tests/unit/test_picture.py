@@ -1,7 +1,10 @@
-"""The run picture, rendered from a PCA output laid out as the PCA job writes it."""
+"""The run picture, drawn from the PCA job's small preview and report as the contract lays them out
+(DESIGN.md "PCA job": <pca output>/_preview/ Parquet label, pc1, pc2; _pca_report.json)."""
 from __future__ import annotations
 
+import io
 import json
+import os
 
 import numpy as np
 import pyarrow as pa
@@ -10,47 +13,54 @@ import pytest
 from PIL import Image
 
 from fruits_pipeline.lake import Lake
-from fruits_pipeline.picture import load_pca_points, render_run_picture, write_run_picture
+from fruits_pipeline.picture import (PREVIEW_MAX_ROWS, PictureError, load_preview, preview_uri,
+                                     render_run_picture, write_run_picture)
 
 
-def _write_pca_output(lake: Lake, run_key: str, labels: list[str], k: int) -> np.ndarray:
+def _write_pca_output(lake: Lake, run_key: str, labels: list[str], k: int, n_images: int | None = None) -> np.ndarray:
     folder = lake.local_root + f"/pca/{run_key}"
     rng = np.random.default_rng(0)
-    coords = rng.normal(size=(len(labels), k)).astype(np.float32)
-    table = pa.table({
-        "path": [f"file:///raw/{label}/{i}.jpg" for i, label in enumerate(labels)],
-        "label": labels,
-        "pca_features": pa.array([list(map(float, row)) for row in coords], type=pa.list_(pa.float32())),
-    })
-    import os
-
+    points = rng.normal(size=(len(labels), 2)).astype(np.float32)
+    os.makedirs(folder + "/_preview", exist_ok=True)
     os.makedirs(folder + "/_model/metadata", exist_ok=True)  # Spark's model folder sits beside the Parquet
     open(folder + "/_model/metadata/part-00000", "w").write("{}")
-    open(folder + "/_SUCCESS", "w").close()
-    pq.write_table(table.slice(0, len(labels) // 2), folder + "/part-00000.parquet")
-    pq.write_table(table.slice(len(labels) // 2), folder + "/part-00001.parquet")
+    # The full output is not read: a file the picture must never open.
+    open(folder + "/part-00000.parquet", "wb").write(b"not parquet: the full PCA output is never read")
+    preview = pa.table({"label": labels, "pc1": points[:, 0], "pc2": points[:, 1]})
+    half = len(labels) // 2
+    pq.write_table(preview.slice(0, half), folder + "/_preview/part-00000.parquet")
+    pq.write_table(preview.slice(half), folder + "/_preview/part-00001.parquet")
+    open(folder + "/_preview/_SUCCESS", "w").close()
     ratios = sorted(rng.uniform(0.01, 0.2, size=k), reverse=True)
     report = {"k": k, "explained_variance_ratio": ratios, "cumulative": float(sum(ratios)),
-              "n_images": len(labels), "input_dim": 1280}
+              "n_images": n_images or len(labels), "input_dim": 1280}
     open(folder + "/_pca_report.json", "w").write(json.dumps(report))
-    return coords
+    return points
 
 
-def test_points_are_the_first_two_components_with_their_labels(tmp_path):
+def test_the_preview_gives_each_images_two_coordinates_and_label(tmp_path):
     lake = Lake(f"file://{tmp_path}")
-    labels = ["apple red"] * 5 + ["banana"] * 5
-    coords = _write_pca_output(lake, "run-1", labels, k=4)
-    points, read_labels = load_pca_points(lake.pca("run-1"))
+    labels = ["Apple Pink Lady"] * 5 + ["banana"] * 5
+    points = _write_pca_output(lake, "run-1", labels, k=4)
+    read_points, read_labels = load_preview(preview_uri(lake, "run-1"))
     assert read_labels == labels
-    np.testing.assert_allclose(points, coords[:, :2], rtol=1e-6)
+    np.testing.assert_allclose(read_points, points, rtol=1e-6)
+
+
+def test_a_preview_larger_than_promised_is_cut_to_the_limit(tmp_path):
+    lake = Lake(f"file://{tmp_path}")
+    _write_pca_output(lake, "big", ["kiwi"] * 1500 + ["lemon"] * 1500, k=3)
+    points, labels = load_preview(preview_uri(lake, "big"))
+    assert len(points) == len(labels) == PREVIEW_MAX_ROWS
 
 
 def test_picture_is_a_png_next_to_the_report(tmp_path):
     lake = Lake(f"file://{tmp_path}")
-    _write_pca_output(lake, "manual__2026-01-01", ["kiwi"] * 6 + ["lemon"] * 6 + ["apple red"] * 6, k=8)
-    path = write_run_picture(lake, "manual__2026-01-01")
-    assert str(path) == lake.report_picture("manual__2026-01-01").removeprefix("file://")
-    with Image.open(path) as image:
+    _write_pca_output(lake, "manual__2026-01-01", ["kiwi"] * 6 + ["lemon"] * 6 + ["Tomato Heart"] * 6, k=8,
+                      n_images=50_000)
+    uri = write_run_picture(lake, "manual__2026-01-01")
+    assert uri == lake.report_picture("manual__2026-01-01")
+    with Image.open(uri.removeprefix("file://")) as image:
         assert image.format == "PNG"
         width, height = image.size
         assert width > 1000 and height > 500
@@ -58,12 +68,42 @@ def test_picture_is_a_png_next_to_the_report(tmp_path):
         assert len(image.convert("RGB").getcolors(maxcolors=1_000_000)) > 50
 
 
-def test_a_single_component_still_renders(tmp_path):
-    out = render_run_picture({"k": 1, "explained_variance_ratio": [0.4], "cumulative": 0.4},
-                             np.array([[1.0, 0.0], [-1.0, 0.0]]), ["a", "b"], tmp_path / "one.png")
-    assert out.is_file() and out.stat().st_size > 0
+def test_missing_or_malformed_preview_is_a_picture_error_naming_it(tmp_path):
+    lake = Lake(f"file://{tmp_path}")
+    report = {"k": 2, "explained_variance_ratio": [0.5, 0.2], "cumulative": 0.7, "n_images": 4}
+    with pytest.raises(PictureError, match=f"no preview at {preview_uri(lake, 'r')}"):
+        write_run_picture(lake, "r", pca_report=report)
+    folder = tmp_path / "pca" / "r" / "_preview"
+    folder.mkdir(parents=True)
+    pq.write_table(pa.table({"label": ["a"], "x": [1.0]}), folder / "part-0.parquet")
+    with pytest.raises(PictureError, match=r"no column\(s\) \['pc1', 'pc2'\]"):
+        write_run_picture(lake, "r", pca_report=report)
+    assert not (tmp_path / "reports").exists()
 
 
-def test_s3_lake_is_refused_with_a_clear_message():
-    with pytest.raises(ValueError, match="local lake"):
-        write_run_picture(Lake("s3://bucket"), "run-1")
+def test_a_single_component_still_renders():
+    png = render_run_picture({"k": 1, "explained_variance_ratio": [0.4], "cumulative": 0.4},
+                             np.array([[1.0, 0.0], [-1.0, 0.0]]), ["a", "b"])
+    assert Image.open(io.BytesIO(png)).format == "PNG"
+
+
+def test_the_picture_goes_to_an_s3_lake_through_object_storage(tmp_path, monkeypatch):
+    """Same code path for s3://: the reads and the write go through storage (stubbed here)."""
+    from fruits_pipeline import picture, storage
+
+    local = Lake(f"file://{tmp_path}")
+    _write_pca_output(local, "r", ["a", "b", "a", "b"], k=2)
+    written = {}
+
+    def to_local(uri):
+        return uri.replace("s3://bucket", f"file://{tmp_path}")
+
+    real_list, real_path = storage.list_files, storage.lake_path
+    monkeypatch.setattr(storage, "list_files", lambda uri, conn: {
+        k.replace(f"file://{tmp_path}", "s3://bucket"): v for k, v in real_list(to_local(uri), None).items()})
+    monkeypatch.setattr(storage, "lake_path", lambda uri, conn: real_path(to_local(uri), None))
+    monkeypatch.setattr(storage, "write_bytes", lambda uri, data, conn: written.setdefault(uri, (data, conn)))
+    uri = picture.write_run_picture(Lake("s3://bucket"), "r", "aws_default")
+    assert uri == "s3://bucket/reports/r.png"
+    data, conn = written[uri]
+    assert data.startswith(b"\x89PNG") and conn == "aws_default"
