@@ -227,7 +227,8 @@ def run_dag(env: dict, airflow_home: Path, conf: dict | None = None) -> tuple[in
                   file=sys.stderr)
             return migrate.returncode, log_path
         command = [*airflow_command(), "dags", "test", DAG_ID] + (["--conf", json.dumps(conf)] if conf else [])
-        print(f"make demo: running `{' '.join(command[-4:] if conf else command[-3:])}` on local Spark", flush=True)
+        command_line = ["airflow", *command[command.index("dags"):]]
+        print(f"make demo: running `{' '.join(command_line)}` on local Spark", flush=True)
         progress = ProgressFilter()
         process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                    bufsize=1)
