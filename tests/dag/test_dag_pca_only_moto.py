@@ -15,17 +15,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from .test_dag_emr_moto import (  # noqa: F401  fixtures are found by name
-    StepFinisher,
-    all_clusters,
-    arg_after,
-    aws,
-    lake_bucket,
-    moto_endpoint,
-    run_dag,
-    task_states,
-    upload_images,
-)
+from . import test_dag_emr_moto
+from .test_dag_emr_moto import StepFinisher, all_clusters, arg_after, run_dag, task_states, upload_images
+
+# Every fixture of the EMR moto tests (moto server, AWS connection, encrypted bucket, and whatever
+# they come to need), under the names pytest looks for; their tests are not collected again here.
+globals().update({name: value for name, value in vars(test_dag_emr_moto).items()
+                  if type(value).__name__ == "FixtureFunctionDefinition"})
 
 PAST_RUN = "2026-04-30T000000Z"
 
