@@ -19,14 +19,11 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from airflow.providers.amazon.aws.operators.emr import (
-    EmrCreateJobFlowOperator,
-    EmrTerminateJobFlowOperator,
-)
+from airflow.providers.amazon.aws.operators.emr import EmrCreateJobFlowOperator
 from airflow.sdk import DAG, Asset, Param, TriggerRule, chain, task
 
 from fruits_pipeline import tasks
-from fruits_pipeline.emr import FruitsAddStepsOperator, FruitsStepSensor
+from fruits_pipeline.emr import FruitsAddStepsOperator, FruitsStepSensor, FruitsTerminateClusterOperator
 from fruits_pipeline.params import param_specs
 from fruits_pipeline.settings import Settings
 
@@ -69,6 +66,7 @@ with DAG(
             cluster_id=ti.xcom_pull(task_ids="create_cluster"),
             step_ids=ti.xcom_pull(task_ids="add_steps"),
             local_steps=ti.xcom_pull(task_ids="run_local_steps"),
+            orphans_terminated=ti.xcom_pull(task_ids="stage_and_plan", key="orphans_terminated"),
         )
 
     validation = validate()
@@ -120,9 +118,13 @@ with DAG(
             )
             for index, name in ((-2, "extract_features"), (-1, "reduce_pca"))
         ]
-        terminate_cluster = EmrTerminateJobFlowOperator(
-            task_id="terminate_cluster", job_flow_id=create_cluster.output, **CONFIG
+        # The id is a template (None when create_cluster died after RunJobFlow): the operator then finds
+        # the run's cluster by its tags. ALL_DONE, not the teardown default ALL_DONE_SETUP_SUCCESS: a run
+        # marked failed while create_cluster runs fails that setup, and its cluster must still go.
+        terminate_cluster = FruitsTerminateClusterOperator(
+            task_id="terminate_cluster", job_flow_id="{{ ti.xcom_pull(task_ids='create_cluster') }}", **CONFIG
         ).as_teardown(setups=create_cluster)
+        terminate_cluster.trigger_rule = TriggerRule.ALL_DONE
 
         chain(route, plan, create_cluster, add_steps, watch_route, *watch_steps, terminate_cluster, run_report)
         watch_route >> watch_steps[-1]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 from typing import Any
 
-from airflow.providers.amazon.aws.operators.emr import EmrAddStepsOperator
+from airflow.providers.amazon.aws.operators.emr import EmrAddStepsOperator, EmrTerminateJobFlowOperator
 from airflow.providers.amazon.aws.sensors.emr import EmrStepSensor
 
 
@@ -83,3 +83,38 @@ class FruitsAddStepsOperator(EmrAddStepsOperator):
                           self.job_flow_id, existing)
             return existing
         return super().execute(context)
+
+
+class FruitsTerminateClusterOperator(EmrTerminateJobFlowOperator):
+    """Teardown that terminates the run's cluster even when create_cluster left no id.
+
+    ``job_flow_id`` is a template of create_cluster's XCom: None when create_cluster died after
+    RunJobFlow (killed because the run was marked failed, a lost worker). The clusters tagged with
+    the run's tags (project + run_key, from the job flow the plan task built) are terminated then.
+    When the plan task built no job flow, no cluster can have been requested: the task skips without
+    an AWS call (nothing-to-do and dry runs)."""
+
+    def __init__(self, *, plan_task_id: str = "stage_and_plan", **kwargs):
+        super().__init__(**kwargs)
+        self.plan_task_id = plan_task_id
+
+    def execute(self, context) -> list[str]:
+        from airflow.providers.common.compat.sdk import AirflowSkipException
+
+        from fruits_pipeline.orphans import clusters_to_terminate, run_clusters
+
+        job_flow = context["ti"].xcom_pull(task_ids=self.plan_task_id, key="job_flow")
+        if not job_flow:
+            raise AirflowSkipException("no job flow was planned in this run: no cluster to terminate")
+        run_key = {tag["Key"]: tag["Value"] for tag in job_flow["Tags"]}["run_key"]
+        emr = self.hook.conn
+        ids = clusters_to_terminate(self.job_flow_id, lambda: run_clusters(emr, run_key))
+        if not ids:
+            self.log.info("no active cluster is tagged run_key=%s: nothing to terminate", run_key)
+            return []
+        if ids != [self.job_flow_id]:
+            self.log.warning("create_cluster left no cluster id: terminating the clusters tagged run_key=%s: %s",
+                             run_key, ids)
+        emr.terminate_job_flows(JobFlowIds=ids)
+        self.log.info("terminating %s", ids)
+        return ids

@@ -137,6 +137,11 @@ def stage_and_plan(settings: Settings, params: dict, run_key: str, validation: d
 
         s3 = S3Hook(aws_conn_id=settings.aws_conn_id, region_name=settings.region).get_conn()
         log.info("bucket guard: %s", check_bucket(s3, settings.lake.bucket, settings.region))
+    from fruits_pipeline.guards import check_network_settings
+    from fruits_pipeline.orphans import clean_up_before_create
+
+    check_network_settings(settings)
+    orphans = clean_up_before_create(settings, run_key)  # clusters earlier runs left behind; the report lists them
     code_uri = stage_code(settings.lake, settings.jobs_dir, settings.aws_conn_id, settings.wheelhouse_dir)
     # A PCA-only run needs no model on the cluster.
     model_name = stage_model(settings.lake, settings.model_file, settings.aws_conn_id) \
@@ -149,6 +154,7 @@ def stage_and_plan(settings: Settings, params: dict, run_key: str, validation: d
         "max_polls": sensor_max_polls(int(validation.get("valid", 0)), run_params.core_instance_count,
                                       settings.poll_seconds, featurized),
         "code_uri": code_uri,
+        "orphans_terminated": orphans,
         "model_name": model_name,
         "job_flow": build_job_flow(settings, run_params, run_key=run_key, code_uri=code_uri),
         "steps": render_emr_steps(steps, code_uri, run_key),
@@ -193,8 +199,10 @@ def _emr_facts(settings: Settings, cluster_id: str, step_ids: list[str]) -> tupl
 
 def write_run_report(settings: Settings, params: dict, run_key: str, *, validation: dict | None,
                      cluster_id: str | None = None, step_ids: list[str] | None = None,
-                     local_steps: list[dict] | None = None) -> dict:
-    """Write reports/<run_key>.json and log its summary; raise PipelineFailed when the work failed."""
+                     local_steps: list[dict] | None = None, orphans_terminated: list[dict] | None = None) -> dict:
+    """Write reports/<run_key>.json and log its summary; raise PipelineFailed when the work failed.
+
+    ``orphans_terminated``: clusters of earlier runs this run terminated before creating its own."""
     if validation is None:
         raise PipelineFailed("validation did not finish: see the validate task's log; no report written")
     lake, conn = settings.lake, settings.aws_conn_id
@@ -234,6 +242,7 @@ def write_run_report(settings: Settings, params: dict, run_key: str, *, validati
         route=route, route_reason=validation.get("route_reason"),
         pca_target=validation.get("pca_target") or run_params.pca_target, picture_uri=picture_uri,
     )
+    report["orphan_clusters_terminated"] = orphans_terminated or []
     storage.write_json(lake.report(run_key), report, conn)
     log.info("\n%s", summary_text(report))
     if picture_uri:
