@@ -50,3 +50,26 @@ def test_step_failure_message_names_reason_and_logs():
     message = step_failure_message(response, cluster_id="j-9", log_uri="s3://b/logs/emr/")
     assert "FAILED" in message and "Out of memory" in message
     assert "s3://b/logs/emr/j-9/steps/s-1/" in message
+
+
+def test_price_table_rows_are_complete_and_each_family_has_its_own_emr_charge():
+    from fruits_pipeline.code_package import ARCHITECTURES
+
+    table = load_price_table(DEFAULT_PRICE_TABLE)
+    assert table["as_of"] >= "2026-11-30" and "aws.amazon.com/emr/pricing" in table["source"]
+    rows = table["instances"]
+    for name, row in rows.items():
+        assert row["arch"] in ARCHITECTURES, f"{name}: no wheelhouse for {row['arch']}"  # the bootstrap would fail
+        assert row["ec2_on_demand_hourly"] > row["spot_hourly_typical"] > 0 and row["emr_hourly"] > 0
+        family, size = name.split(".")
+        if size != "xlarge":  # same family, n times the vCPUs: n times the price
+            n = row["vcpu"] / rows[f"{family}.xlarge"]["vcpu"]
+            assert row["ec2_on_demand_hourly"] == pytest.approx(n * rows[f"{family}.xlarge"]["ec2_on_demand_hourly"], rel=0.01)
+            assert row["emr_hourly"] == pytest.approx(n * rows[f"{family}.xlarge"]["emr_hourly"], rel=0.02)
+    assert rows["c5.xlarge"]["emr_hourly"] != rows["m5.xlarge"]["emr_hourly"]  # c5 had m5's charge copied
+    emr_by_family = {name.split(".")[0]: row["emr_hourly"] for name, row in rows.items() if name.endswith(".xlarge")}
+    assert len(set(emr_by_family.values())) == len(emr_by_family)
+    graviton = {name for name, row in rows.items() if row["arch"] == "aarch64"}
+    assert {f"{family}.{size}" for family in ("m7g", "c7g", "r7g") for size in ("xlarge", "2xlarge", "4xlarge")} <= graviton
+    assert all(rows[name].get("estimated") for name in graviton if not name.startswith("m6g"))  # said, not hidden
+    assert set(INSTANCE_TYPES) == set(rows)  # the trigger form offers exactly the priced types
