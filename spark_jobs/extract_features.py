@@ -26,7 +26,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--manifest", help="Parquet with a 'path' column: only these images are read")
     parser.add_argument("--model", help="TFLite flatbuffer of MobileNetV2 1.0 224 no top, any URI Spark reads "
                                         "(default: the one the repository ships, spark_jobs/models/)")
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="images per model call")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
+                        help="images per Arrow batch: decoded together, held in memory at once")
     return parser.parse_args(argv)
 
 

@@ -212,6 +212,39 @@ def test_driver_names_a_model_it_cannot_read(spark, tmp_path, what, message):
 # --- the job on Spark ---------------------------------------------------------------------
 
 
+def test_the_model_runs_once_per_image_in_the_written_plan(spark, lake, driver_model):
+    """The output is filtered on reject_reason: the optimizer must not copy the UDF into the
+    filter (below the coalesce: the model would run twice per image, in many small tasks)."""
+    broadcast = spark.sparkContext.broadcast(driver_model)
+    images = features.few_partitions(features.read_images(spark, str(lake)), 2)
+    udf = features.make_featurize_udf(broadcast, "key", tally=features.Tally.on(spark.sparkContext))
+    plan = features.accepted(features.featurize(images, udf), "m")._jdf.queryExecution().executedPlan().toString()
+    assert plan.count("ArrowEvalPython") == 1, plan
+
+
+def test_tally_counts_featurized_rows_and_keeps_rejects():
+    class Accumulator:
+        def __init__(self, value):
+            self.value = value
+
+        def add(self, term):
+            self.value = self.value + term
+
+    tally = features.Tally(Accumulator(0), Accumulator([]))
+    tally.add(pd.DataFrame({"path": ["a", "b", "c"], "features": [[1.0], None, [2.0]],
+                            "reject_reason": [None, "truncated", None], "reject_detail": [None, "cut", None]}))
+    tally.add(pd.DataFrame({"path": ["d"], "features": [[3.0]], "reject_reason": [None], "reject_detail": [None]}))
+    assert tally.featurized.value == 3
+    assert tally.rejects.value == [("b", "truncated", "cut")]
+
+
+def test_empty_files_are_listed_files_never_seen():
+    listed = ["file:/data/a b/x.jpg", "file:/data/a b/empty.jpg", "file:///data/y.jpg"]
+    seen = ["file:///data/a b/x.jpg", "file:///data/y.jpg"]
+    assert features.empty_files(listed, seen) == [("file:///data/a b/empty.jpg", "empty", "zero bytes")]
+    assert features.empty_files(listed[:1], seen) == []
+
+
 def test_output_schema_is_path_label_1280_floats_model(first_run, driver_model):
     output, _ = first_run
     schema = pq.read_schema(next(output.glob("*.parquet")))
