@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
 
-.PHONY: install test bench model package demo cost infra check-java clean
+.PHONY: install test bench model package demo cost infra check-java clean screenshots
 
 install: $(STAMP) check-java
 
@@ -28,6 +28,11 @@ check-java:
 
 test: install
 	$(BIN)/python -m pytest
+
+# The UI screenshots the README shows (tests/ui/screenshots/), taken by the UI suite against a real Airflow.
+# Needs chromium and chromium-driver (Debian: apt-get install chromium chromium-driver).
+screenshots: install
+	FRUITS_UI_SCREENSHOTS=$(abspath tests/ui/screenshots) FRUITS_UI_REQUIRED=1 $(BIN)/python -m pytest -m ui tests/ui
 
 # The feature job against the naive TensorFlow loop and one LiteRT process, in one run (README "Performance").
 bench: install

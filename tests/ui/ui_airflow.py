@@ -39,6 +39,7 @@ COMPOSE_SETTINGS = {
     "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
     "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "true",
     "AIRFLOW__CORE__LOAD_EXAMPLES": "false",
+    "AIRFLOW__CORE__FERNET_KEY": "",
     "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "true",
     # The deferred-task "state mismatch" (apache/airflow #71580, #72716) workaround; docker-compose.yaml says why.
     "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
@@ -55,9 +56,10 @@ DIFFERENT_FROM_COMPOSE = {
                                                "http://airflow-apiserver:8080",
     "FRUITS_LAKE_URI": "a temporary lake folder instead of the mounted /opt/airflow/lake",
     "FRUITS_JOBS_DIR": "the checkout's spark_jobs/ (the folder compose mounts at /opt/airflow/spark_jobs)",
-    "FRUITS_WEIGHTS": "the weights on hand (FRUITS_WEIGHTS of the test process), as .env would give",
     "AIRFLOW_CONN_AWS_DEFAULT": "a moto server in the test process instead of AWS",
 }
+# Given to the components only when the test process has them, as a person's .env would.
+PASSED_THROUGH = ("FRUITS_WEIGHTS",)
 
 
 def free_port() -> int:
