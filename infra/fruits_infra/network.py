@@ -1,7 +1,8 @@
 """The network an EMR cluster of the pipeline runs in: a subnet (FRUITS_EMR_SUBNET_ID) whose subnet,
 VPC and given security groups carry the tag AmazonEMRServicePolicy_v2 requires, and, for a private
 subnet, the S3 gateway endpoint the nodes need (logs, bootstrap, wheelhouse, EMRFS, Amazon Linux
-repositories: all on S3).
+repositories: all on S3) and a KMS interface endpoint (the security configuration encrypts local
+disks with the lake key: each node asks KMS for a data key when it starts).
 
 Layouts that work (README "Running on EMR"):
 - private subnet (no route to an internet gateway) + S3 gateway endpoint on its route table: the
@@ -31,10 +32,19 @@ class Network:
     private: bool  # no 0.0.0.0/0 route to an internet gateway
     tagged: dict[str, bool]  # resource id -> carries the managed-policy tag
     s3_endpoint_id: str | None  # S3 gateway endpoint on the subnet's route table
+    kms_endpoint_id: str | None  # KMS interface endpoint with private DNS in the VPC
+    cidr: str = ""
 
 
 def s3_service_name(region: str) -> str:
     return f"com.amazonaws.{region}.s3"
+
+
+def kms_service_name(region: str) -> str:
+    return f"com.amazonaws.{region}.kms"
+
+
+KMS_ENDPOINT_GROUP = "fruits-kms-endpoint"
 
 
 def _tagged(resource: dict) -> bool:
@@ -74,14 +84,17 @@ def describe_network(ec2, region: str, subnet_id: str, security_groups: list[str
                 raise NetworkError(f"security group {group['GroupId']} is in {group['VpcId']}, not in the subnet's VPC {vpc_id}")
             tagged[group["GroupId"]] = _tagged(group)
     table = _route_table(ec2, subnet_id, vpc_id)
-    endpoints = ec2.describe_vpc_endpoints(Filters=[
-        {"Name": "vpc-id", "Values": [vpc_id]}, {"Name": "service-name", "Values": [s3_service_name(region)]},
-    ])["VpcEndpoints"]
+    endpoints = [e for e in ec2.describe_vpc_endpoints(Filters=[{"Name": "vpc-id", "Values": [vpc_id]}])["VpcEndpoints"]
+                 if e.get("State", "available").lower() not in ("deleted", "deleting", "failed", "rejected")]
     s3_endpoint = next((e["VpcEndpointId"] for e in endpoints
-                        if e.get("VpcEndpointType", "Gateway") == "Gateway"
-                        and e.get("State", "available").lower() not in ("deleted", "deleting", "failed")
+                        if e["ServiceName"] == s3_service_name(region)
+                        and e.get("VpcEndpointType", "Gateway") == "Gateway"
                         and table["RouteTableId"] in e.get("RouteTableIds", [])), None)
-    return Network(subnet_id, vpc_id, table["RouteTableId"], is_private(table), tagged, s3_endpoint)
+    kms_endpoint = next((e["VpcEndpointId"] for e in endpoints
+                         if e["ServiceName"] == kms_service_name(region) and e.get("VpcEndpointType") == "Interface"
+                         and e.get("PrivateDnsEnabled")), None)
+    return Network(subnet_id, vpc_id, table["RouteTableId"], is_private(table), tagged, s3_endpoint, kms_endpoint,
+                   vpc.get("CidrBlock", ""))
 
 
 def network_deviations(network: Network) -> list[str]:
@@ -93,6 +106,9 @@ def network_deviations(network: Network) -> list[str]:
                 if network.private else "recommended: S3 traffic stays on AWS's network")
         found.append(f"network {network.subnet_id}: no S3 gateway endpoint on route table "
                      f"{network.route_table_id} ({need})")
+    if network.private and network.kms_endpoint_id is None:
+        found.append(f"network {network.vpc_id}: private subnet without a KMS interface endpoint (private DNS): "
+                     "nodes cannot get the local-disk encryption key and the cluster fails to start")
     return found
 
 
@@ -114,4 +130,27 @@ def ensure_network(ec2, region: str, subnet_id: str, security_groups: list[str],
                    f"{endpoint['VpcEndpointId']} on {network.route_table_id}")
     else:
         report.add(f"network {network.vpc_id} S3 gateway endpoint", "unchanged", network.s3_endpoint_id)
+    if network.private and network.kms_endpoint_id is None:
+        group = _kms_endpoint_group(ec2, network)
+        endpoint = ec2.create_vpc_endpoint(
+            VpcEndpointType="Interface", VpcId=network.vpc_id, ServiceName=kms_service_name(region),
+            SubnetIds=[network.subnet_id], SecurityGroupIds=[group], PrivateDnsEnabled=True,
+            TagSpecifications=[{"ResourceType": "vpc-endpoint", "Tags": [{"Key": "project", "Value": PROJECT_TAG}]}],
+        )["VpcEndpoint"]
+        report.add(f"network {network.vpc_id} KMS interface endpoint", "created", endpoint["VpcEndpointId"])
+    elif network.private:
+        report.add(f"network {network.vpc_id} KMS interface endpoint", "unchanged", network.kms_endpoint_id)
     return describe_network(ec2, region, subnet_id, security_groups)
+
+
+def _kms_endpoint_group(ec2, network: Network) -> str:
+    """A security group letting the VPC reach the KMS endpoint on 443 (created once)."""
+    found = ec2.describe_security_groups(Filters=[{"Name": "vpc-id", "Values": [network.vpc_id]},
+                                                  {"Name": "group-name", "Values": [KMS_ENDPOINT_GROUP]}])
+    if found["SecurityGroups"]:
+        return found["SecurityGroups"][0]["GroupId"]
+    group = ec2.create_security_group(GroupName=KMS_ENDPOINT_GROUP, VpcId=network.vpc_id,
+                                      Description="HTTPS from the VPC to the KMS endpoint (EMR local disk encryption)")["GroupId"]
+    ec2.authorize_security_group_ingress(GroupId=group, IpPermissions=[{
+        "IpProtocol": "tcp", "FromPort": 443, "ToPort": 443, "IpRanges": [{"CidrIp": network.cidr}]}])
+    return group

@@ -5,7 +5,7 @@ from __future__ import annotations
 import boto3
 import pytest
 
-from fruits_infra.network import describe_network
+from fruits_infra.network import describe_network, network_deviations
 from fruits_infra.provision import InfraConfig, audit, provision
 from fruits_pipeline.guards import check_network_settings
 from fruits_pipeline.job_flow import build_job_flow
@@ -33,7 +33,9 @@ def test_provision_tags_subnet_vpc_and_groups_and_adds_the_s3_endpoint(clients, 
           f"cannot use it)" for r in (subnet, vpc, master, core)),
         f"network {subnet}: no S3 gateway endpoint on route table "
         f"{describe_network(ec2, REGION, subnet).route_table_id} (private subnet: the nodes cannot reach S3 "
-        "(logs, bootstrap, wheelhouse, EMRFS) without it)"])
+        "(logs, bootstrap, wheelhouse, EMRFS) without it)",
+        f"network {vpc}: private subnet without a KMS interface endpoint (private DNS): nodes cannot get the "
+        "local-disk encryption key and the cluster fails to start"])
 
     provision(config, clients)
     assert _network_lines(audit(config, clients)) == []
@@ -44,14 +46,21 @@ def test_provision_tags_subnet_vpc_and_groups_and_adds_the_s3_endpoint(clients, 
     (endpoint,) = ec2.describe_vpc_endpoints(VpcEndpointIds=[network.s3_endpoint_id])["VpcEndpoints"]
     assert endpoint["ServiceName"] == f"com.amazonaws.{REGION}.s3" and endpoint["VpcEndpointType"] == "Gateway"
     assert network.route_table_id in endpoint["RouteTableIds"] and network.private
+    (kms,) = ec2.describe_vpc_endpoints(VpcEndpointIds=[network.kms_endpoint_id])["VpcEndpoints"]
+    assert kms["ServiceName"] == f"com.amazonaws.{REGION}.kms" and kms["PrivateDnsEnabled"] is True
+    (group,) = ec2.describe_security_groups(GroupIds=[g["GroupId"] for g in kms["Groups"]])["SecurityGroups"]
+    assert group["IpPermissions"][0]["FromPort"] == 443
+    assert group["IpPermissions"][0]["IpRanges"] == [{"CidrIp": "10.20.0.0/16"}]
 
     again = provision(config, clients)  # idempotent: no second endpoint, nothing re-tagged
     assert not [c for c in again.changes if c.resource.startswith("network") and c.status != "unchanged"]
-    assert len(ec2.describe_vpc_endpoints()["VpcEndpoints"]) == 1
+    assert len(ec2.describe_vpc_endpoints()["VpcEndpoints"]) == 2  # S3 gateway + KMS interface, once each
 
 
-def test_a_public_subnet_is_told_apart(clients):
-    assert describe_network(clients.ec2, REGION, make_subnet(public=True)).private is False
+def test_a_public_subnet_is_told_apart_and_needs_no_kms_endpoint(clients):
+    public = describe_network(clients.ec2, REGION, make_subnet(public=True))
+    assert public.private is False
+    assert not [line for line in network_deviations(public) if "KMS" in line]
 
 
 def test_audit_names_a_missing_subnet_setting_and_a_removed_tag(clients, config):
