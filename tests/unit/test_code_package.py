@@ -303,3 +303,51 @@ def test_bootstrap_names_an_incomplete_wheelhouse(tmp_path):
                                env=_offline_env(venv / "bin" / "python", empty))
     assert completed.returncode != 0
     assert f"from {empty} alone" in completed.stderr and "make package" in completed.stderr
+
+
+@pytest.fixture(scope="session")
+def full_wheelhouse(tmp_path_factory) -> Path:
+    """Both architectures' wheels: `make package`'s dist/wheelhouse when complete, else built once here."""
+    made = REPO_ROOT / "dist" / "wheelhouse"
+    if not missing_wheels(made, RUNTIME_PINS):
+        return made
+    folder = tmp_path_factory.mktemp("full-wheelhouse")
+    build_wheelhouse(folder, JOBS_DIR)
+    return folder
+
+
+def _bootstrap_copy_patterns(arch: str) -> list[str]:
+    """The --include patterns of the bootstrap's `aws s3 cp`, for a node of ``arch`` (uname -m)."""
+    text = BOOTSTRAP.read_text()
+    return [pattern.replace("${arch}", arch) for pattern in re.findall(r'--include "([^"]+)"', text)]
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_a_node_of_each_architecture_resolves_every_pin_from_what_the_bootstrap_copies(arch, full_wheelhouse,
+                                                                                      tmp_path):
+    """What a Graviton (aarch64) or x86_64 node copies from code/<version>/wheelhouse is enough for pip
+    with --no-index: checked here with pip's --platform resolution, as no aarch64 machine is at hand."""
+    import fnmatch
+    import json
+
+    patterns = _bootstrap_copy_patterns(arch)
+    assert patterns == ["*-any.whl", f"*_{arch}.whl"]
+    copied = tmp_path / "node-wheels"
+    copied.mkdir()
+    for wheel in full_wheelhouse.glob("*.whl"):
+        if any(fnmatch.fnmatch(wheel.name, pattern) for pattern in patterns):
+            shutil.copy(wheel, copied / wheel.name)
+    command = pip_download_command(RUNTIME_PINS, copied, arch, None)
+    platforms = [command[i + 1] for i, flag in enumerate(command) if flag == "--platform"]
+    resolve = [sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--report", str(tmp_path / "r.json"),
+               "--no-index", "--find-links", str(copied), "--only-binary=:all:", "--target", str(tmp_path / "t"),
+               "--python-version", "3.11", "--implementation", "cp", "--abi", "cp311", "--ignore-requires-python",
+               *(f"--platform={p}" for p in platforms), *RUNTIME_PINS]
+    completed = subprocess.run(resolve, capture_output=True, text=True, timeout=120,
+                               env={**_offline_env(Path(sys.executable), None)})
+    assert completed.returncode == 0, completed.stderr
+    installed = {item["metadata"]["name"].lower(): item["metadata"]["version"]
+                 for item in json.loads((tmp_path / "r.json").read_text())["install"]}
+    assert {f"{name}=={installed.get(name)}" for name in (p.split("==")[0] for p in RUNTIME_PINS)} == set(RUNTIME_PINS)
+    wheels = [item["download_info"]["url"] for item in json.loads((tmp_path / "r.json").read_text())["install"]]
+    assert all(url.endswith("-any.whl") or url.endswith(f"_{arch}.whl") for url in wheels)
