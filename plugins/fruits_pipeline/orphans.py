@@ -29,7 +29,12 @@ def project_clusters(emr, states=ACTIVE_STATES) -> list[dict]:
         for summary in page["Clusters"]:
             if not summary["Name"].startswith(cluster_name("")):
                 continue  # not ours: the Airflow role may not even describe it
-            cluster = emr.describe_cluster(ClusterId=summary["Id"])["Cluster"]
+            try:
+                cluster = emr.describe_cluster(ClusterId=summary["Id"])["Cluster"]
+            except emr.exceptions.ClientError as error:
+                if error.response.get("Error", {}).get("Code") not in ("AccessDeniedException", "AccessDenied"):
+                    raise
+                continue  # named like ours but not tagged project=fruits-pipeline: the role may not touch it
             tags = {tag["Key"]: tag["Value"] for tag in cluster.get("Tags", [])}
             if tags.get("project") != PROJECT_TAG:
                 continue

@@ -393,7 +393,7 @@ def _age(cluster, seconds):
 
 
 def test_the_next_run_terminates_clusters_earlier_runs_left_and_reports_them(aws, lake_bucket, step_finisher,
-                                                                           tmp_path):
+                                                                           tmp_path, aws_calls):
     """A cluster whose run died with no teardown at all (scheduler lost): the next run terminates it
     before creating its own, leaves a young one of another run and a cluster of another project alone."""
     from fruits_pipeline.job_flow import cluster_name, cluster_tags
@@ -426,5 +426,10 @@ def test_the_next_run_terminates_clusters_earlier_runs_left_and_reports_them(aws
     (listed,) = read_report(aws["s3"], lake_bucket)["orphan_clusters_terminated"]
     assert listed["cluster_id"] == orphan and listed["run_key"] == "2026-11-28T000000Z"
     assert listed["age_seconds"] >= 3 * 3600
+    # Only describing the lookalike is refused by the Airflow role (another project's tag): on AWS that is an
+    # AccessDenied, which the cleanup skips (tests/unit/test_orphans.py); moto answers it.
+    refused = airflow_role_refusals(aws_calls, lake_bucket)
+    assert len(refused) == 1 and refused[0].startswith(f"elasticmapreduce:DescribeCluster on "
+                                                       f"arn:aws:elasticmapreduce:{REGION}:{ACCOUNT}:cluster/{foreign}")
     for cluster_id in (young, foreign, other):  # clean up for the tests after this one
         emr.terminate_job_flows(JobFlowIds=[cluster_id])

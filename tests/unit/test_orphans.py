@@ -29,3 +29,30 @@ def test_the_teardown_uses_the_id_and_falls_back_to_tags_only_without_one():
     for missing in (None, "", "None"):  # what the template renders when create_cluster pushed nothing
         assert clusters_to_terminate(missing, lambda: ["j-2", "j-3"]) == ["j-2", "j-3"]
     assert clusters_to_terminate(None, lambda: []) == []
+
+
+def test_a_lookalike_the_role_may_not_describe_is_left_alone():
+    import boto3
+    from botocore.stub import Stubber
+
+    from fruits_pipeline.orphans import terminate_orphan_clusters
+
+    emr = boto3.client("emr", region_name="eu-west-3", aws_access_key_id="x", aws_secret_access_key="x")
+    old = NOW - timedelta(hours=5)
+    with Stubber(emr) as stub:
+        stub.add_response("list_clusters", {"Clusters": [
+            {"Id": "j-LOOK", "Name": "fruits-pipeline-lookalike", "Status": {"State": "WAITING"}},
+            {"Id": "j-OLD", "Name": "fruits-pipeline-2026-11-28T000000Z", "Status": {"State": "WAITING"}},
+            {"Id": "j-ANALYTICS", "Name": "analytics", "Status": {"State": "RUNNING"}}]})
+        stub.add_client_error("describe_cluster", "AccessDeniedException", "not authorized",
+                              expected_params={"ClusterId": "j-LOOK"})
+        stub.add_response("describe_cluster", {"Cluster": {
+            "Id": "j-OLD", "Name": "fruits-pipeline-2026-11-28T000000Z",
+            "Status": {"State": "WAITING", "Timeline": {"CreationDateTime": old}},
+            "Tags": [{"Key": "project", "Value": "fruits-pipeline"}, {"Key": "run_key", "Value": "2026-11-28T000000Z"}]}},
+            expected_params={"ClusterId": "j-OLD"})
+        stub.add_response("terminate_job_flows", {}, expected_params={"JobFlowIds": ["j-OLD"]})
+        listed = terminate_orphan_clusters(emr, run_key="2026-11-30T000000Z", min_age_seconds=3600, now=NOW)
+        stub.assert_no_pending_responses()
+    assert listed == [{"cluster_id": "j-OLD", "run_key": "2026-11-28T000000Z", "state": "WAITING",
+                       "age_seconds": 5 * 3600}]
