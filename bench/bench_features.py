@@ -1,12 +1,17 @@
-"""Feature job throughput against the single-process ceiling, measured in the same run.
+"""The feature job against two single-process baselines, all measured in the same run.
 
-    python bench/bench_features.py [--images DIR] [--scale N] [--weights FILE] [--master local[2]]
+    python bench/bench_features.py [--images DIR] [--scale 4000] [--weights FILE] [--model FILE]
+                                   [--master local[2]]
 
 1. The job: `spark-submit --master local[2] spark_jobs/extract_features.py` (the real entry
    script and settings), its process tree sampled with psutil for peak RSS.
-2. The ceiling: MobileNetV2 alone in this plain Python process, TensorFlow's default threads,
-   same decode + resize + preprocess, batches of 64, on the same files.
-Writes bench/results/latest.json.
+2. The naive TensorFlow loop (the issue's end-to-end baseline): Keras' MobileNetV2 with the source
+   weights in this plain Python process, TensorFlow's default threads, a traced predict, read +
+   decode + resize + preprocess + predict in batches of 64. Needs TensorFlow (dev) and --weights.
+3. One LiteRT process (the steady-state baseline): the same flatbuffer as the job, one interpreter
+   with two threads, decoding in the same process, the same loop.
+Each baseline's end-to-end time counts its imports and model build, as the job's counts its start.
+Writes bench/results/latest.json (`make cost` reads it).
 """
 from __future__ import annotations
 
@@ -27,20 +32,29 @@ from fruits_pipeline.validation import IMAGE_EXTENSIONS  # what the feature job 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "spark_jobs"))
 
+from fruits_spark.common import DEFAULT_MODEL_PATH  # noqa: E402
+
+BENCH_IMAGES = 4000  # the sample has 2,714: stage_images replicates it up to this
+
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", default=os.environ.get("FRUITS_SAMPLE_DIR"), help="folder of <label>/<image>")
-    parser.add_argument("--scale", type=int, help="replicate the images to this many (in a temp dir)")
-    parser.add_argument("--weights", default=os.environ.get("FRUITS_WEIGHTS"), help="MobileNetV2 .weights.h5")
+    parser.add_argument("--scale", type=int, default=BENCH_IMAGES, help="replicate the images to this many (in a temp dir)")
+    parser.add_argument("--weights", default=os.environ.get("FRUITS_WEIGHTS"),
+                        help="the model's source .weights.h5, for the TensorFlow baseline")
+    parser.add_argument("--model", default=str(DEFAULT_MODEL_PATH), help="TFLite flatbuffer the job and LiteRT run")
     parser.add_argument("--master", default="local[2]", help="Spark master of the job (the DAG's local default)")
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--litert-threads", type=int, default=2, help="threads of the LiteRT baseline's interpreter")
     parser.add_argument("--output", default=str(REPO / "bench" / "results" / "latest.json"))
     args = parser.parse_args(argv)
     if not args.images or not Path(args.images).is_dir():
         parser.error(f"--images: not a folder ({args.images!r}); set FRUITS_SAMPLE_DIR or pass --images")
     if not args.weights or not Path(args.weights).is_file():
         parser.error(f"--weights: not a file ({args.weights!r}); set FRUITS_WEIGHTS (there is no network here)")
+    if not Path(args.model).is_file():
+        parser.error(f"--model: not a file ({args.model!r}); `make model` writes the default")
     return args
 
 
@@ -85,7 +99,7 @@ class TreeSampler(threading.Thread):
                     rss = proc.memory_info().rss
                 except psutil.Error:
                     continue
-                if "pyspark.daemon" in cmd or "pyspark.worker" in cmd or "tf_daemon" in cmd:
+                if "pyspark.daemon" in cmd or "pyspark.worker" in cmd:
                     workers += rss
                 elif "java" in cmd or "extract_features.py" in cmd:
                     driver += rss
@@ -94,13 +108,13 @@ class TreeSampler(threading.Thread):
             self.stop.wait(self.every)
 
 
-def run_job(images: Path, output: Path, weights: str, master: str, batch_size: int) -> dict:
+def run_job(images: Path, output: Path, model: str, master: str, batch_size: int) -> dict:
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable,
-           "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}", "TF_CPP_MIN_LOG_LEVEL": "2"}
+           "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}"}
     command = [str(bin_dir / "spark-submit"), "--master", master, "--conf", "spark.ui.enabled=false",
                str(REPO / "spark_jobs" / "extract_features.py"), "--images", str(images),
-               "--output", str(output), "--weights", weights, "--batch-size", str(batch_size)]
+               "--output", str(output), "--model", model, "--batch-size", str(batch_size)]
     started = time.monotonic()
     log_path = output.parent / "job.log"
     with open(log_path, "w") as log:
@@ -116,90 +130,155 @@ def run_job(images: Path, output: Path, weights: str, master: str, batch_size: i
     if code != 0 or not results:
         print("\n".join(lines[-40:]), file=sys.stderr)
         raise SystemExit(f"bench: the feature job failed (exit {code}); log above")
-    # Steady state: each worker logs its rate after its model is built; the last line per worker.
-    last_rate = {}
-    for line in lines:
-        match = re.search(r"worker pid (\d+): \d+ images through the model \(([\d.]+) images/s\)", line)
-        if match:
-            last_rate[match.group(1)] = float(match.group(2))
-    return {**results[-1], "wall_seconds": wall, "steady_images_per_second": sum(last_rate.values()) or None,
+    return {**results[-1], "wall_seconds": wall, "steady_images_per_second": steady_rate(lines),
             "driver_peak_rss_mb": sampler.driver_peak / 2**20, "workers_peak_rss_mb": sampler.workers_peak / 2**20}
 
 
-def run_ceiling(files: list[Path], weights: str, batch_size: int) -> dict:
-    """MobileNetV2 alone: read + decode + resize + preprocess + predict, one process, default threads."""
-    started = time.monotonic()  # like the job's timer, TF's import and the model build count
+def steady_rate(log_lines: list[str]) -> float | None:
+    """The job's steady state: the sum over workers of each one's last logged rate (after its
+    interpreter is built). Workers log every 512 images and when their partition is done."""
+    last_rate = {}
+    for line in log_lines:
+        match = re.search(r"worker pid (\d+): \d+ images through the model \(([\d.]+) images/s\)", line)
+        if match:
+            last_rate[match.group(1)] = float(match.group(2))
+    return sum(last_rate.values()) or None
+
+
+def image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def run_loop(folder: str, batch_size: int, predict) -> tuple[int, float]:
+    """read + decode + resize + preprocess + predict, batch after batch, in this one thread."""
     import numpy as np
+
+    from fruits_spark.features import FEATURE_DIM, decode_batch
+
+    files = image_files(Path(folder))
+    done, started = 0, time.monotonic()
+    for start in range(0, len(files), batch_size):
+        batch = decode_batch([Path(p).read_bytes() for p in files[start:start + batch_size]])
+        out = predict(batch.pixels)
+        done += len(out)
+    assert out.shape[1] == FEATURE_DIM and np.isfinite(out).all()
+    return done, time.monotonic() - started
+
+
+def run_tensorflow_loop(folder: str, weights: str, batch_size: int) -> dict:
+    """The naive single-process TensorFlow loop: TF's default threads, traced predict."""
+    started = time.monotonic()  # like the job's timer, TF's import and the model build count
     import tensorflow as tf
 
-    from fruits_spark.features import IMAGE_SIZE, build_model, decode_batch
+    from fruits_pipeline.model_conversion import keras_model
+    from fruits_spark.features import IMAGE_SIZE
 
-    model = build_model(weights=None)
-    model.load_weights(weights)
+    model = keras_model(weights)
 
     @tf.function(input_signature=[tf.TensorSpec([None, IMAGE_SIZE, IMAGE_SIZE, 3], tf.float32)])
     def predict(x):
         return model(x, training=False)
 
-    done, loop_started = 0, time.monotonic()
-    for start in range(0, len(files), batch_size):
-        batch = decode_batch([p.read_bytes() for p in files[start:start + batch_size]])
-        out = predict(batch.pixels).numpy()
-        done += len(out)
-    assert out.shape[1] == 1280 and np.isfinite(out).all()
-    now = time.monotonic()
-    return {"seconds": now - started, "featurized": done, "steady_images_per_second": done / (now - loop_started)}
+    done, loop_seconds = run_loop(folder, batch_size, lambda pixels: predict(pixels).numpy())
+    return {"seconds": time.monotonic() - started, "featurized": done, "steady_images_per_second": done / loop_seconds}
+
+
+def run_litert_process(folder: str, model: str, batch_size: int, threads: int) -> dict:
+    """One process, one LiteRT interpreter with ``threads`` threads on the job's flatbuffer."""
+    started = time.monotonic()
+    from fruits_spark.features import LiteRTModel
+
+    interpreter = LiteRTModel(Path(model).read_bytes(), threads=threads)
+    done, loop_seconds = run_loop(folder, batch_size, interpreter.predict)
+    return {"seconds": time.monotonic() - started, "featurized": done, "steady_images_per_second": done / loop_seconds}
+
+
+def in_subprocess(function: str, *args) -> dict:
+    """Run one baseline in a fresh Python, so that neither inherits the other's imports or threads."""
+    code = (f"import json, sys; sys.path.insert(0, {str(REPO / 'bench')!r}); import bench_features as b; "
+            f"print('RESULT ' + json.dumps(b.{function}(*json.loads(sys.argv[1]))))")
+    encoded = json.dumps([str(arg) if isinstance(arg, Path) else arg for arg in args])
+    done = subprocess.run([sys.executable, "-c", code, encoded], capture_output=True, text=True,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    if done.returncode != 0 or not lines:
+        raise SystemExit(f"bench: {function} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def summarize(images: int, job: dict, tf_loop: dict, litert: dict) -> dict:
+    """Rates and the two ratios the issue asks for, all from this one run."""
+    def rate(result):
+        return result["featurized"] / result["seconds"]
+
+    job_steady = job["steady_images_per_second"]
+    return {
+        "images": images,
+        "job_images_per_second": round(rate(job), 2),
+        "tf_loop_images_per_second": round(rate(tf_loop), 2),
+        "litert_process_images_per_second": round(rate(litert), 2),
+        "ratio_job_to_tf_loop": round(rate(job) / rate(tf_loop), 3),
+        "ratio_job_to_litert_process": round(rate(job) / rate(litert), 3),
+        "job_steady_images_per_second": round(job_steady, 2) if job_steady else None,
+        "tf_loop_steady_images_per_second": round(tf_loop["steady_images_per_second"], 2),
+        "litert_process_steady_images_per_second": round(litert["steady_images_per_second"], 2),
+        "steady_ratio_job_to_litert_process": (round(job_steady / litert["steady_images_per_second"], 3)
+                                               if job_steady else None),
+        "steady_ratio_job_to_tf_loop": (round(job_steady / tf_loop["steady_images_per_second"], 3)
+                                        if job_steady else None),
+        "job_seconds": job["seconds"],
+        "job_wall_seconds_with_jvm_start": round(job["wall_seconds"], 2),
+        "tf_loop_seconds": round(tf_loop["seconds"], 2),
+        "litert_process_seconds": round(litert["seconds"], 2),
+        "driver_peak_rss_mb": round(job["driver_peak_rss_mb"], 1),
+        "workers_peak_rss_mb": round(job["workers_peak_rss_mb"], 1),
+    }
 
 
 def main(argv=None) -> int:
     import psutil
 
     args = parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     with tempfile.TemporaryDirectory(prefix="fruits-bench-") as tmp:
         tmp = Path(tmp)
         files = stage_images(Path(args.images), args.scale, tmp / "images")
-        print(f"bench: {len(files)} images staged under {tmp / 'images'}; load average {os.getloadavg()}", flush=True)
         load_before = os.getloadavg()
-        job = run_job(tmp / "images", tmp / "features", args.weights, args.master, args.batch_size)
+        print(f"bench: {len(files)} images staged under {tmp / 'images'}; load average {load_before}", flush=True)
+        job = run_job(tmp / "images", tmp / "features", args.model, args.master, args.batch_size)
         print(f"bench: job {job['featurized']} images in {job['seconds']:.1f} s", flush=True)
-        ceiling = run_ceiling(files, args.weights, args.batch_size)
-        print(f"bench: ceiling {ceiling['featurized']} images in {ceiling['seconds']:.1f} s", flush=True)
-    job_rate = job["featurized"] / job["seconds"]
-    ceiling_rate = ceiling["featurized"] / ceiling["seconds"]
-    result = {
-        "images": len(files),
-        "job_images_per_second": round(job_rate, 2),
-        "ceiling_images_per_second": round(ceiling_rate, 2),
-        "ratio": round(job_rate / ceiling_rate, 3),
-        "driver_peak_rss_mb": round(job["driver_peak_rss_mb"], 1),
-        "workers_peak_rss_mb": round(job["workers_peak_rss_mb"], 1),
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(tmp / "job.log", Path(args.output).with_suffix(".job.log"))  # where its seconds went
+        tf_loop = in_subprocess("run_tensorflow_loop", tmp / "images", args.weights, args.batch_size)
+        print(f"bench: TensorFlow loop {tf_loop['featurized']} images in {tf_loop['seconds']:.1f} s", flush=True)
+        litert = in_subprocess("run_litert_process", tmp / "images", args.model, args.batch_size, args.litert_threads)
+        print(f"bench: LiteRT process {litert['featurized']} images in {litert['seconds']:.1f} s", flush=True)
+    result = summarize(len(files), job, tf_loop, litert) | {
         "cores": psutil.cpu_count(logical=True),
         "master": args.master,
         "batch_size": args.batch_size,
-        "job_steady_images_per_second": (round(job["steady_images_per_second"], 2)
-                                         if job["steady_images_per_second"] else None),
-        "ceiling_steady_images_per_second": round(ceiling["steady_images_per_second"], 2),
-        "steady_ratio": (round(job["steady_images_per_second"] / ceiling["steady_images_per_second"], 3)
-                         if job["steady_images_per_second"] else None),
-        "job_seconds": job["seconds"],
-        "job_wall_seconds_with_jvm_start": round(job["wall_seconds"], 2),
-        "ceiling_seconds": round(ceiling["seconds"], 2),
+        "litert_process_threads": args.litert_threads,
+        "model": Path(args.model).name,
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
-        "timing_note": "end to end: job = FRUITS_RESULT seconds (weights read on the driver, listing, "
-                       "workers' TF import and model build, the model over all images, the writes; "
-                       "JVM start excluded), ceiling = TF import + model build + loop. steady: job = sum "
-                       "of the workers' last logged rates after their model is built, ceiling = the "
+        "timing_note": "end to end: job = FRUITS_RESULT seconds (model read and broadcast, listing, workers' "
+                       "start and interpreter build, all images, the writes; JVM start excluded); each "
+                       "baseline = its imports + model build + loop, in a fresh process. steady: job = sum of "
+                       "the workers' last logged rates after their interpreter is built; baselines = the "
                        "decode+predict loop alone",
     }
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"job      {job_rate:7.1f} images/s\nceiling  {ceiling_rate:7.1f} images/s\nratio    {result['ratio']:.3f}\n"
-          f"steady state: job {result['job_steady_images_per_second']} images/s, ceiling "
-          f"{result['ceiling_steady_images_per_second']} images/s, ratio {result['steady_ratio']}\n"
+    print(f"job             {result['job_images_per_second']:7.1f} images/s end to end, "
+          f"steady {result['job_steady_images_per_second']}\n"
+          f"TF loop         {result['tf_loop_images_per_second']:7.1f} images/s end to end, "
+          f"steady {result['tf_loop_steady_images_per_second']}\n"
+          f"LiteRT process  {result['litert_process_images_per_second']:7.1f} images/s end to end, "
+          f"steady {result['litert_process_steady_images_per_second']} ({args.litert_threads} threads)\n"
+          f"job / TF loop (end to end) {result['ratio_job_to_tf_loop']:.3f}; job / LiteRT process (steady) "
+          f"{result['steady_ratio_job_to_litert_process']}\n"
           f"driver peak RSS {result['driver_peak_rss_mb']:.0f} MB, workers peak RSS (sum) "
-          f"{result['workers_peak_rss_mb']:.0f} MB\nwritten to {args.output}")
+          f"{result['workers_peak_rss_mb']:.0f} MB; load average {result['load_average_before']} -> "
+          f"{result['load_average_after']}\nwritten to {args.output}")
     return 0
 
 
