@@ -283,6 +283,7 @@ def test_emr_run_processes_new_uploads_and_terminates_the_cluster(aws, lake_buck
 
     # Every call of the run, checked against the Airflow role's document.
     operations = {(service, operation) for service, operation, _ in aws_calls}
+    print("AWS calls of the run:", " ".join(sorted(f"{s}:{o}" for s, o in operations)))
     assert {("emr", "RunJobFlow"), ("emr", "ListClusters"), ("emr", "AddJobFlowSteps"), ("emr", "DescribeStep"),
             ("emr", "TerminateJobFlows"), ("s3", "PutObject"), ("s3", "GetBucketEncryption")} <= operations
     assert airflow_role_refusals(aws_calls, lake_bucket) == []
@@ -295,7 +296,7 @@ def test_emr_run_processes_new_uploads_and_terminates_the_cluster(aws, lake_buck
 
 
 def test_a_failed_step_fails_the_run_and_still_terminates_the_cluster(aws, lake_bucket, step_finisher, tmp_path,
-                                                                      capfd):
+                                                                      capfd, aws_calls):
     s3 = aws["s3"]
     upload_images(s3, lake_bucket, tmp_path, corrupt=False)
     clusters_before = {c.id for c in all_clusters()}
@@ -315,6 +316,7 @@ def test_a_failed_step_fails_the_run_and_still_terminates_the_cluster(aws, lake_
     assert f"s3://{lake_bucket}/logs/emr/{cluster.id}/steps/{step_id}/" in output.out + output.err  # and the logs
     report = read_report(s3, lake_bucket)
     assert report["status"] == "failed" and "extract_features" in report["message"]
+    assert airflow_role_refusals(aws_calls, lake_bucket) == []  # the failure path's calls too
 
 
 def test_no_new_upload_creates_no_cluster_and_succeeds(aws, lake_bucket, step_finisher):
