@@ -136,3 +136,60 @@ def test_the_instance_profile_never_writes_uploads_or_code():
         assert denied(_policy("ec2_instance_inline"), put[:1]), key
     other_bucket = requests_for_call("s3", "GetObject", {"Bucket": "someone-else", "Key": "raw/x"}, ACCOUNT)
     assert denied(_policy("ec2_instance_inline"), other_bucket[:1])
+
+
+def test_moto_enforcing_iam_agrees_with_the_evaluator_where_it_is_faithful(aws):
+    """moto enforces IAM for signed requests with S3 object ARNs, but only for statements without
+    conditions (its condition support is StringEquals on request values, and a failed condition turns
+    into an explicit deny). On the instance profile's unconditional statements, its answers and the
+    evaluator's must agree, call by call."""
+    import json
+
+    import boto3
+    from botocore.exceptions import ClientError
+    from moto.core.authorization import enable_iam_authentication
+
+    from infra_testing import BUCKET
+
+    context = CONTEXT.__class__(**{**CONTEXT.__dict__, "bucket": BUCKET})
+    document = render("ec2_instance_inline", context)
+    unconditional = {"Version": "2012-10-17", "Statement": [s for s in document["Statement"] if "Condition" not in s]}
+    assert {a for s in unconditional["Statement"] for a in _list(s["Action"])} >= {"s3:GetObject", "s3:PutObject",
+                                                                                    "s3:DeleteObject"}
+    iam = boto3.client("iam", region_name=REGION)
+    iam.create_user(UserName="node")
+    iam.put_user_policy(UserName="node", PolicyName="p", PolicyDocument=json.dumps(unconditional))
+    key = iam.create_access_key(UserName="node")["AccessKey"]
+    admin = boto3.client("s3", region_name=REGION)
+    admin.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
+    keys = ["raw/Kiwi/k.jpg", "features/batch=r1/part-0.parquet", "pca/r1/part-0.parquet", "reports/r1.json",
+            "code/v1/reduce_pca.py", "models/m/m.tflite", "manifests/r1/valid/part-0.parquet", "logs/emr/j-1/x.gz",
+            "raw", "features", "elsewhere/x"]
+    for name in keys:
+        admin.put_object(Bucket=BUCKET, Key=name, Body=b"x")
+    node = boto3.client("s3", region_name=REGION, aws_access_key_id=key["AccessKeyId"],
+                        aws_secret_access_key=key["SecretAccessKey"], aws_session_token=None)
+    operations = {"GetObject": ("s3:GetObject", lambda k: node.get_object(Bucket=BUCKET, Key=k)),
+                  "PutObject": ("s3:PutObject", lambda k: node.put_object(Bucket=BUCKET, Key=k, Body=b"y")),
+                  "DeleteObject": ("s3:DeleteObject", lambda k: node.delete_object(Bucket=BUCKET, Key=k))}
+    disagreements, allowed_somewhere, denied_somewhere = [], 0, 0
+    with enable_iam_authentication():
+        for name in keys:
+            for operation, (action, call) in operations.items():
+                try:
+                    call(name)
+                    moto_allows = True
+                except ClientError as error:
+                    assert error.response["Error"]["Code"] == "AccessDenied", error
+                    moto_allows = False
+                ours, _ = evaluate([unconditional], Request(action, f"arn:aws:s3:::{BUCKET}/{name}", {}))
+                allowed_somewhere += ours
+                denied_somewhere += not ours
+                if moto_allows != ours:
+                    disagreements.append(f"{operation} {name}: moto {moto_allows}, evaluator {ours}")
+    assert disagreements == []
+    assert allowed_somewhere and denied_somewhere  # both answers were exercised
+
+
+def _list(value):
+    return [value] if isinstance(value, str) else list(value)
