@@ -4,10 +4,12 @@ Routes (tasks.decide_route, chosen by validate): nothing to do and dry run go st
 report; features + PCA runs both steps; PCA only (no new upload, a new PCA target) runs
 reduce_pca alone on a cluster sized for it, and choose_steps_to_watch skips the features sensor.
 
-Failure handling lives in the graph: terminate_cluster is the teardown of create_cluster, so it
-runs after a failed step, a timed-out sensor, and when the run is marked failed (Airflow leaves
-teardowns pending then) or a task in between is cleared (the setup and teardown are cleared with
-it). The report task (all_done) writes reports/<run_key>.json in every case and fails the run
+Failure handling lives in the graph: terminate_cluster is the teardown of create_cluster, with
+trigger rule all_done, so it runs after a failed step, a timed-out sensor, a failed create_cluster,
+and when the run is marked failed (Airflow leaves teardowns pending then; killed mid-create, create_cluster
+leaves no id and the teardown finds the cluster by its tags project + run_key) or a task in between is
+cleared (the setup and teardown are cleared with it). Before creating its cluster, stage_and_plan
+terminates the clusters earlier runs left behind. The report task (all_done) writes reports/<run_key>.json in every case and fails the run
 when a step did not complete, because a teardown leaf alone would not.
 
 Only wiring lives here; every decision is a function in plugins/fruits_pipeline (see DESIGN.md).
