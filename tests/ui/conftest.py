@@ -1,4 +1,5 @@
-"""One real Airflow for the whole UI suite, a moto server for its EMR DAG, and one headless chromium.
+"""One real Airflow for the whole UI suite, a moto server for its EMR DAG, and one headless chromium:
+package-scoped, so all three stop when the last test of tests/ui has run.
 
 Airflow runs as separate processes (ui_airflow.py) with an environment built from scratch, so
 nothing from this test process or the other test folders' Airflow configuration reaches it.
@@ -25,7 +26,7 @@ EMR_POLL_SECONDS = 4  # the trigger's poll: above the few seconds a deferring tr
 EMR_SUBNET = "subnet-0f1e36df00000000"  # moto's EMR accepts any subnet id; tests/infra tests the network
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def moto_endpoint():
     from moto.server import ThreadedMotoServer
 
@@ -36,14 +37,14 @@ def moto_endpoint():
     server.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def aws(moto_endpoint):
     return {name: boto3.client(name, region_name=REGION, endpoint_url=moto_endpoint,
                                aws_access_key_id="testing", aws_secret_access_key="testing")
             for name in ("s3", "emr")}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def local_lake(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("ui_lake")
 
@@ -64,7 +65,7 @@ def fake_wheelhouse(folder: Path) -> Path | None:
     return folder
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def airflow(tmp_path_factory, moto_endpoint, local_lake, real_weights):
     """Airflow's four components, started once, stopped at the end of the session whatever happens."""
     home = tmp_path_factory.mktemp("ui_airflow_home")
@@ -86,14 +87,15 @@ def airflow(tmp_path_factory, moto_endpoint, local_lake, real_weights):
         server.stop()
 
 
-@pytest.fixture(scope="session")
-def browser(airflow):
+@pytest.fixture(scope="package")
+def browser(request):
     binaries = find_chromium()
     if binaries is None:
         message = "chromium and chromedriver are not installed (Debian: apt-get install chromium chromium-driver)"
         if os.environ.get("FRUITS_UI_REQUIRED"):  # .ci/run: the UI suite must run, not skip
             pytest.fail(message)
         pytest.skip(message)
+    airflow = request.getfixturevalue("airflow")  # only once a browser is there to use it
     session = Browser(airflow.base_url, binaries)
     try:
         session.login(ADMIN, airflow.password)
@@ -102,7 +104,7 @@ def browser(airflow):
         session.quit()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def screenshots(tmp_path_factory) -> Path:
     target = os.environ.get("FRUITS_UI_SCREENSHOTS")
     return Path(target).resolve() if target else tmp_path_factory.mktemp("ui_screenshots")

@@ -92,7 +92,7 @@ def test_unpausing_with_no_upload_does_nothing_and_creates_no_cluster(airflow, u
 
 
 def test_a_triggered_run_ends_with_its_cluster_terminated_and_its_sensors_ran_in_the_triggerer(
-        airflow, aws, unpaused, browser, screenshots):
+        browser, airflow, aws, unpaused, screenshots):
     finisher = StepFinisher(aws["s3"])
     run_id = _trigger(airflow, {"core_instance_count": 1})
     deferred = {}

@@ -51,7 +51,7 @@ def _failure_context(airflow, run: dict) -> str:
     return f"run {run['dag_run_id']} ended {run['state']}: {({k: v['state'] for k, v in tis.items()})}"
 
 
-def test_login_and_the_dag_is_listed_without_import_error(airflow, browser):
+def test_login_and_the_dag_is_listed_without_import_error(browser, airflow):
     assert DAG_ID in browser.dag_ids_listed()
     errors = airflow.api("GET", "/api/v2/importErrors")
     assert errors["total_entries"] == 0, errors["import_errors"]
@@ -60,7 +60,7 @@ def test_login_and_the_dag_is_listed_without_import_error(airflow, browser):
     assert dag["is_paused"] is True, "DAGS_ARE_PAUSED_AT_CREATION, as in docker-compose.yaml"
 
 
-def test_trigger_form_shows_each_params_title_and_description(airflow, browser, screenshots):
+def test_trigger_form_shows_each_params_title_and_description(browser, airflow, screenshots):
     params = airflow.api("GET", f"/api/v2/dags/{DAG_ID}/details")["params"]
     assert set(params) == CONTRACT_PARAMS
     browser.open_trigger_form(DAG_ID)
@@ -81,7 +81,7 @@ def test_trigger_form_shows_each_params_title_and_description(airflow, browser, 
 
 
 @pytest.mark.parametrize("param, value", BAD_VALUES, ids=[name for name, _ in BAD_VALUES])
-def test_a_bad_value_is_refused_with_the_params_name(airflow, browser, param, value):
+def test_a_bad_value_is_refused_with_the_params_name(browser, airflow, param, value):
     runs_before = len(_runs(airflow))
 
     browser.open_trigger_form(DAG_ID)
@@ -111,7 +111,7 @@ def uploads(images_dir, local_lake) -> list[Path]:
 
 
 @pytest.fixture(scope="module")
-def scheduled_run(airflow, browser, uploads) -> dict:
+def scheduled_run(browser, airflow, uploads) -> dict:
     """The person unpauses the DAG in the UI; the scheduler creates and runs the last interval's run."""
     assert _runs(airflow) == []
     browser.open(f"/dags/{DAG_ID}")
@@ -138,7 +138,7 @@ def test_unpausing_runs_the_last_interval_on_the_uploads(airflow, scheduled_run,
 
 
 @pytest.fixture(scope="module")
-def pca_k_run(airflow, browser, scheduled_run) -> dict:
+def pca_k_run(browser, airflow, scheduled_run) -> dict:
     """Right after the scheduled run, a person triggers a run from the form with a new pca_k."""
     browser.open_trigger_form(DAG_ID)
     assert browser.type_into("pca_k", str(NEW_PCA_K)) == str(NEW_PCA_K)
@@ -148,7 +148,7 @@ def pca_k_run(airflow, browser, scheduled_run) -> dict:
 
 
 def test_a_run_triggered_with_a_new_pca_k_refits_the_pca_without_new_features(
-        airflow, browser, pca_k_run, uploads, local_lake, screenshots):
+        browser, airflow, pca_k_run, uploads, local_lake, screenshots):
     run = pca_k_run
     assert run["conf"].get("pca_k") == NEW_PCA_K, run["conf"]
     assert run["state"] == "success", _failure_context(airflow, run)
