@@ -23,7 +23,7 @@ DAG_ID = "fruits_pipeline"
 CONTRACT_PARAMS = {"full_refresh", "pca_variance", "pca_k", "instance_type", "core_instance_count",
                    "use_spot", "dry_run"}
 CLUSTER_PARAMS = {"instance_type", "core_instance_count", "use_spot"}
-NEW_PCA_K = 3  # the scheduled run keeps 0.95 of the variance: more components than 3 on the sample
+NEW_PCA_K = 3  # a PCA target other than the scheduled run's (pca_variance 0.95, the default)
 BAD_VALUES = [("core_instance_count", 0), ("pca_variance", 1.5), ("instance_type", "m9.huge")]
 
 
