@@ -3,7 +3,8 @@
     spark-submit spark_jobs/reduce_pca.py --features URI --output URI (--k N | --variance F)
 
 Output: Parquet path, label, pca_features array<float>[k]; ``_pca_report.json``;
-``_model/`` (centering + PCA, one Spark PipelineModel); ``_job_result.json``. The last
+``_model/`` (centering + PCA, one Spark PipelineModel); ``_preview/`` (a small sample of
+the first two components, for the run's picture); ``_job_result.json``. The last
 stderr line on success is ``FRUITS_RESULT {...}`` (DESIGN.md, "Cross-team contracts").
 Runs from the checkout (the shared library is found next to this file) and from an S3
 copy with ``--py-files fruits_spark.zip``.
@@ -23,11 +24,12 @@ except ImportError:
 
 from fruits_spark.common import build_session, get_logger  # noqa: E402
 from fruits_spark.io import write_text  # noqa: E402
-from fruits_spark.pca import PcaInputError, fit_pca, read_features  # noqa: E402
+from fruits_spark.pca import PcaInputError, fit_pca, preview, read_features  # noqa: E402
 
 JOB = "reduce_pca"
 REPORT_NAME = "_pca_report.json"
 MODEL_NAME = "_model"
+PREVIEW_NAME = "_preview"  # label, pc1, pc2 of at most 2,000 images, for the run's picture
 RESULT_NAME = "_job_result.json"
 
 
@@ -64,18 +66,16 @@ def run(spark, features: str, output: str, k: int | None = None, variance: float
     logger = logger or get_logger(JOB)
     started = time.monotonic()
     result = fit_pca(read_features(spark, features), features, k=k, variance=variance, logger=logger)
-    try:
-        report = result.report
-        if report.get("capped"):
-            logger.warning("--k %s is more than min(rows, dims) = %d: using k=%d", report["k_requested"],
-                           report["max_k"], report["k"])
-        # The Parquet write replaces the whole output folder, so it goes first.
-        result.reduced.write.mode("overwrite").parquet(output)
-        result.model.write().overwrite().save(output_uri(output, MODEL_NAME))
-        report = {**report, "features_uri": features, "output_uri": output}
-        write_text(spark, output_uri(output, REPORT_NAME), json.dumps(report, indent=2) + "\n")
-    finally:
-        result.release()
+    report = result.report
+    if report.get("capped"):
+        logger.warning("--k %s is more than min(rows, dims) = %d: using k=%d", report["k_requested"],
+                       report["max_k"], report["k"])
+    # The Parquet write replaces the whole output folder, so it goes first.
+    result.reduced.write.mode("overwrite").parquet(output)
+    result.model.write().overwrite().save(output_uri(output, MODEL_NAME))
+    preview(spark.read.parquet(output)).coalesce(1).write.mode("overwrite").parquet(output_uri(output, PREVIEW_NAME))
+    report = {**report, "features_uri": features, "output_uri": output}
+    write_text(spark, output_uri(output, REPORT_NAME), json.dumps(report, indent=2) + "\n")
     job_result = {
         "job": JOB,
         "n_images": report["n_images"],

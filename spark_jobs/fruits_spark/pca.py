@@ -3,17 +3,24 @@
 Each step is a function from DataFrame to DataFrame (or a small plain value) so that
 tests call it on tiny frames; ``reduce_pca.py`` only parses arguments and chains them.
 
-Why a StandardScaler: Spark's ``PCA`` projects the raw vectors without subtracting the
-mean, so its output would differ from scikit-learn's by a constant offset per
-component. ``StandardScaler(withMean=True, withStd=False)`` subtracts the mean only;
-both stages are saved as one ``PipelineModel`` so whoever reuses the model projects
-new images exactly the same way.
+How it fits: one pass over the rows computes, per partition, the row count, the mean and
+the centred scatter matrix (float64, NumPy); the partials are merged pairwise with Chan's
+formula, and the driver eigen-decomposes the covariance with NumPy's symmetric solver
+(``eigh``). Every component and ratio of ``--variance F`` comes from that one fit.
 
-Explained variance: for up to 65,535 input dimensions Spark eigen-decomposes the full
-covariance matrix and divides each eigenvalue by the sum of ALL of them, so the ratios
-are fractions of the total variance whatever k is (``test_reduce_pca`` checks this
-against scikit-learn). ``--variance F`` therefore fits once with every component,
-picks the smallest k reaching F, and refits with that k.
+Why not Spark ML's ``PCA``: its covariance is right, but it takes the SVD of the
+1280 x 1280 covariance with Breeze on netlib's F2J LAPACK (``dgesdd``, pure Java when no
+native LAPACK is installed, as on EMR). Image features give a covariance of rank at most
+rows - 1, with hundreds of zero eigenvalues, and on such input that SVD sometimes returns
+the right leading values with garbage in the null space, so every ratio is divided by the
+inflated sum (0.03 instead of 0.27 on the sample). Whether it does depends on the last bits
+of the mean, which depend on the order in which partition results reach the driver: hence
+right on ``local[1]``, wrong in some fits on ``local[2]`` or a cluster.
+
+The saved model is still Spark's own ``PipelineModel`` (``StandardScalerModel`` that
+subtracts the mean, then ``PCAModel``), built from the fitted mean and components, and the
+output is that model's projection: whoever loads ``_model/`` projects new images exactly as
+the job did.
 """
 from __future__ import annotations
 
@@ -55,11 +62,6 @@ class PcaResult:
     model: object  # pyspark.ml.PipelineModel: centering + PCA
     reduced: object  # DataFrame path, label, pca_features array<float>
     report: dict = field(default_factory=dict)
-    cached: object = None  # the persisted input vectors, released once the output is written
-
-    def release(self) -> None:
-        if self.cached is not None:
-            self.cached.unpersist()
 
 
 def read_features(spark, features_uri: str):
@@ -129,10 +131,116 @@ def check_features(frame, features_uri: str) -> tuple[int, int]:
 
 
 def to_vectors(frame):
-    """Add the ML vector column the estimators need (JVM-side, no Python UDF)."""
+    """Add the ML vector column the saved model reads (JVM-side, no Python UDF)."""
     from pyspark.ml.functions import array_to_vector
 
     return frame.withColumn(VECTOR_COLUMN, array_to_vector(FEATURES_COLUMN))
+
+
+@dataclass
+class Moments:
+    """Row count, mean and centred scatter matrix sum((x - mean)(x - mean)^T) of some rows."""
+
+    count: int
+    mean: object  # np.ndarray[dim], float64
+    scatter: object  # np.ndarray[dim, dim], float64
+
+    @classmethod
+    def of_rows(cls, rows) -> "Moments":
+        import numpy as np
+
+        rows = np.asarray(rows, dtype=np.float64)
+        mean = rows.mean(axis=0)
+        centred = rows - mean
+        return cls(len(rows), mean, centred.T @ centred)
+
+    def merge(self, other: "Moments") -> "Moments":
+        """Chan et al.'s pairwise update: exact in real arithmetic, stable in floating point."""
+        count = self.count + other.count
+        delta = other.mean - self.mean
+        mean = self.mean + delta * (other.count / count)
+        scatter = self.scatter + other.scatter + (self.count * other.count / count) * (delta[:, None] * delta[None, :])
+        return Moments(count, mean, scatter)
+
+    def to_bytes(self) -> tuple[int, bytes, bytes]:
+        return self.count, self.mean.tobytes(), self.scatter.tobytes()
+
+    @classmethod
+    def from_bytes(cls, count: int, mean: bytes, scatter: bytes) -> "Moments":
+        import numpy as np
+
+        mean_array = np.frombuffer(mean, dtype=np.float64)
+        dim = len(mean_array)
+        return cls(count, mean_array, np.frombuffer(scatter, dtype=np.float64).reshape(dim, dim))
+
+
+def _partition_moments(batches, column: str = FEATURES_COLUMN):
+    """mapInArrow body: one row (count, mean, scatter) per partition that has rows."""
+    import numpy as np
+    import pyarrow as pa
+
+    total = None
+    for batch in batches:
+        if batch.num_rows == 0:
+            continue
+        lists = batch.column(column)
+        rows = lists.flatten().to_numpy(zero_copy_only=False).reshape(batch.num_rows, -1)
+        moments = Moments.of_rows(rows)
+        total = moments if total is None else total.merge(moments)
+    if total is not None:
+        count, mean, scatter = total.to_bytes()
+        yield pa.RecordBatch.from_pydict({"count": [count], "mean": [mean], "scatter": [scatter]})
+
+
+def feature_moments(frame) -> Moments:
+    """Count, mean and scatter of every row's features: ONE pass over the data.
+
+    Partitions are reduced in a tree on the executors, so the driver receives one
+    dim x dim matrix, not one per partition.
+    """
+    partials = frame.select(FEATURES_COLUMN).mapInArrow(
+        _partition_moments, "count long, mean binary, scatter binary"
+    )
+    merged = partials.rdd.map(lambda row: Moments.from_bytes(row[0], bytes(row[1]), bytes(row[2]))).treeReduce(
+        lambda a, b: a.merge(b)
+    )
+    return merged
+
+
+@dataclass(frozen=True)
+class Eigen:
+    """Principal axes of a covariance: variances descending, components as columns."""
+
+    variances: object  # np.ndarray[dim]
+    components: object  # np.ndarray[dim, dim]
+
+    @property
+    def ratios(self) -> list[float]:
+        total = float(self.variances.sum())
+        return [float(v / total) for v in self.variances]
+
+
+def principal_axes(moments: Moments) -> Eigen:
+    """Eigen-decomposition of the sample covariance, in scikit-learn's conventions.
+
+    ``eigh`` (LAPACK's symmetric solver) is backward stable on rank-deficient input, which
+    image features always are when rows < dims. Signs follow scikit-learn's ``svd_flip``
+    (``u_based_decision=False``): each component's largest absolute entry is positive, so the
+    same data gives the same components whatever the partitioning.
+    """
+    import numpy as np
+
+    if moments.count < 2:
+        raise PcaInputError(f"{moments.count} row; PCA needs at least 2 rows")
+    covariance = moments.scatter / (moments.count - 1)
+    variances, components = np.linalg.eigh(covariance)
+    order = np.argsort(variances)[::-1]
+    variances = np.clip(variances[order], 0.0, None)
+    components = components[:, order]
+    largest = np.argmax(np.abs(components), axis=0)
+    signs = np.sign(components[largest, np.arange(components.shape[1])])
+    signs[signs == 0] = 1.0
+    return Eigen(variances, components * signs)
 
 
 def choose_k(
@@ -152,23 +260,39 @@ def choose_k(
     if ratios is None:
         raise ValueError("choosing k by variance needs the ratios of all components")
     cumulative = 0.0
-    for index, ratio in enumerate(ratios, start=1):
+    for index, ratio in enumerate(ratios[:max_k], start=1):
         cumulative += ratio
         if cumulative >= variance - _VARIANCE_TOLERANCE:
             return ComponentChoice(index, None, False, variance, max_k)
-    return ComponentChoice(len(ratios), None, False, variance, max_k)
+    return ComponentChoice(max_k, None, False, variance, max_k)
 
 
-def centered_pca_pipeline(k: int):
-    from pyspark.ml import Pipeline
-    from pyspark.ml.feature import PCA, StandardScaler
+def centered_pca_model(spark, mean, components, ratios):
+    """Spark's own PipelineModel (mean subtraction, then PCA) holding the fitted values.
 
-    return Pipeline(
-        stages=[
-            StandardScaler(inputCol=VECTOR_COLUMN, outputCol=CENTERED_COLUMN, withMean=True, withStd=False),
-            PCA(k=k, inputCol=CENTERED_COLUMN, outputCol=PCA_VECTOR_COLUMN),
-        ]
+    Spark has no public constructor for fitted models, so they are built on the JVM from the
+    values, exactly as ``StandardScaler.fit`` and ``PCA.fit`` build them, and wrapped for Python.
+    """
+    from pyspark.ml import PipelineModel
+    from pyspark.ml.feature import PCAModel, StandardScalerModel
+    from pyspark.ml.linalg import DenseMatrix, DenseVector
+    from pyspark.ml.common import _py2java
+
+    jvm = spark.sparkContext._jvm
+    sc = spark.sparkContext
+    dim, k = components.shape
+    java_mean = _py2java(sc, DenseVector(mean))
+    java_std = _py2java(sc, DenseVector([1.0] * dim))  # unused: withStd is false
+    scaler = StandardScalerModel(
+        jvm.org.apache.spark.ml.feature.StandardScalerModel("fruits_centering", java_std, java_mean)
     )
+    scaler._set(inputCol=VECTOR_COLUMN, outputCol=CENTERED_COLUMN, withMean=True, withStd=False)
+    pc = DenseMatrix(dim, k, components.flatten(order="F").tolist())
+    pca = PCAModel(
+        jvm.org.apache.spark.ml.feature.PCAModel("fruits_pca", _py2java(sc, pc), _py2java(sc, DenseVector(ratios)))
+    )
+    pca._set(k=k, inputCol=CENTERED_COLUMN, outputCol=PCA_VECTOR_COLUMN)
+    return PipelineModel([scaler, pca])
 
 
 def explained_variance_ratios(model) -> list[float]:
@@ -184,34 +308,47 @@ def project(model, vectors):
     )
 
 
+PREVIEW_ROWS = 2000
+
+
+def preview(reduced, rows: int = PREVIEW_ROWS):
+    """label, pc1, pc2 of at most ``rows`` images, chosen by a hash of the path (the same
+    images every run): what the run's picture is drawn from on the Airflow worker."""
+    from pyspark.sql import functions as F
+
+    return (
+        reduced.orderBy(F.xxhash64("path"), "path")
+        .limit(rows)
+        .select(
+            "path",
+            "label",
+            F.col(OUTPUT_COLUMN)[0].alias("pc1"),
+            F.when(F.size(OUTPUT_COLUMN) > 1, F.col(OUTPUT_COLUMN)[1]).alias("pc2"),
+        )
+    )
+
+
 def fit_pca(frame, features_uri: str, k: int | None = None, variance: float | None = None, logger=None) -> PcaResult:
-    """Validate, fit centering + PCA on every row, project. ``frame``: path, label, features."""
+    """Validate, fit centering + PCA on every row in one pass, project. ``frame``: path, label, features."""
     n_rows, input_dim = check_features(frame, features_uri)
-    vectors = to_vectors(frame).persist()
-    try:
-        ratios_all = None
-        if variance is not None:
-            if logger:
-                logger.info("fitting all %d components of %d rows x %d dims to choose k for %.4f of the variance",
-                            min(n_rows, input_dim), n_rows, input_dim, variance)
-            full = centered_pca_pipeline(min(n_rows, input_dim)).fit(vectors)
-            ratios_all = explained_variance_ratios(full)
-        choice = choose_k(n_rows, input_dim, k=k, variance=variance, ratios=ratios_all)
-        if logger:
-            logger.info("fitting centered PCA: %d rows x %d dims -> k=%d%s", n_rows, input_dim, choice.k,
-                        " (capped)" if choice.capped else "")
-        model = centered_pca_pipeline(choice.k).fit(vectors)
-    except BaseException:
-        vectors.unpersist()
-        raise
-    ratios = explained_variance_ratios(model)
-    cumulative = math.fsum(ratios)
+    if logger:
+        logger.info("computing the covariance of %d rows x %d dims (one pass)", n_rows, input_dim)
+    moments = feature_moments(frame)
+    axes = principal_axes(moments)
+    ratios_all = axes.ratios
+    choice = choose_k(n_rows, input_dim, k=k, variance=variance, ratios=ratios_all)
+    if logger:
+        logger.info("centered PCA: %d rows x %d dims -> k=%d%s", n_rows, input_dim, choice.k,
+                    " (capped)" if choice.capped else "")
+    ratios = ratios_all[: choice.k]
+    model = centered_pca_model(frame.sparkSession, moments.mean, axes.components[:, : choice.k], ratios)
+    vectors = to_vectors(frame)
     report = {
         "k": choice.k,
         "explained_variance_ratio": ratios,
-        "cumulative": cumulative,
+        "cumulative": math.fsum(ratios),
         "n_images": n_rows,
         "input_dim": input_dim,
         **choice.report_fields(),
     }
-    return PcaResult(model=model, reduced=project(model, vectors), report=report, cached=vectors)
+    return PcaResult(model=model, reduced=project(model, vectors), report=report)

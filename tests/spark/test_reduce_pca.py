@@ -56,14 +56,10 @@ def projected_by_path(frame) -> tuple[list[str], np.ndarray]:
 
 
 def test_projection_and_ratios_equal_scikit_learn(spark):
-    # More dimensions than rows, as with 1280 features on a small run; 320 rather than 1280
-    # because Spark eigen-decomposes the dims x dims covariance in pure Java here (4x faster).
+    # More dimensions than rows, as with 1280 features on a small run (real features: test_pca_real_features).
     matrix = feature_matrix(60, 320)
     result = fit_pca(feature_frame(spark, matrix), "memory://equality", k=8)
-    try:
-        paths, spark_projection = projected_by_path(result.reduced)
-    finally:
-        result.release()
+    paths, spark_projection = projected_by_path(result.reduced)
     sklearn = SklearnPCA(n_components=8, svd_solver="full").fit(matrix.astype(np.float64))
     sklearn_projection = sklearn.transform(matrix.astype(np.float64))[[int(Path(p).stem) for p in paths]]
 
@@ -85,8 +81,6 @@ def test_variance_picks_smallest_k_reaching_fraction_of_total(spark):
     assert 1 < expected_k < 40  # the matrix makes the choice non-trivial
 
     result = fit_pca(feature_frame(spark, matrix), "memory://variance", variance=target)
-    result.release()
-
     assert result.report["k"] == expected_k
     assert result.report["variance_target"] == target
     assert result.report["cumulative"] >= target
