@@ -1,0 +1,47 @@
+"""Real features for the PCA tests: the sample through Keras' MobileNetV2 with the real weights.
+
+A plain module (not a conftest) so that tests/spark and tests/cluster import the same code.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def keras_features(image_paths: list[str], weights: str) -> np.ndarray:
+    """Keras' own MobileNetV2 on the images: the reference the feature job is held to."""
+    import keras
+    from PIL import Image
+
+    model = keras.applications.MobileNetV2(weights=None, include_top=False, input_shape=(224, 224, 3),
+                                           pooling="avg")
+    model.load_weights(weights)
+    pixels = np.stack([np.asarray(Image.open(p).convert("RGB").resize((224, 224), Image.BILINEAR), np.float32)
+                       for p in image_paths])
+    return model.predict(pixels / 127.5 - 1.0, batch_size=32, verbose=0).astype(np.float32)
+
+
+def real_image_paths(sample_dir: str) -> list[str]:
+    """Every third image of the sample's Test set: about 220 images of all 10 labels."""
+    return sorted(str(p) for p in Path(sample_dir, "Test").glob("*/*.jpg"))[::3]
+
+
+def write_real_features(root: Path, sample_dir: str, weights: str) -> tuple[Path, list[str], np.ndarray]:
+    """The features of real_image_paths as the feature job writes them, in two batches
+    (root/batch=a, root/batch=b). Returns root, the file:// paths and the matrix (row i = path i)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    paths = real_image_paths(sample_dir)
+    matrix = keras_features(paths, weights)
+    half = len(paths) // 2
+    for name, part in (("a", slice(0, half)), ("b", slice(half, None))):
+        (root / f"batch={name}").mkdir(parents=True)
+        pq.write_table(pa.table({
+            "path": ["file://" + p for p in paths[part]],
+            "label": [Path(p).parent.name for p in paths[part]],
+            "features": pa.array(list(matrix[part]), type=pa.list_(pa.float32())),
+            "model": ["keras"] * len(paths[part]),
+        }), root / f"batch={name}" / "part-00000.parquet")
+    return root, ["file://" + p for p in paths], matrix

@@ -1,0 +1,108 @@
+"""reduce_pca on real features: the sample through MobileNetV2 with the real ImageNet weights.
+
+Synthetic matrices hid a PCA that was wrong in some fits (Spark ML's SVD of a rank-deficient
+covariance, see fruits_spark.pca); real features have ~1060 zero eigenvalues out of 1280, so
+these tests use them: equal to scikit-learn, and the same answer on every fit, partitioning
+and master (tests/cluster runs the job on a standalone cluster against these features).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.decomposition import PCA as SklearnPCA
+
+from fruits_spark.pca import fit_pca, project, read_features, to_vectors
+from real_features import write_real_features
+
+pytestmark = pytest.mark.spark
+
+SAMPLE = os.environ.get("FRUITS_SAMPLE_DIR")
+WEIGHTS = os.environ.get("FRUITS_WEIGHTS")
+needs_real_data = pytest.mark.skipif(
+    not (SAMPLE and WEIGHTS),
+    reason="needs the real sample and weights: set FRUITS_SAMPLE_DIR and FRUITS_WEIGHTS (.ci/run does)",
+)
+
+
+@pytest.fixture(scope="session")
+def real_features(tmp_path_factory):
+    return write_real_features(tmp_path_factory.mktemp("real") / "features", SAMPLE, WEIGHTS)
+
+
+def components_of(result) -> np.ndarray:
+    return result.model.stages[-1].pc.toArray()
+
+
+def assert_same_axes(a: np.ndarray, b: np.ndarray, what: str) -> None:
+    for index in range(a.shape[1]):
+        cosine = abs(a[:, index] @ b[:, index]) / (np.linalg.norm(a[:, index]) * np.linalg.norm(b[:, index]))
+        assert cosine >= 0.9999, f"{what}: component {index} |cosine| {cosine}"
+
+
+@needs_real_data
+@pytest.mark.parametrize("partitions", [1, 2, 7])
+def test_equal_to_scikit_learn_on_real_features(spark, real_features, partitions):
+    root, paths, matrix = real_features
+    sklearn = SklearnPCA(svd_solver="full").fit(matrix.astype(np.float64))
+    expected_k = int(np.searchsorted(np.cumsum(sklearn.explained_variance_ratio_), 0.9 - 1e-9)) + 1
+    frame = read_features(spark, str(root)).repartition(partitions)
+
+    result = fit_pca(frame, str(root), variance=0.9)
+
+    assert result.report["k"] == expected_k
+    k = expected_k
+    np.testing.assert_allclose(result.report["explained_variance_ratio"], sklearn.explained_variance_ratio_[:k],
+                               atol=1e-6)
+    rows = sorted(result.reduced.collect(), key=lambda row: row["path"])
+    ours = np.array([row["pca_features"] for row in rows], dtype=np.float64)
+    order = [paths.index(row["path"]) for row in rows]
+    theirs = sklearn.transform(matrix.astype(np.float64))[order, :k]
+    assert_same_axes(ours, theirs, f"projection on {partitions} partitions")
+
+
+@needs_real_data
+def test_ten_fits_give_the_same_k_ratios_and_components(spark, real_features):
+    root, _, _ = real_features
+    frame = read_features(spark, str(root)).repartition(2)
+    fits = [fit_pca(frame, str(root), variance=0.9) for _ in range(10)]
+
+    first = fits[0]
+    for number, result in enumerate(fits[1:], start=2):
+        assert result.report["k"] == first.report["k"], f"fit {number}"
+        np.testing.assert_allclose(result.report["explained_variance_ratio"],
+                                   first.report["explained_variance_ratio"], rtol=0, atol=1e-12)
+        assert_same_axes(components_of(result), components_of(first), f"fit {number}")
+
+
+@needs_real_data
+def test_saved_model_projects_a_new_image_like_the_job(spark, real_features, tmp_path):
+    """_model/ is centering + PCA: loaded elsewhere, it gives a new image the job's coordinates."""
+    import importlib.util
+
+    from pyspark.ml import PipelineModel
+
+    root, paths, matrix = real_features
+    spec = importlib.util.spec_from_file_location(
+        "reduce_pca_entry", Path(__file__).resolve().parents[2] / "spark_jobs" / "reduce_pca.py")
+    entry = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(entry)
+    output = tmp_path / "pca"
+    entry.run(spark, str(root), str(output), k=12)
+
+    model = PipelineModel.load(str(output / "_model"))
+    np.testing.assert_allclose(model.stages[0].mean.toArray(), matrix.astype(np.float64).mean(axis=0), atol=1e-6)
+    one_image = read_features(spark, str(root)).where(f"path = '{paths[5]}'")
+    again = project(model, to_vectors(one_image)).first()["pca_features"]
+    saved = spark.read.parquet(str(output)).where(f"path = '{paths[5]}'").first()["pca_features"]
+    np.testing.assert_allclose(again, saved, rtol=0, atol=1e-6)
+    # and by hand: (x - mean) @ components, the definition a non-Spark reader would use
+    by_hand = (matrix[5].astype(np.float64) - model.stages[0].mean.toArray()) @ model.stages[-1].pc.toArray()
+    np.testing.assert_allclose(saved, by_hand, rtol=0, atol=1e-4)
+    report = json.loads((output / "_pca_report.json").read_text())
+    assert report["k"] == 12 and len(saved) == 12
+    preview = spark.read.parquet(str(output / "_preview"))
+    assert set(preview.columns) >= {"label", "pc1", "pc2"} and preview.count() == len(paths)
