@@ -162,7 +162,7 @@ class LiteRTModel:
 
     The interpreter runs one image per invoke, whatever the batch it is given: measured here, 1
     thread does about 140 images per CPU-second at one image per invoke and about 103 at 64 (the
-    activations of one image stay in the CPU caches), and its memory is 220 MB instead of 580 MB.
+    activations of one image stay in the CPU caches), and the process peaks at 220 MB, not 580 MB.
     """
 
     def __init__(self, flatbuffer: bytes, threads: int = 1):
