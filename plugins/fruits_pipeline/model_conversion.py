@@ -131,7 +131,12 @@ def converter_versions() -> dict:
 
 def build(weights: str | None, images_dir: Path | None, output: Path) -> dict:
     """Convert, check, and write ``output`` and its provenance; raises ConversionRefused on a failed check."""
-    model = keras_model(weights)
+    try:
+        model = keras_model(weights)
+    except Exception as exc:
+        what = f"--weights {weights}" if weights else "Keras' ImageNet weights (no FRUITS_WEIGHTS given)"
+        raise ConversionRefused(f"{what} could not be loaded into MobileNetV2 1.0 224 no top "
+                                f"({type(exc).__name__}: {exc}); give FRUITS_WEIGHTS=/path/to/x.weights.h5") from None
     source = Path(weights) if weights else keras_imagenet_weights_file()
     flatbuffer = convert(model)
     pixels, described = check_images(images_dir)

@@ -77,3 +77,12 @@ def test_check_images_are_decoded_and_scaled_as_the_job_does(images_dir):
     assert pixels.shape == (4, 224, 224, 3) and pixels.dtype == np.float32
     assert -1.0 <= pixels.min() < 0 < pixels.max() <= 1.0
     assert described.startswith("4 images from")
+
+
+def test_weights_that_are_not_mobilenet_v2_are_named_in_the_refusal(tmp_path, capsys):
+    bad = tmp_path / "notes.weights.h5"
+    bad.write_text("not weights")
+    output = tmp_path / "m.tflite"
+    assert model_conversion.main(["--weights", str(bad), "--output", str(output)]) == 1
+    assert f"--weights {bad} could not be loaded into MobileNetV2" in capsys.readouterr().err
+    assert not output.exists()
