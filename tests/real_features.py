@@ -10,16 +10,18 @@ import numpy as np
 
 
 def keras_features(image_paths: list[str], weights: str) -> np.ndarray:
-    """Keras' own MobileNetV2 on the images: the reference the feature job is held to."""
+    """Keras' own MobileNetV2, loading and preprocessing on the images: the reference the feature
+    job is held to (it resizes bicubic, as here)."""
     import keras
-    from PIL import Image
 
     model = keras.applications.MobileNetV2(weights=None, include_top=False, input_shape=(224, 224, 3),
                                            pooling="avg")
     model.load_weights(weights)
-    pixels = np.stack([np.asarray(Image.open(p).convert("RGB").resize((224, 224), Image.BILINEAR), np.float32)
+    pixels = np.stack([keras.utils.img_to_array(keras.utils.load_img(p, target_size=(224, 224),
+                                                                     interpolation="bicubic"))
                        for p in image_paths])
-    return model.predict(pixels / 127.5 - 1.0, batch_size=32, verbose=0).astype(np.float32)
+    return model.predict(keras.applications.mobilenet_v2.preprocess_input(pixels), batch_size=32,
+                         verbose=0).astype(np.float32)
 
 
 def real_image_paths(sample_dir: str) -> list[str]:

@@ -1,0 +1,118 @@
+"""Both jobs on a real Spark standalone cluster, from the code package, on real images.
+
+The chain is the pipeline's: the feature job reads the images and writes features, the PCA
+job reads those features. Each output is held to the same references as the local run:
+Keras' own predictions (cosine >= 0.9999) and scikit-learn's PCA (ratios within 1e-6,
+projections |cosine| >= 0.9999).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fruits_spark.common import DEFAULT_MODEL_PATH
+from real_features import keras_features, real_image_paths
+
+pytestmark = pytest.mark.cluster
+
+SAMPLE = os.environ.get("FRUITS_SAMPLE_DIR")
+WEIGHTS = os.environ.get("FRUITS_WEIGHTS")
+if not (SAMPLE and WEIGHTS):
+    pytest.skip("needs the real sample and weights: set FRUITS_SAMPLE_DIR and FRUITS_WEIGHTS (.ci/run does)",
+                allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> tuple[Path, list[str]]:
+    """About 220 real images in <label>/<file> folders (labels with spaces included)."""
+    root = tmp_path_factory.mktemp("raw")
+    paths = real_image_paths(SAMPLE)
+    for path in paths:
+        target = root / Path(path).parent.name
+        target.mkdir(exist_ok=True)
+        shutil.copy(path, target / Path(path).name)
+    return root, [str(root / Path(p).parent.name / Path(p).name) for p in paths]
+
+
+@pytest.fixture(scope="module")
+def reference(images) -> np.ndarray:
+    return keras_features(images[1], WEIGHTS)
+
+
+def _result_line(completed) -> dict:
+    output = completed.stdout + completed.stderr
+    assert completed.returncode == 0, output[-4000:]
+    lines = [line for line in output.splitlines() if line.startswith("FRUITS_RESULT ")]
+    assert lines, output[-4000:]
+    return json.loads(lines[-1].removeprefix("FRUITS_RESULT "))
+
+
+@pytest.fixture(scope="module")
+def features_on_cluster(submit_to_cluster, images, tmp_path_factory) -> Path:
+    root, _ = images
+    output = tmp_path_factory.mktemp("lake") / "features" / "batch=standalone"
+    # As the EMR step does: the model staged in the lake, given by URI (the package holds no model).
+    completed = submit_to_cluster("extract_features.py", "--images", f"file://{root}", "--output",
+                                  f"file://{output}", "--model", f"file://{DEFAULT_MODEL_PATH}")
+    result = _result_line(completed)
+    assert result["featurized"] == len(images[1]) and result["rejected"] == 0, result
+    return output
+
+
+def test_the_cluster_runs_executors_in_their_own_jvms(standalone_cluster, node_python):
+    assert standalone_cluster.alive_workers() == 2
+    assert "installed" in node_python.bootstrap_log
+    # The nodes' Python has the bootstrap's packages and neither the project nor TensorFlow.
+    import subprocess
+
+    probe = subprocess.run([str(node_python.python), "-c",
+                            "import importlib.util as u; print([m for m in ('fruits_spark', 'fruits_pipeline', "
+                            "'tensorflow', 'keras', 'pyspark') if u.find_spec(m)])"],
+                           capture_output=True, text=True, env={"PATH": os.environ["PATH"]})
+    assert probe.stdout.strip() == "[]", probe.stdout + probe.stderr
+
+
+def test_feature_job_on_the_cluster_equals_keras(features_on_cluster, images, reference):
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(features_on_cluster).to_pydict()
+    by_path = dict(zip(table["path"], table["features"]))
+    assert len(by_path) == len(images[1])
+    for index, path in enumerate(images[1]):
+        ours = np.asarray(by_path["file://" + path], dtype=np.float64)
+        theirs = reference[index].astype(np.float64)
+        cosine = ours @ theirs / (np.linalg.norm(ours) * np.linalg.norm(theirs))
+        assert cosine >= 0.9999, f"{path}: cosine {cosine}"
+
+
+def test_pca_job_on_the_cluster_equals_scikit_learn(submit_to_cluster, features_on_cluster, images, reference,
+                                                    tmp_path):
+    import pyarrow.parquet as pq
+    from sklearn.decomposition import PCA as SklearnPCA
+
+    output = tmp_path / "pca"
+    features_root = features_on_cluster.parent
+    results = [_result_line(submit_to_cluster("reduce_pca.py", "--features", f"file://{features_root}",
+                                              "--output", f"file://{output}", "--variance", "0.9"))
+               for _ in range(2)]
+
+    sklearn = SklearnPCA(svd_solver="full").fit(reference.astype(np.float64))
+    expected_k = int(np.searchsorted(np.cumsum(sklearn.explained_variance_ratio_), 0.9 - 1e-9)) + 1
+    assert [result["k"] for result in results] == [expected_k, expected_k]
+    report = json.loads((output / "_pca_report.json").read_text())
+    np.testing.assert_allclose(report["explained_variance_ratio"], sklearn.explained_variance_ratio_[:expected_k],
+                               atol=1e-6)
+    table = pq.read_table(output).to_pydict()
+    index_of = {"file://" + path: index for index, path in enumerate(images[1])}
+    order = [index_of[path] for path in table["path"]]
+    ours = np.asarray(table["pca_features"], dtype=np.float64)
+    theirs = sklearn.transform(reference.astype(np.float64))[order, :expected_k]
+    for component in range(expected_k):
+        a, b = ours[:, component], theirs[:, component]
+        cosine = abs(a @ b) / (np.linalg.norm(a) * np.linalg.norm(b))
+        assert cosine >= 0.9999, f"component {component}: |cosine| {cosine}"
