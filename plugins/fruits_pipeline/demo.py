@@ -248,7 +248,7 @@ def describe(report: dict) -> str:
     route = report.get("route")
     if route == "nothing_to_do":
         lines.append("make demo: nothing new to process, and the PCA target is the latest one: no Spark job ran. "
-                     "Add images (IMAGES=...) or ask for another PCA (make demo PCA_K=8) and run it again.")
+                     "Add images (IMAGES=...) or ask for another PCA (make demo PCA_K=<n> or PCA_VARIANCE=<v>).")
     elif report.get("uris", {}).get("pca") and not report["uris"].get("picture") and report["status"] == "success":
         lines.append("make demo: no picture was drawn (the PCA job wrote no preview); see the report task's log.")
     return "\n".join(lines)
