@@ -20,19 +20,12 @@ def make_subnet(public: bool = False, endpoint_url: str | None = None) -> str:
 
 
 def _parliament():
-    """parliament 1.6.4 imports pkg_resources only to find its two data files; setuptools (which ships
-    pkg_resources) is not in this venv, so a stand-in answers resource_filename."""
-    import importlib.util
-    import os
-    import sys
-    import types
+    import warnings
 
-    if "pkg_resources" not in sys.modules and importlib.util.find_spec("pkg_resources") is None:
-        shim = types.ModuleType("pkg_resources")
-        shim.resource_filename = lambda package, name: os.path.join(
-            os.path.dirname(importlib.util.find_spec(package).origin), name)
-        sys.modules["pkg_resources"] = shim
-    import parliament
+    with warnings.catch_warnings():
+        # parliament 1.6.4 imports pkg_resources (setuptools, pinned below 81 in pyproject) to find its data files
+        warnings.simplefilter("ignore", UserWarning)
+        import parliament
 
     return parliament
 
