@@ -53,7 +53,7 @@ package: install
 LAKE ?= .lake
 IMAGES ?= $(FRUITS_SAMPLE_DIR)
 demo: install
-	$(BIN)/python -m fruits_pipeline.demo --lake "$(LAKE)" $(if $(IMAGES),--images "$(IMAGES)") \
+	@$(BIN)/python -m fruits_pipeline.demo --lake "$(LAKE)" $(if $(IMAGES),--images "$(IMAGES)") \
 	  $(if $(PCA_K),--pca-k "$(PCA_K)") $(if $(PCA_VARIANCE),--pca-variance "$(PCA_VARIANCE)")
 
 # Projected EMR time and cost from `make bench`'s throughput and the eu-west-3 price table.
