@@ -1,5 +1,5 @@
-# The image every service of docker-compose.yaml runs: Airflow 3.3 plus the job runtime,
-# so that FRUITS_COMPUTE=local runs the Spark jobs inside the containers.
+# The image every service of docker-compose.yaml runs: Airflow 3.3 plus the job runtime (LiteRT,
+# no TensorFlow), so that FRUITS_COMPUTE=local runs the Spark jobs inside the containers.
 # Python 3.11 because EMR 7 runs the jobs on 3.11 (same as pyproject.toml).
 FROM apache/airflow:3.3.2-python3.11
 
@@ -21,8 +21,7 @@ RUN pip install --no-cache-dir \
     "apache-airflow-providers-amazon[aiobotocore,s3fs]==9.39.0" \
     "s3fs==2026.9.0" \
     "pyspark==3.5.8" \
-    "tensorflow-cpu==2.21.0" \
-    "keras==3.15.1" \
+    "ai-edge-litert==2.3.0" \
     "pillow==13.0.0" \
     "pyarrow==26.0.1" \
     "pandas==3.1.1" \
@@ -33,5 +32,4 @@ RUN pip install --no-cache-dir \
 # so edits on the host are picked up; Spark's Python workers find them through PYTHONPATH.
 ENV PYTHONPATH=/opt/airflow/plugins:/opt/airflow/spark_jobs \
     PYSPARK_PYTHON=python \
-    PYSPARK_DRIVER_PYTHON=python \
-    TF_CPP_MIN_LOG_LEVEL=2
+    PYSPARK_DRIVER_PYTHON=python

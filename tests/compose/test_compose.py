@@ -83,7 +83,7 @@ def test_pipeline_settings_in_the_containers_are_valid_and_local_by_default(comp
     assert settings.compute == "local"
     assert settings.region == "eu-west-3"
     assert settings.lake_uri == "file:///opt/airflow/lake"
-    assert settings.weights_path is None
+    assert settings.model_path is None
     assert str(settings.jobs_dir) == "/opt/airflow/spark_jobs"
     assert env["AWS_CONN_ID"] == settings.aws_conn_id
     assert "region_name=eu-west-3" in env["AIRFLOW_CONN_AWS_DEFAULT"]
@@ -123,7 +123,7 @@ def test_dockerfile_pins_the_versions_of_pyproject():
     project_pins = _pins(pyproject["project"]["dependencies"])
     text = DOCKERFILE.read_text()
     image_pins = _pins(re.findall(r'"([^"$]+==[^"$]+)"', text))
-    for package in ("pyspark", "tensorflow-cpu", "pillow", "pyarrow", "apache-airflow-providers-amazon"):
+    for package in ("pyspark", "ai-edge-litert", "pillow", "pyarrow", "apache-airflow-providers-amazon"):
         assert package in image_pins, f"Dockerfile does not pin {package}"
     disagree = {p: (v, project_pins.get(p)) for p, v in image_pins.items() if project_pins.get(p) != v}
     assert not disagree, f"Dockerfile pins differ from pyproject.toml (image, pyproject): {disagree}"
@@ -131,6 +131,7 @@ def test_dockerfile_pins_the_versions_of_pyproject():
     assert base.split("-")[0] == project_pins["apache-airflow"], "the base image's Airflow differs from pyproject's"
     assert base.endswith("-python3.11"), "EMR 7 runs the jobs on Python 3.11, so does the image"
     assert "openjdk-17-jre-headless" in text
+    assert "tensorflow" not in text and "keras" not in text, "the Airflow image needs no TensorFlow (LiteRT runs the model)"
 
 
 def test_env_example_names_are_read_by_the_settings_and_the_connection_is_eu():

@@ -40,7 +40,7 @@ def compose_env(compose) -> dict:
 def suite_env(tmp_path_factory) -> dict:
     home = tmp_path_factory.mktemp("home")
     return ui_airflow.airflow_environment(home, port=18080, health_port=18974, lake_root=home / "lake",
-                                          moto_endpoint="http://127.0.0.1:5000", weights=None, base={})
+                                          moto_endpoint="http://127.0.0.1:5000", base={})
 
 
 def test_the_suite_starts_the_airflow_services_of_the_compose_file(compose):

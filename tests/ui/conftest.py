@@ -66,12 +66,12 @@ def fake_wheelhouse(folder: Path) -> Path | None:
 
 
 @pytest.fixture(scope="package")
-def airflow(tmp_path_factory, moto_endpoint, local_lake, real_weights):
+def airflow(tmp_path_factory, moto_endpoint, local_lake):
     """Airflow's four components, started once, stopped at the end of the session whatever happens."""
     home = tmp_path_factory.mktemp("ui_airflow_home")
     port, health_port = free_port(), free_port()
     env = airflow_environment(home, port=port, health_port=health_port, lake_root=local_lake,
-                              moto_endpoint=moto_endpoint, weights=real_weights)
+                              moto_endpoint=moto_endpoint)
     emr_settings = {"FRUITS_COMPUTE": "emr", "FRUITS_LAKE_URI": f"s3://{EMR_BUCKET}",
                     "FRUITS_REGION": REGION, "FRUITS_POLL_SECONDS": str(EMR_POLL_SECONDS),
                     "FRUITS_EMR_SUBNET_ID": EMR_SUBNET}

@@ -59,7 +59,7 @@ DIFFERENT_FROM_COMPOSE = {
     "AIRFLOW_CONN_AWS_DEFAULT": "a moto server in the test process instead of AWS",
 }
 # Given to the components only when the test process has them, as a person's .env would.
-PASSED_THROUGH = ("FRUITS_WEIGHTS",)
+PASSED_THROUGH = ("FRUITS_MODEL",)
 
 
 def free_port() -> int:
@@ -248,7 +248,7 @@ def _request(method: str, url: str, payload: dict | None, headers: dict) -> tupl
 
 
 def airflow_environment(home: Path, *, port: int, health_port: int, lake_root: Path, moto_endpoint: str,
-                        weights: Path | None, base: dict | None = None) -> dict:
+                        base: dict | None = None) -> dict:
     """The environment of every component: nothing Airflow- or pipeline-specific from the caller."""
     base = dict(os.environ if base is None else base)
     env = {k: v for k, v in base.items() if not k.startswith(("AIRFLOW", "_AIRFLOW", "FRUITS_", "PYSPARK_", "AWS_"))}
@@ -296,10 +296,8 @@ def airflow_environment(home: Path, *, port: int, health_port: int, lake_root: P
         "AWS_DEFAULT_REGION": "eu-west-3",
         "PYSPARK_PYTHON": sys.executable,
         "PYSPARK_DRIVER_PYTHON": sys.executable,
-        "TF_CPP_MIN_LOG_LEVEL": "2",
     })
-    if weights is not None:
-        env["FRUITS_WEIGHTS"] = str(weights)
+    env.update({name: base[name] for name in PASSED_THROUGH if base.get(name)})
     return env
 
 
