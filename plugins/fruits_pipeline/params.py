@@ -73,7 +73,7 @@ def param_specs(default_instance_type: str = "m5.xlarge", default_core_count: in
                         "a PCA-only run sizes its own, smaller cluster."),
         "use_spot": dict(
             default=False, type="boolean", title="EMR spot capacity",
-            description=emr_only + "Yes/no. Run the core nodes on spot capacity: about 65% cheaper, "
+            description=emr_only + "Yes/no. Run the core nodes on spot capacity: cheaper than on-demand, "
                         "but AWS may reclaim them mid-run."),
         "dry_run": dict(
             default=False, type="boolean", title="Dry run",
