@@ -3,10 +3,12 @@ whose failure names the reason and the logs."""
 from __future__ import annotations
 
 import ast
+import asyncio
 from typing import Any
 
 from airflow.providers.amazon.aws.operators.emr import EmrAddStepsOperator, EmrTerminateJobFlowOperator
 from airflow.providers.amazon.aws.sensors.emr import EmrStepSensor
+from airflow.providers.amazon.aws.triggers.emr import EmrStepSensorTrigger
 
 
 def step_log_location(log_uri: str | None, cluster_id: str, step_id: str) -> str | None:
@@ -24,6 +26,21 @@ def step_failure_message(describe_step_response: dict, *, cluster_id: str, log_u
     message = f" ({details['Message']})" if details.get("Message") else ""
     return (f"EMR step {step['Name']!r} ({step['Id']}) on cluster {cluster_id} ended {status['State']}: "
             f"{reason}{message}. Logs: {location or 'no LogUri on the cluster'} (stderr.gz, stdout.gz)")
+
+
+class StepTriggerPollingAfterOneInterval(EmrStepSensorTrigger):
+    """EmrStepSensorTrigger whose first poll comes one interval after the deferral, not at once.
+
+    The sensor defers right after seeing the step unfinished, so an immediate poll only repeats that
+    check, and it races the worker's report that the deferred attempt ended: a step that finishes in
+    between fires the trigger before the scheduler knows the task deferred, and Airflow 3.3 then fails
+    the resumed task as a "state mismatch" (apache/airflow #71580, #72716).
+    """
+
+    async def run(self):
+        await asyncio.sleep(self.waiter_delay)
+        async for event in super().run():
+            yield event
 
 
 class FruitsStepSensor(EmrStepSensor):
@@ -50,6 +67,11 @@ class FruitsStepSensor(EmrStepSensor):
         if state in self.failed_states:
             self._fail_with_details(response)
         return state in self.target_states
+
+    def defer(self, *, trigger, method_name, kwargs=None, timeout=None):
+        if type(trigger) is EmrStepSensorTrigger:
+            trigger = StepTriggerPollingAfterOneInterval(**trigger.serialize()[1])
+        super().defer(trigger=trigger, method_name=method_name, kwargs=kwargs, timeout=timeout)
 
     def execute_complete(self, context, event: dict[str, Any] | None = None) -> None:
         if not event or event.get("status") != "success":
