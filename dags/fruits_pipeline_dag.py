@@ -9,8 +9,8 @@ trigger rule all_done, so it runs after a failed step, a timed-out sensor, a fai
 and when the run is marked failed (Airflow leaves teardowns pending then; killed mid-create, create_cluster
 leaves no id and the teardown finds the cluster by its tags project + run_key) or a task in between is
 cleared (the setup and teardown are cleared with it). Before creating its cluster, stage_and_plan
-terminates the clusters earlier runs left behind. The report task (all_done) writes reports/<run_key>.json in every case and fails the run
-when a step did not complete, because a teardown leaf alone would not.
+terminates the clusters earlier runs left behind. The report task (all_done, a teardown failing the run when it fails) writes reports/<run_key>.json
+in every case, also when the run is marked failed, and fails the run when a step did not complete.
 
 Only wiring lives here; every decision is a function in plugins/fruits_pipeline (see DESIGN.md).
 The file is not named fruits_pipeline.py: with dags/ on sys.path that name would shadow the
@@ -73,7 +73,11 @@ with DAG(
 
     validation = validate()
     route = choose_route(validation)
-    run_report = report()
+    # A teardown too, so that it still runs, writes the report and fails the run when a person marks
+    # the run failed: Airflow then skips every pending task but teardowns, and a run whose last
+    # tasks were all skipped would end "success" once terminate_cluster is done.
+    run_report = report().as_teardown(on_failure_fail_dagrun=True)
+    run_report.operator.trigger_rule = TriggerRule.ALL_DONE
 
     if SETTINGS.compute == "local":
 
