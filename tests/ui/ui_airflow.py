@@ -142,21 +142,19 @@ class Airflow:
                 doomed += [parent, *parent.children(recursive=True)]
             except psutil.NoSuchProcess:
                 pass
-        for process in self.processes.values():
-            _signal_group(process.pid, signal.SIGTERM)
-        for proc in doomed:
-            try:
-                proc.terminate()
-            except psutil.NoSuchProcess:
-                pass
+
+        def send(sig: int, procs: list[psutil.Process]) -> None:
+            for process in self.processes.values():
+                _signal_group(process.pid, sig)
+            for proc in procs:
+                try:
+                    proc.send_signal(sig)
+                except psutil.NoSuchProcess:
+                    pass
+
+        send(signal.SIGTERM, doomed)
         _, alive = psutil.wait_procs(doomed, timeout=grace_seconds)
-        for process in self.processes.values():
-            _signal_group(process.pid, signal.SIGKILL)
-        for proc in alive:
-            try:
-                proc.kill()
-            except psutil.NoSuchProcess:
-                pass
+        send(signal.SIGKILL, alive)
         for process in self.processes.values():
             try:
                 process.wait(timeout=10)
