@@ -111,7 +111,8 @@ def test_a_triggered_run_ends_with_its_cluster_terminated_and_its_sensors_ran_in
     assert cluster.state == "TERMINATED"
     assert [step.state for step in cluster.steps] == ["COMPLETED", "COMPLETED"]
     for sensor, ti in deferred.items():
-        assert "EmrStepSensorTrigger" in ti["trigger"]["classpath"], ti["trigger"]
+        # the provider's EmrStepSensorTrigger, first polling one interval after the deferral (emr.py)
+        assert ti["trigger"]["classpath"] == "fruits_pipeline.emr.StepTriggerPollingAfterOneInterval", ti["trigger"]
         assert ti["triggerer_job"]["job_type"] == "TriggererJob" and ti["triggerer_job"]["state"] == "running"
         # resumed by the trigger's event in the same try: nothing failed and retried the sensor
         assert tis[sensor]["state"] == "success" and tis[sensor]["try_number"] == 1, tis[sensor]
