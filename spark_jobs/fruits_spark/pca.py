@@ -9,13 +9,15 @@ formula, and the driver eigen-decomposes the covariance with NumPy's symmetric s
 (``eigh``). Every component and ratio of ``--variance F`` comes from that one fit.
 
 Why not Spark ML's ``PCA``: its covariance is right, but it takes the SVD of the
-1280 x 1280 covariance with Breeze on netlib's F2J LAPACK (``dgesdd``, pure Java when no
-native LAPACK is installed, as on EMR). Image features give a covariance of rank at most
-rows - 1, with hundreds of zero eigenvalues, and on such input that SVD sometimes returns
-the right leading values with garbage in the null space, so every ratio is divided by the
-inflated sum (0.03 instead of 0.27 on the sample). Whether it does depends on the last bits
-of the mean, which depend on the order in which partition results reach the driver: hence
-right on ``local[1]``, wrong in some fits on ``local[2]`` or a cluster.
+1280 x 1280 covariance with Breeze on netlib's F2J LAPACK (``dgesdd`` translated to Java,
+used when no native LAPACK is configured, as with pyspark from PyPI). Image features give a
+covariance of rank at most rows - 1 (220 of 1280 on 221 sample images: 1,060 zero
+eigenvalues). Of two such covariances that differ by at most 1e-15, F2J's dgesdd got one
+right and returned for the other the right leading value but a sum of singular values ten
+times too large (2,782 instead of 285), so every ratio was divided by it (0.027 instead of
+0.265, hence k=82 instead of 18). NumPy's LAPACK is right on both. Which of the two a fit
+gets depends on the order in which partition summaries reach the driver (their merge is not
+bitwise commutative): right on ``local[1]``, wrong in some fits on ``local[2]`` or a cluster.
 
 The saved model is still Spark's own ``PipelineModel`` (``StandardScalerModel`` that
 subtracts the mean, then ``PCAModel``), built from the fitted mean and components, and the
