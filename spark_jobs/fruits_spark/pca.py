@@ -297,10 +297,6 @@ def centered_pca_model(spark, mean, components, ratios):
     return PipelineModel([scaler, pca])
 
 
-def explained_variance_ratios(model) -> list[float]:
-    return [float(value) for value in model.stages[-1].explainedVariance.toArray()]
-
-
 def project(model, vectors):
     """path, label, pca_features as array<float> (any Parquet reader can read it, unlike a vector)."""
     from pyspark.ml.functions import vector_to_array

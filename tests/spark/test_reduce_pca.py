@@ -88,6 +88,22 @@ def test_variance_picks_smallest_k_reaching_fraction_of_total(spark):
     np.testing.assert_allclose(result.report["explained_variance_ratio"], all_ratios[:expected_k], atol=1e-6)
 
 
+def test_moments_merged_from_any_split_equal_the_moments_of_all_rows():
+    from fruits_spark.pca import Moments
+
+    matrix = feature_matrix(40, 6, seed=7).astype(np.float64)
+    whole = Moments.of_rows(matrix)
+    for cuts in ([1], [20], [3, 17, 39]):
+        parts = [Moments.of_rows(part) for part in np.split(matrix, cuts)]
+        merged = parts[0]
+        for part in parts[1:]:
+            merged = merged.merge(part)
+        assert merged.count == 40
+        np.testing.assert_allclose(merged.mean, whole.mean, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(merged.scatter, whole.scatter, rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(whole.scatter / 39, np.cov(matrix, rowvar=False), rtol=1e-12)
+
+
 def test_choose_k_by_variance_uses_ratios_of_all_components():
     assert choose_k(100, 4, variance=0.5, ratios=[0.4, 0.3, 0.2, 0.1]).k == 2
     assert choose_k(100, 4, variance=0.7, ratios=[0.4, 0.3, 0.2, 0.1]).k == 2
