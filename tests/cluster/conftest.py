@@ -151,14 +151,15 @@ def standalone_cluster(tmp_path_factory) -> StandaloneCluster:
 
 @pytest.fixture(scope="session")
 def submit_to_cluster(standalone_cluster, node_python, code_package):
-    """spark-submit one job script of the package to the cluster, as an EMR step does."""
+    """spark-submit a script of the package to the cluster (or ``master``), as an EMR step does;
+    a script outside the package is given by its path."""
 
-    def submit(script: str, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    def submit(script: str | Path, *args: str, master: str | None = None, timeout: int = 900):
         env = {**os.environ, "SPARK_HOME": str(spark_home()), "SPARK_LOCAL_IP": "127.0.0.1",
                "PYSPARK_PYTHON": str(node_python.python), "PYSPARK_DRIVER_PYTHON": str(node_python.python)}
         for name in ("PYSPARK_SUBMIT_ARGS", "PYTHONPATH"):
             env.pop(name, None)
-        command = [str(spark_home() / "bin" / "spark-submit"), "--master", standalone_cluster.master_url,
+        command = [str(spark_home() / "bin" / "spark-submit"), "--master", master or standalone_cluster.master_url,
                    "--conf", "spark.ui.enabled=false", "--conf", "spark.executor.memory=1g",
                    "--py-files", str(code_package / "fruits_spark.zip"), str(code_package / script), *args]
         return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout,

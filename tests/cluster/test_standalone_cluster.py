@@ -116,3 +116,25 @@ def test_pca_job_on_the_cluster_equals_scikit_learn(submit_to_cluster, features_
         a, b = ours[:, component], theirs[:, component]
         cosine = abs(a @ b) / (np.linalg.norm(a) * np.linalg.norm(b))
         assert cosine >= 0.9999, f"component {component}: |cosine| {cosine}"
+
+
+@pytest.mark.parametrize("master", ["standalone", "local[1]", "local[2]"])
+def test_ten_fits_on_each_master_give_scikit_learns_k_ratios_and_components(
+        submit_to_cluster, features_on_cluster, reference, master, tmp_path):
+    """The same features, ten fits in one application per master: the same k and ratios as
+    scikit-learn and the same components (up to sign) in every fit."""
+    from sklearn.decomposition import PCA as SklearnPCA
+
+    completed = submit_to_cluster(Path(__file__).with_name("fit_pca_ten_times.py"),
+                                  f"file://{features_on_cluster.parent}", str(tmp_path),
+                                  master=None if master == "standalone" else master)
+    assert completed.returncode == 0, (completed.stdout + completed.stderr)[-4000:]
+
+    sklearn = SklearnPCA(svd_solver="full").fit(reference.astype(np.float64))
+    k = int(np.searchsorted(np.cumsum(sklearn.explained_variance_ratio_), 0.9 - 1e-9)) + 1
+    fits = [np.load(tmp_path / f"fit-{number}.npz") for number in range(10)]
+    for number, fit in enumerate(fits, start=1):
+        assert int(fit["k"]) == k, f"{master}, fit {number}"
+        np.testing.assert_allclose(fit["ratios"], sklearn.explained_variance_ratio_[:k], rtol=0, atol=1e-6)
+        cosines = np.abs(np.sum(fit["components"] * fits[0]["components"], axis=0))
+        assert cosines.min() >= 0.9999, f"{master}, fit {number}: component |cosine| {cosines.min()}"
