@@ -16,7 +16,7 @@ except ImportError:  # run from the checkout: the package sits beside this scrip
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from fruits_spark.common import build_session  # noqa: E402
-from fruits_spark.features import DEFAULT_BATCH_SIZE, SESSION_CONFIG, run  # noqa: E402
+from fruits_spark.features import DEFAULT_BATCH_SIZE, run  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -33,7 +33,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    spark = build_session("fruits-extract-features", SESSION_CONFIG)
+    spark = build_session("fruits-extract-features")
     try:
         result = run(spark, args.images, args.output, args.manifest, args.model, args.batch_size)
     finally:

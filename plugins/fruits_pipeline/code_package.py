@@ -85,10 +85,15 @@ def pip_download_command(pins: list[str], dest: Path, arch: str, constraints: Pa
     return [*command, "--ignore-requires-python", *pins]
 
 
+def _normalized(project: str) -> str:
+    """A project name as PEP 503 compares them (wheel file names spell ai-edge-litert ai_edge_litert)."""
+    return re.sub(r"[-_.]+", "-", project).lower()
+
+
 def _wheel_name(path: Path) -> tuple[str, str, str]:
     """(normalized project, version, platform tag) of a wheel file name."""
     parts = path.name[:-len(".whl")].split("-")
-    return re.sub(r"[-_.]+", "-", parts[0]).lower(), parts[1], parts[-1]
+    return _normalized(parts[0]), parts[1], parts[-1]
 
 
 def missing_wheels(wheelhouse: Path, pins: list[str], architectures=ARCHITECTURES) -> list[str]:
@@ -97,7 +102,7 @@ def missing_wheels(wheelhouse: Path, pins: list[str], architectures=ARCHITECTURE
     missing = []
     for pin in pins:
         name, version = pin.split("==")
-        name = re.sub(r"[-_.]+", "-", name).lower()
+        name = _normalized(name)
         for arch in architectures:
             if not any(n == name and v == version and (tag == "any" or tag.endswith(arch)) for n, v, tag in wheels):
                 missing.append(f"{pin} ({arch})")

@@ -124,7 +124,7 @@ def validate(settings: Settings, params: dict, run_key: str) -> dict:
 
 def stage_and_plan(settings: Settings, params: dict, run_key: str, validation: dict | None = None) -> dict:
     """Guard the bucket, stage code and model, and build the job flow and EMR steps of this run."""
-    from fruits_pipeline.staging import stage_code, stage_model
+    from fruits_pipeline.staging import stage_code
 
     validation = validation or {}
     route = validation.get("route", ROUTE_RUN)
@@ -143,11 +143,7 @@ def stage_and_plan(settings: Settings, params: dict, run_key: str, validation: d
     check_network_settings(settings)
     orphans = clean_up_before_create(settings, run_key)  # clusters earlier runs left behind; the report lists them
     code_uri = stage_code(settings.lake, settings.jobs_dir, settings.aws_conn_id, settings.wheelhouse_dir)
-    # A PCA-only run needs no model on the cluster.
-    model_name = stage_model(settings.lake, settings.model_file, settings.aws_conn_id) \
-        if route != ROUTE_PCA_ONLY else None
-    steps = select_steps(route, pipeline_steps(settings.lake, run_key, model_name=model_name,
-                                               pca_k=run_params.pca_k, pca_variance=run_params.pca_variance))
+    steps, model_name = route_steps(settings, run_params, run_key, route)
     log.info("route %s: steps %s on %d x %s core node(s)", route, [s.name for s in steps],
              run_params.core_instance_count, run_params.instance_type)
     return {
@@ -161,6 +157,18 @@ def stage_and_plan(settings: Settings, params: dict, run_key: str, validation: d
     }
 
 
+def route_steps(settings: Settings, run_params: RunParams, run_key: str, route: str) -> tuple[list, str | None]:
+    """The route's steps of ``pipeline_steps()`` and the staged model's name (None on the PCA-only
+    route, which runs no model), for EMR and local runs alike."""
+    from fruits_pipeline.staging import stage_model
+
+    model_name = stage_model(settings.lake, settings.model_file, settings.aws_conn_id) \
+        if route != ROUTE_PCA_ONLY else None
+    steps = pipeline_steps(settings.lake, run_key, model_name=model_name, pca_k=run_params.pca_k,
+                           pca_variance=run_params.pca_variance)
+    return select_steps(route, steps), model_name
+
+
 def steps_to_watch(route: str) -> list[str]:
     """Task ids of the step sensors a route follows (the EMR branch after add_steps)."""
     return [f"watch_{name}" for name in STEPS_OF_ROUTE.get(route, ())]
@@ -169,14 +177,9 @@ def steps_to_watch(route: str) -> list[str]:
 def run_local(settings: Settings, params: dict, run_key: str, validation: dict | None = None) -> list[dict]:
     """FRUITS_COMPUTE=local: the route's steps with spark-submit on this worker."""
     from fruits_pipeline.local_runner import run_step
-    from fruits_pipeline.staging import stage_model
 
-    run_params = _run_params(settings, params)
     route = (validation or {}).get("route", ROUTE_RUN)
-    model_name = stage_model(settings.lake, settings.model_file, settings.aws_conn_id) \
-        if route != ROUTE_PCA_ONLY else None
-    steps = select_steps(route, pipeline_steps(settings.lake, run_key, model_name=model_name,
-                                               pca_k=run_params.pca_k, pca_variance=run_params.pca_variance))
+    steps, _ = route_steps(settings, _run_params(settings, params), run_key, route)
     for step in steps:  # a rerun replaces its own outputs
         storage.remove_tree(step.output_uri, settings.aws_conn_id, raw_uri=settings.lake.raw())
     commands = render_local_commands(steps, settings.jobs_dir, settings.spark_master)

@@ -27,7 +27,6 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -39,11 +38,8 @@ import numpy as np
 import pandas as pd
 
 from fruits_spark.common import DEFAULT_MODEL_PATH, canonical_uri, get_logger
-from fruits_spark.io import write_text
+from fruits_spark.io import read_bytes, write_text
 
-# Static settings of the feature job's session (tests build theirs with it too); none are needed
-# since no daemon module pre-imports TensorFlow any more.
-SESSION_CONFIG: dict[str, str] = {}
 IMAGE_SIZE = 224
 FEATURE_DIM = 1280
 MODEL_FAMILY = "mobilenet_v2_1.0_224_avg"
@@ -209,21 +205,6 @@ def check_model(content: bytes) -> LiteRTModel:
     return model
 
 
-def read_through_hadoop(spark, uri: str) -> bytes:
-    """The bytes of one file at any URI Spark reads (file://, s3://, hdfs://), through Hadoop's
-    FileSystem with Spark's credentials. The JVM copies it to a local temporary file that Python
-    then reads: through py4j the bytes would travel as text (about 2 s for the 9 MB model here)."""
-    jvm = spark.sparkContext._jvm
-    path = jvm.org.apache.hadoop.fs.Path(uri)
-    fs = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-    if not fs.getFileStatus(path).isFile():
-        raise IsADirectoryError(f"{uri} is a folder, not a file")
-    with tempfile.TemporaryDirectory(prefix="fruits-model-") as tmp:
-        local = Path(tmp) / "model"
-        fs.copyToLocalFile(False, path, jvm.org.apache.hadoop.fs.Path(local.as_uri()), True)  # no .crc
-        return local.read_bytes()
-
-
 def load_model_on_driver(spark, model_uri: str | None) -> bytes:
     """The model flatbuffer's bytes, read here on the driver only and checked.
 
@@ -235,7 +216,7 @@ def load_model_on_driver(spark, model_uri: str | None) -> bytes:
     uri = model_uri or str(DEFAULT_MODEL_PATH)
     uri = uri if "://" in uri else canonical_uri(os.path.abspath(uri))
     try:
-        content = read_through_hadoop(spark, uri)
+        content = read_bytes(spark, uri)
     except Exception as exc:
         java = getattr(exc, "java_exception", None)  # a Py4JJavaError: its Java exception is the reason
         reason = java.toString() if java is not None else f"{type(exc).__name__}: {exc}"

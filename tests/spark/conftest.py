@@ -1,8 +1,7 @@
 """One local Spark session for every test in tests/spark.
 
-The session is built by the jobs' own `build_session` with the feature job's configuration
-(same as spark-submit gives it); only the master comes from outside, as spark-submit would pass
-it. local[2] gives two task slots, so broadcasts and two separate Python workers are exercised.
+The session is built by the jobs' own `build_session`, as the jobs build theirs; only the
+master comes from outside, as spark-submit would pass it. local[2] gives two task slots, so broadcasts and two separate Python workers are exercised.
 """
 from __future__ import annotations
 
@@ -27,9 +26,8 @@ def spark():
         "--conf spark.sql.shuffle.partitions=4 pyspark-shell"
     )
     from fruits_spark.common import build_session
-    from fruits_spark.features import SESSION_CONFIG
 
-    session = build_session("fruits-tests", SESSION_CONFIG)
+    session = build_session("fruits-tests")
     try:
         yield session
     finally:
