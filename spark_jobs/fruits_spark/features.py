@@ -14,8 +14,11 @@ Speed notes (measured with bench/bench_features.py; README "Performance" has the
 - Few, large partitions (one per task slot), Arrow batches of ``batch_size`` rows: memory stays
   bounded by one batch of image bytes and its pixels. The interpreter itself runs one image per
   invoke (LiteRTModel says why).
-- Decoding of the next batch runs in a background thread while LiteRT runs the current one
-  (Pillow, NumPy and LiteRT's invoke release the GIL), straight into one float32 batch array.
+- Each worker decodes a batch (straight into one float32 array) then runs the model on it, in
+  one thread: there is one worker per core already, and a decoding thread beside the model only
+  made the two compete for that core (measured: 2-3% fewer images per second, never more).
+- The features are written without Parquet's dictionary encoding, which never fits continuous
+  floats: trying it was the largest share of the JVM's work per image.
 - One pass: the output is written straight from the UDF, which reports its counts and rejects
   through accumulators (Tally); no cache of the features, no second job to count them. The
   rejects are then written from the driver; empty files are looked for only when the counts say
@@ -29,7 +32,6 @@ import json
 import os
 import time
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -186,7 +188,7 @@ class LiteRTModel:
         features = np.empty((len(pixels), self.output_width), dtype=np.float32)
         for i in range(len(pixels)):
             self.interpreter.set_tensor(self._input["index"], pixels[i:i + 1])
-            self.interpreter.invoke()  # releases the GIL: the next batch decodes meanwhile
+            self.interpreter.invoke()
             features[i] = self.interpreter.get_tensor(self._output["index"])[0]
         return features
 
@@ -298,32 +300,22 @@ def make_featurize_udf(broadcast_model, model_key: str, threads: int = 1, tally:
     """
     from pyspark.sql.functions import pandas_udf
 
-    def predicted(model, paths, decoding) -> pd.DataFrame:
-        frame = _predict_frame(model, paths, decoding)
-        if tally is not None:
-            tally.add(frame)
-        return frame
-
     def featurize(batches: Iterator[tuple[pd.Series, pd.Series]]) -> Iterator[pd.DataFrame]:
         model = None  # built on the first batch: an empty partition reads no broadcast
         started, done, next_log = time.monotonic(), 0, log_every
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode") as pool:
-            pending = None
-            for paths, contents in batches:
-                if model is None:
-                    model = worker_model(broadcast_model, model_key, threads)
-                    started = time.monotonic()  # the rate logged is the steady-state one
-                future = pool.submit(decode_batch, contents.tolist())
-                if pending is not None:
-                    yield predicted(model, *pending)
-                pending = paths.map(canonical_uri), future
-                done += len(contents)
-                if done >= next_log:
-                    rate = done / max(time.monotonic() - started, 1e-9)
-                    log.info("worker pid %d: %d images through the model (%.1f images/s)", os.getpid(), done, rate)
-                    next_log += log_every
-            if pending is not None:
-                yield predicted(model, *pending)
+        for paths, contents in batches:
+            if model is None:
+                model = worker_model(broadcast_model, model_key, threads)
+                started = time.monotonic()  # the rate logged is the steady-state one
+            frame = _predict_frame(model, paths.map(canonical_uri), decode_batch(contents.tolist()))
+            if tally is not None:
+                tally.add(frame)
+            yield frame
+            done += len(contents)
+            if done >= next_log:
+                rate = done / max(time.monotonic() - started, 1e-9)
+                log.info("worker pid %d: %d images through the model (%.1f images/s)", os.getpid(), done, rate)
+                next_log += log_every
         if done:
             rate = done / max(time.monotonic() - started, 1e-9)
             log.info("worker pid %d: %d images through the model (%.1f images/s), partition done",
@@ -334,11 +326,12 @@ def make_featurize_udf(broadcast_model, model_key: str, threads: int = 1, tally:
     return pandas_udf(featurize, FEATURIZED_TYPE_DDL).asNondeterministic()
 
 
+# The features' leaf column in Parquet's schema (Spark writes arrays as the standard 3-level LIST).
+FEATURES_PARQUET_COLUMN = "features.list.element"
 FEATURIZED_TYPE_DDL = "struct<path: string, features: array<float>, reject_reason: string, reject_detail: string>"
 
 
-def _predict_frame(model: LiteRTModel, paths: pd.Series, decoding) -> pd.DataFrame:
-    batch: DecodedBatch = decoding.result()
+def _predict_frame(model: LiteRTModel, paths: pd.Series, batch: DecodedBatch) -> pd.DataFrame:
     n = len(batch.reasons)
     features = [None] * n
     if len(batch.ok_rows):
@@ -482,7 +475,8 @@ def run(
         listed = images.inputFiles()  # the listing Spark made: paths only, on the driver
         log.info("featurizing %d files under %s in at most %d partition(s)", len(listed), images_uri, slots)
         # The one pass over the images: the model runs once per image, the tally counts as it goes.
-        accepted(featurize(images, udf), model_name(model)).write.mode("overwrite").parquet(output_uri)
+        (accepted(featurize(images, udf), model_name(model)).write.mode("overwrite")
+         .option(f"parquet.enable.dictionary#{FEATURES_PARQUET_COLUMN}", "false").parquet(output_uri))
     finally:
         broadcast.destroy()
     rejects = list(tally.rejects.value)

@@ -257,6 +257,19 @@ def test_output_schema_is_path_label_1280_floats_model(first_run, driver_model):
     assert set(table.model) == {f"{features.MODEL_FAMILY}/tflite-sha256-{sha[:16]}"}
 
 
+def test_features_are_written_without_dictionary_encoding(first_run):
+    """Continuous floats never fit a dictionary: trying one per page was the JVM's main work per image."""
+    output, _ = first_run
+    for part in output.glob("*.parquet"):
+        metadata = pq.ParquetFile(part).metadata
+        for group in range(metadata.num_row_groups):
+            columns = {metadata.row_group(group).column(i).path_in_schema: metadata.row_group(group).column(i)
+                       for i in range(metadata.num_columns)}
+            encodings = set(columns[features.FEATURES_PARQUET_COLUMN].encodings)
+            assert "PLAIN_DICTIONARY" not in encodings and "RLE_DICTIONARY" not in encodings, (part, encodings)
+            assert "PLAIN_DICTIONARY" in columns["model"].encodings  # the option names one column only
+
+
 def test_every_good_image_is_featurized_with_canonical_path_and_label(first_run, lake):
     output, result = first_run
     table = pd.read_parquet(output)
