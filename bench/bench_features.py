@@ -10,6 +10,8 @@
    decode + resize + preprocess + predict in batches of 64. Needs TensorFlow (dev) and --weights.
 3. One LiteRT process (the steady-state baseline): the same flatbuffer as the job, one interpreter
    with two threads, decoding in the same process, the same loop.
+4. The job's arrangement without Spark: as many one-thread LiteRT processes as the job had task
+   slots, at once, each running the same loop on its share of the images.
 Each baseline's end-to-end time counts its imports and model build, as the job's counts its start.
 Writes bench/results/latest.json (`make cost` reads it).
 """
@@ -25,6 +27,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 
@@ -136,9 +139,11 @@ def run_job(images: Path, output: Path, model: str, master: str, batch_size: int
         raise SystemExit(f"bench: the feature job failed (exit {code}); log above")
     return {**results[-1], "wall_seconds": wall, "steady_images_per_second": steady_rate(lines),
             "rate_from_model_build": rate_from_model_build(lines),
+            "task_slots": int(next(m.group(1) for m in map(TASK_SLOTS_LOG.search, lines) if m)),
             "driver_peak_rss_mb": sampler.driver_peak / 2**20, "workers_peak_rss_mb": sampler.workers_peak / 2**20}
 
 
+TASK_SLOTS_LOG = re.compile(r"; (\d+) task slots, ")
 WORKER_LOG = re.compile(r"^(\S+ \S+) \S+ INFO worker pid (\d+): (\d+) images through the model "
                         r"\(([\d.]+) images/s\)")
 
@@ -176,14 +181,16 @@ def image_files(folder: Path) -> list[Path]:
     return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
-def run_loop(folder: str, batch_size: int, predict, warmup: int = WARMUP_IMAGES) -> tuple[int, float]:
-    """read + decode + resize + preprocess + predict, batch after batch, in this one thread.
-    Returns the images done and the rate after the first ``warmup`` (over all when fewer)."""
+def run_loop(folder: str, batch_size: int, predict, warmup: int = WARMUP_IMAGES, shard: int = 0,
+             shards: int = 1) -> tuple[int, float]:
+    """read + decode + resize + preprocess + predict, batch after batch, in this one thread, on
+    every ``shards``-th image from the ``shard``-th. Returns the images done and the rate after
+    the first ``warmup`` (over all when fewer)."""
     import numpy as np
 
     from fruits_spark.features import FEATURE_DIM, decode_batch
 
-    files = image_files(Path(folder))
+    files = image_files(Path(folder))[shard::shards]
     done, started = 0, time.monotonic()
     steady_from = (0, started)
     for start in range(0, len(files), batch_size):
@@ -214,14 +221,25 @@ def run_tensorflow_loop(folder: str, weights: str, batch_size: int) -> dict:
     return {"seconds": time.monotonic() - started, "featurized": done, "steady_images_per_second": steady}
 
 
-def run_litert_process(folder: str, model: str, batch_size: int, threads: int) -> dict:
+def run_litert_process(folder: str, model: str, batch_size: int, threads: int, shard: int = 0,
+                       shards: int = 1) -> dict:
     """One process, one LiteRT interpreter with ``threads`` threads on the job's flatbuffer."""
     started = time.monotonic()
     from fruits_spark.features import LiteRTModel
 
     interpreter = LiteRTModel(Path(model).read_bytes(), threads=threads)
-    done, steady = run_loop(folder, batch_size, interpreter.predict)
+    done, steady = run_loop(folder, batch_size, interpreter.predict, shard=shard, shards=shards)
     return {"seconds": time.monotonic() - started, "featurized": done, "steady_images_per_second": steady}
+
+
+def run_litert_processes(folder: str, model: str, batch_size: int, processes: int) -> dict:
+    """The job's arrangement without Spark: ``processes`` one-thread LiteRT processes at once,
+    each on its share of the images."""
+    with ThreadPoolExecutor(processes) as pool:
+        results = list(pool.map(lambda shard: in_subprocess("run_litert_process", folder, model, batch_size, 1,
+                                                            shard, processes), range(processes)))
+    return {"seconds": max(r["seconds"] for r in results), "featurized": sum(r["featurized"] for r in results),
+            "steady_images_per_second": sum(r["steady_images_per_second"] for r in results)}
 
 
 def in_subprocess(function: str, *args) -> dict:
@@ -237,7 +255,7 @@ def in_subprocess(function: str, *args) -> dict:
     return json.loads(lines[-1][len("RESULT "):])
 
 
-def summarize(images: int, job: dict, tf_loop: dict, litert: dict) -> dict:
+def summarize(images: int, job: dict, tf_loop: dict, litert: dict, litert_processes: dict) -> dict:
     """Rates and the two ratios the issue asks for, all from this one run."""
     def rate(result):
         return result["featurized"] / result["seconds"]
@@ -259,6 +277,9 @@ def summarize(images: int, job: dict, tf_loop: dict, litert: dict) -> dict:
                                                if job_steady else None),
         "steady_ratio_job_to_tf_loop": (round(job_steady / tf_loop["steady_images_per_second"], 3)
                                         if job_steady else None),
+        "litert_1_thread_processes_steady_images_per_second": round(litert_processes["steady_images_per_second"], 2),
+        "steady_ratio_job_to_litert_1_thread_processes": (
+            round(job_steady / litert_processes["steady_images_per_second"], 3) if job_steady else None),
         "job_seconds": job["seconds"],
         "job_wall_seconds_with_jvm_start": round(job["wall_seconds"], 2),
         "tf_loop_seconds": round(tf_loop["seconds"], 2),
@@ -285,7 +306,11 @@ def main(argv=None) -> int:
         print(f"bench: TensorFlow loop {tf_loop['featurized']} images in {tf_loop['seconds']:.1f} s", flush=True)
         litert = in_subprocess("run_litert_process", tmp / "images", args.model, args.batch_size, args.litert_threads)
         print(f"bench: LiteRT process {litert['featurized']} images in {litert['seconds']:.1f} s", flush=True)
-    result = summarize(len(files), job, tf_loop, litert) | {
+        slots = job["task_slots"]  # as many one-thread processes as the job had workers
+        litert_processes = run_litert_processes(tmp / "images", args.model, args.batch_size, slots)
+        print(f"bench: {slots} one-thread LiteRT processes {litert_processes['featurized']} images in "
+              f"{litert_processes['seconds']:.1f} s", flush=True)
+    result = summarize(len(files), job, tf_loop, litert, litert_processes) | {
         "cores": psutil.cpu_count(logical=True),
         "master": args.master,
         "batch_size": args.batch_size,
@@ -309,7 +334,8 @@ def main(argv=None) -> int:
           f"LiteRT process  {result['litert_process_images_per_second']:7.1f} images/s end to end, "
           f"steady {result['litert_process_steady_images_per_second']} ({args.litert_threads} threads)\n"
           f"job / TF loop (end to end) {result['ratio_job_to_tf_loop']:.3f}; job / LiteRT process (steady) "
-          f"{result['steady_ratio_job_to_litert_process']}\n"
+          f"{result['steady_ratio_job_to_litert_process']}; job / {slots} one-thread LiteRT processes (steady) "
+          f"{result['steady_ratio_job_to_litert_1_thread_processes']}\n"
           f"driver peak RSS {result['driver_peak_rss_mb']:.0f} MB, workers peak RSS (sum) "
           f"{result['workers_peak_rss_mb']:.0f} MB; load average {result['load_average_before']} -> "
           f"{result['load_average_after']}\nwritten to {args.output}")
