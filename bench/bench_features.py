@@ -256,7 +256,7 @@ def in_subprocess(function: str, *args) -> dict:
 
 
 def summarize(images: int, job: dict, tf_loop: dict, litert: dict, litert_processes: dict) -> dict:
-    """Rates and the two ratios the issue asks for, all from this one run."""
+    """Rates and the ratios between them, all from this one run."""
     def rate(result):
         return result["featurized"] / result["seconds"]
 

@@ -306,7 +306,7 @@ def make_featurize_udf(broadcast_model, model_key: str, threads: int = 1, tally:
         for paths, contents in batches:
             if model is None:
                 model = worker_model(broadcast_model, model_key, threads)
-                started = time.monotonic()  # the rate logged is the steady-state one
+                started = time.monotonic()  # the rates logged leave out the interpreter's build
             frame = _predict_frame(model, paths.map(canonical_uri), decode_batch(contents.tolist()))
             if tally is not None:
                 tally.add(frame)
