@@ -243,10 +243,10 @@ def run_dag(env: dict, airflow_home: Path, conf: dict | None = None) -> tuple[in
 def describe(report: dict) -> str:
     """The run summary (the report's own text) and what to try next."""
     from fruits_pipeline.report import summary_text
+    from fruits_pipeline.routes import ROUTE_NOTHING
 
     lines = ["", summary_text(report)]
-    route = report.get("route")
-    if route == "nothing_to_do":
+    if report.get("route") == ROUTE_NOTHING:
         lines.append("make demo: nothing new to process, and the PCA target is the latest one: no Spark job ran. "
                      "Add images (IMAGES=...) or ask for another PCA (make demo PCA_K=<n> or PCA_VARIANCE=<v>).")
     elif report.get("uris", {}).get("pca") and not report["uris"].get("picture") and report["status"] == "success":

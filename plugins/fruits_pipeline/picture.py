@@ -10,7 +10,6 @@ are one code path; matplotlib's Agg backend needs no display.
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import numpy as np
 
@@ -37,8 +36,7 @@ def load_preview(uri: str, conn_id: str | None = None) -> tuple[np.ndarray, list
 
     from fruits_pipeline import storage
 
-    files = sorted(u for u in storage.list_files(uri, conn_id) if u.endswith(".parquet")
-                   and not any(part.startswith(("_", ".")) for part in u[len(uri.rstrip("/")) + 1:].split("/")))
+    files = storage.parquet_data_files(uri, conn_id)
     if not files:
         raise PictureError(f"no preview at {uri}: the PCA job writes it (Parquet label, pc1, pc2)")
     tables, rows = [], 0
@@ -60,11 +58,10 @@ def load_preview(uri: str, conn_id: str | None = None) -> tuple[np.ndarray, list
     return points, labels
 
 
-def render_run_picture(pca_report: dict, points: np.ndarray, labels: list[str], output: Path | None = None,
-                       title: str = "", n_images: int | None = None) -> Path | bytes:
-    """Two panels: explained variance by component (bars + cumulative line), PC1 vs PC2 by label.
-
-    Written to ``output`` when given (returns the path), else returned as PNG bytes."""
+def render_run_picture(pca_report: dict, points: np.ndarray, labels: list[str], title: str = "",
+                       n_images: int | None = None) -> bytes:
+    """Two panels, as PNG bytes: explained variance by component (bars + cumulative line), PC1 vs
+    PC2 by label."""
     import matplotlib
     import matplotlib.ticker
     from matplotlib.figure import Figure  # no pyplot: no global state, no display, Agg canvas
@@ -107,14 +104,9 @@ def render_run_picture(pca_report: dict, points: np.ndarray, labels: list[str], 
                           ncol=2 if len(unique_labels) > 12 else 1)
     if title:
         fig.suptitle(title)
-    if output is None:
-        buffer = io.BytesIO()
-        fig.savefig(buffer, dpi=110, format="png")
-        return buffer.getvalue()
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(output, dpi=110)
-    return output
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=110, format="png")
+    return buffer.getvalue()
 
 
 def write_run_picture(lake: Lake, run_key: str, conn_id: str | None = None, *,

@@ -9,6 +9,7 @@ import logging
 from datetime import datetime
 
 from fruits_pipeline.lake import Lake
+from fruits_pipeline.routes import ROUTE_TITLES
 
 log = logging.getLogger(__name__)
 
@@ -57,17 +58,10 @@ def latest_pca_output(lake: Lake, conn_id: str | None, *, exclude_run_key: str |
     stops at the first one with a PCA, so a long history costs one listing and a few small reads."""
     from fruits_pipeline import storage
 
-    root = lake.uri("reports")
-    if not storage.exists(root, conn_id):
-        return None
-    path = storage.lake_path(root, conn_id)
-    found = path.fs.find(path.path, detail=True, maxdepth=1)
-    protocol = "file" if lake.scheme == "file" else lake.scheme
     candidates = []
-    for name, info in found.items():
-        if not name.endswith(".json") or info.get("type", "file") != "file":
+    for uri, info in storage.list_file_info(lake.uri("reports"), conn_id, maxdepth=1).items():
+        if not uri.endswith(".json"):
             continue
-        uri = storage.canonical(protocol, name)
         run_key = uri.rsplit("/", 1)[-1].removesuffix(".json")
         if run_key == exclude_run_key:
             continue
@@ -89,8 +83,7 @@ def latest_pca_output(lake: Lake, conn_id: str | None, *, exclude_run_key: str |
 def build_report(lake: Lake, *, run_key: str, status: str, compute: str, validation: dict,
                  feature_result: dict | None = None, pca_report: dict | None = None, pca_result: dict | None = None,
                  step_timings: list[dict] | None = None, cluster_id: str | None = None, cost: dict | None = None,
-                 message: str | None = None, route: str | None = None, route_reason: str | None = None,
-                 pca_target: dict | None = None, picture_uri: str | None = None) -> dict:
+                 message: str | None = None, pca_target: dict | None = None, picture_uri: str | None = None) -> dict:
     counts = {
         "listed": validation["listed"],
         "valid": validation["valid"],
@@ -109,8 +102,8 @@ def build_report(lake: Lake, *, run_key: str, status: str, compute: str, validat
         "status": status,
         "message": message,
         "compute": compute,
-        "route": route or validation.get("route"),
-        "route_reason": route_reason or validation.get("route_reason"),
+        "route": validation.get("route"),
+        "route_reason": validation.get("route_reason"),
         "pca_target": pca_target if pca_ran else None,
         "counts": counts,
         "reconciliation": reconcile(counts),
@@ -135,14 +128,6 @@ def build_report(lake: Lake, *, run_key: str, status: str, compute: str, validat
             "emr_logs": lake.emr_logs() if cluster_id else None,
         },
     }
-
-
-ROUTE_TITLES = {
-    "nothing_to_do": "nothing to do",
-    "dry_run": "dry run",
-    "features_and_pca": "features + PCA",
-    "pca_only": "PCA only",
-}
 
 
 def summary_text(report: dict) -> str:

@@ -23,15 +23,29 @@ def canonical(protocol: str, fs_name: str) -> str:
     return f"{protocol}://{fs_name.lstrip('/')}"
 
 
-def list_files(uri: str, conn_id: str | None) -> dict[str, int]:
-    """Every object under ``uri`` (recursively) as canonical URI -> size in bytes."""
+def list_file_info(uri: str, conn_id: str | None, maxdepth: int | None = None) -> dict[str, dict]:
+    """Every object under ``uri`` (recursively, or ``maxdepth`` levels down) as canonical URI ->
+    its file system's info (size, modification time...)."""
     root = lake_path(uri, conn_id)
     if not root.exists():
         return {}
     protocol = "file" if uri.startswith("file://") else uri.split("://", 1)[0]
-    found = root.fs.find(root.path, detail=True)
-    return {canonical(protocol, name): int(info.get("size") or 0) for name, info in found.items()
-            if info.get("type", "file") == "file"}
+    found = root.fs.find(root.path, detail=True, maxdepth=maxdepth)
+    return {canonical(protocol, name): info for name, info in found.items() if info.get("type", "file") == "file"}
+
+
+def list_files(uri: str, conn_id: str | None) -> dict[str, int]:
+    """Every object under ``uri`` (recursively) as canonical URI -> size in bytes."""
+    return {name: int(info.get("size") or 0) for name, info in list_file_info(uri, conn_id).items()}
+
+
+def parquet_data_files(uri: str, conn_id: str | None) -> list[str]:
+    """The Parquet data files of the table(s) under ``uri``, sorted: what Spark reads there, i.e.
+    without the files and folders whose name starts with ``_`` or ``.`` (``_rejects/``,
+    ``_SUCCESS``, ``.crc``...)."""
+    root = uri.rstrip("/")
+    return sorted(name for name in list_files(root, conn_id) if name.endswith(".parquet")
+                  and not any(part.startswith(("_", ".")) for part in name[len(root) + 1:].split("/")))
 
 
 def read_bytes(uri: str, conn_id: str | None) -> bytes:

@@ -14,18 +14,13 @@ from fruits_pipeline.job_flow import build_job_flow
 from fruits_pipeline.lake import run_key_for
 from fruits_pipeline.params import RunParams, describe_target
 from fruits_pipeline.report import build_report, latest_pca_output, step_timings_from_emr, summary_text
+from fruits_pipeline.routes import ROUTE_DRY_RUN, ROUTE_NOTHING, ROUTE_PCA_ONLY, ROUTE_RUN, ROUTES_WITH_WORK
 from fruits_pipeline.settings import Settings
 from fruits_pipeline.steps import pipeline_steps, render_emr_steps, render_local_commands, local_job_env
 from fruits_pipeline.validation import validate_uploads, write_manifests
 
 log = logging.getLogger(__name__)
 
-# Routes (DESIGN.md "DAG"); the report says which one ran and why.
-ROUTE_NOTHING = "nothing_to_do"
-ROUTE_DRY_RUN = "dry_run"
-ROUTE_RUN = "features_and_pca"
-ROUTE_PCA_ONLY = "pca_only"
-ROUTES_WITH_WORK = (ROUTE_RUN, ROUTE_PCA_ONLY)
 # Which of pipeline_steps() each route runs (the step list itself is defined once, in steps.py).
 STEPS_OF_ROUTE = {ROUTE_RUN: ("extract_features", "reduce_pca"), ROUTE_PCA_ONLY: ("reduce_pca",)}
 JOB_RESULT_FILE = "_job_result.json"
@@ -242,7 +237,6 @@ def write_run_report(settings: Settings, params: dict, run_key: str, *, validati
         feature_result=storage.read_json(f"{lake.features(run_key)}/{JOB_RESULT_FILE}", conn) if featurized else None,
         pca_result=storage.read_json(f"{lake.pca(run_key)}/{JOB_RESULT_FILE}", conn) if ran else None,
         pca_report=pca_report, step_timings=timings, cluster_id=cluster_id, cost=cost, message=message,
-        route=route, route_reason=validation.get("route_reason"),
         pca_target=validation.get("pca_target") or run_params.pca_target, picture_uri=picture_uri,
     )
     report["orphan_clusters_terminated"] = orphans_terminated or []

@@ -116,11 +116,8 @@ def _read_paths(uris, conn_id: str | None) -> set[str]:
 def featurized_paths(lake: Lake, *, exclude_run_key: str, conn_id: str | None) -> set[str]:
     """Paths held by any ``features/batch=*`` other than this run's (read with pyarrow)."""
     root = lake.features_root()
-    files = [
-        uri for uri in storage.list_files(root, conn_id)
-        if uri.endswith(".parquet") and _batch_of(uri, root) not in (None, exclude_run_key)
-        and not any(part.startswith(("_", ".")) for part in uri[len(root) + 1:].split("/")[1:])
-    ]
+    files = [uri for uri in storage.parquet_data_files(root, conn_id)
+             if _batch_of(uri, root) not in (None, exclude_run_key)]
     return _read_paths(files, conn_id)
 
 
