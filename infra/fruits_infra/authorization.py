@@ -57,7 +57,6 @@ class Account:
     region: str
     key_arn: str | None = None  # the bucket's SSE-KMS key: object reads/writes also use it
     cluster_tags: object = None  # callable(cluster_id) -> {tag: value}
-    roles_of_instance_profiles: dict = field(default_factory=dict)
 
 
 def _kms_for_s3(action: str, account: Account) -> list[Request]:
@@ -102,7 +101,8 @@ def requests_for_call(service: str, operation: str, params: dict, account: Accou
             tags = {t["Key"]: t.get("Value", "") for t in params.get("Tags", [])}
             context = {**region, **{f"aws:RequestTag/{k}": v for k, v in tags.items()}, "aws:TagKeys": list(tags)}
             # Dependent action iam:PassRole for both roles (Service Authorization Reference, RunJobFlow).
-            instance_role = account.roles_of_instance_profiles.get(params["JobFlowRole"], params["JobFlowRole"])
+            # The instance profile carries the role of the same name (provision creates them so).
+            instance_role = params["JobFlowRole"]
             return [Request("elasticmapreduce:RunJobFlow", "*", context),
                     Request("iam:PassRole", f"arn:aws:iam::{account.account}:role/{params['ServiceRole']}",
                             {"iam:PassedToService": "elasticmapreduce.amazonaws.com"}),

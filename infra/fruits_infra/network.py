@@ -45,6 +45,7 @@ def kms_service_name(region: str) -> str:
 
 
 KMS_ENDPOINT_GROUP = "fruits-kms-endpoint"
+ENDPOINT_TAGS = [{"ResourceType": "vpc-endpoint", "Tags": [{"Key": "project", "Value": PROJECT_TAG}]}]
 
 
 def _tagged(resource: dict) -> bool:
@@ -112,7 +113,7 @@ def network_deviations(network: Network) -> list[str]:
     return found
 
 
-def ensure_network(ec2, region: str, subnet_id: str, security_groups: list[str], report) -> Network:
+def ensure_network(ec2, region: str, subnet_id: str, security_groups: list[str], report) -> None:
     """Tag the subnet, its VPC and the given security groups; add the S3 gateway endpoint when missing."""
     network = describe_network(ec2, region, subnet_id, security_groups)
     untagged = [resource for resource, ok in network.tagged.items() if not ok]
@@ -124,7 +125,7 @@ def ensure_network(ec2, region: str, subnet_id: str, security_groups: list[str],
         endpoint = ec2.create_vpc_endpoint(
             VpcEndpointType="Gateway", VpcId=network.vpc_id, ServiceName=s3_service_name(region),
             RouteTableIds=[network.route_table_id],
-            TagSpecifications=[{"ResourceType": "vpc-endpoint", "Tags": [{"Key": "project", "Value": PROJECT_TAG}]}],
+            TagSpecifications=ENDPOINT_TAGS,
         )["VpcEndpoint"]
         report.add(f"network {network.vpc_id} S3 gateway endpoint", "created",
                    f"{endpoint['VpcEndpointId']} on {network.route_table_id}")
@@ -135,12 +136,11 @@ def ensure_network(ec2, region: str, subnet_id: str, security_groups: list[str],
         endpoint = ec2.create_vpc_endpoint(
             VpcEndpointType="Interface", VpcId=network.vpc_id, ServiceName=kms_service_name(region),
             SubnetIds=[network.subnet_id], SecurityGroupIds=[group], PrivateDnsEnabled=True,
-            TagSpecifications=[{"ResourceType": "vpc-endpoint", "Tags": [{"Key": "project", "Value": PROJECT_TAG}]}],
+            TagSpecifications=ENDPOINT_TAGS,
         )["VpcEndpoint"]
         report.add(f"network {network.vpc_id} KMS interface endpoint", "created", endpoint["VpcEndpointId"])
     elif network.private:
         report.add(f"network {network.vpc_id} KMS interface endpoint", "unchanged", network.kms_endpoint_id)
-    return describe_network(ec2, region, subnet_id, security_groups)
 
 
 def _kms_endpoint_group(ec2, network: Network) -> str:

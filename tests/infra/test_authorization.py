@@ -6,6 +6,8 @@ code builds (the Airflow role is checked against the calls of a whole moto DAG r
 tests/dag/test_dag_emr_moto.py)."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from fruits_infra.authorization import Account, Request, UnmappedCall, denied, evaluate, requests_for_call
@@ -14,7 +16,7 @@ from fruits_pipeline.job_flow import build_job_flow
 from fruits_pipeline.params import RunParams
 from fruits_pipeline.settings import Settings
 from fruits_pipeline.steps import pipeline_steps, render_emr_steps
-from test_policies import CONTEXT
+from test_policies import CONTEXT, _list
 
 REGION = CONTEXT.region
 ACCOUNT = Account(CONTEXT.account, REGION, CONTEXT.key_arn,
@@ -151,7 +153,7 @@ def test_moto_enforcing_iam_agrees_with_the_evaluator_where_it_is_faithful(aws):
 
     from infra_testing import BUCKET
 
-    context = CONTEXT.__class__(**{**CONTEXT.__dict__, "bucket": BUCKET})
+    context = dataclasses.replace(CONTEXT, bucket=BUCKET)
     document = render("ec2_instance_inline", context)
     unconditional = {"Version": "2012-10-17", "Statement": [s for s in document["Statement"] if "Condition" not in s]}
     assert {a for s in unconditional["Statement"] for a in _list(s["Action"])} >= {"s3:GetObject", "s3:PutObject",
@@ -189,7 +191,3 @@ def test_moto_enforcing_iam_agrees_with_the_evaluator_where_it_is_faithful(aws):
                     disagreements.append(f"{operation} {name}: moto {moto_allows}, evaluator {ours}")
     assert disagreements == []
     assert allowed_somewhere and denied_somewhere  # both answers were exercised
-
-
-def _list(value):
-    return [value] if isinstance(value, str) else list(value)
