@@ -12,81 +12,15 @@ from __future__ import annotations
 
 import io
 import json
-import socket
-import threading
-from datetime import datetime, timezone
 
-import boto3
 import pyarrow.parquet as pq
-import pytest
 
 from generated_images import write_generated_images
+from moto_emr import ACCOUNT, REGION, all_clusters
 
-REGION = "eu-west-3"
-ACCOUNT = "123456789012"
-SUBNET = "subnet-0f1e36df00000000"  # moto's EMR accepts any subnet id; the network is tested in tests/infra
+from .conftest import SUBNET
+
 KEY_ARN = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/fruits"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="session")  # one server for every module using it: Airflow caches a connection's filesystem
-def moto_endpoint():
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
-
-
-@pytest.fixture(scope="session")
-def fake_wheelhouse(tmp_path_factory):
-    """A wheel file name per bootstrap pin and architecture: what stage_code checks and ships."""
-    from fruits_pipeline.code_package import ARCHITECTURES, bootstrap_pins
-    from fruits_pipeline.settings import REPO_ROOT
-
-    folder = tmp_path_factory.mktemp("wheelhouse")
-    for pin in bootstrap_pins(REPO_ROOT / "spark_jobs"):
-        name, version = pin.split("==")
-        for arch in ARCHITECTURES:
-            (folder / f"{name.replace('-', '_')}-{version}-cp311-cp311-manylinux_2_28_{arch}.whl").write_bytes(b"w")
-    return folder
-
-
-@pytest.fixture
-def aws(moto_endpoint, monkeypatch, airflow_db, fake_wheelhouse):
-    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps({
-        "conn_type": "aws", "login": "testing", "password": "testing",
-        "extra": {"endpoint_url": moto_endpoint, "region_name": REGION},
-    }))
-    monkeypatch.setenv("FRUITS_POLL_SECONDS", "1")
-    monkeypatch.setenv("FRUITS_COMPUTE", "emr")
-    monkeypatch.setenv("FRUITS_REGION", REGION)
-    monkeypatch.setenv("FRUITS_EMR_SUBNET_ID", SUBNET)
-    monkeypatch.setenv("FRUITS_WHEELHOUSE", str(fake_wheelhouse))
-    return {name: boto3.client(name, region_name=REGION, endpoint_url=moto_endpoint)
-            for name in ("s3", "emr")}
-
-
-@pytest.fixture
-def lake_bucket(aws, monkeypatch, request, tmp_path):
-    """An encrypted eu-west-3 bucket with 4 good uploads and 2 corrupt ones under raw/."""
-    bucket = "fruits-" + request.node.name.lower().replace("_", "-")[:40]
-    s3 = aws["s3"]
-    s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
-    s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration={"Rules": [
-        {"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": "alias/fruits"}}]})
-    monkeypatch.setenv("FRUITS_LAKE_URI", f"s3://{bucket}")
-    model = tmp_path / "tiny.tflite"
-    model.write_bytes(b"not really a flatbuffer")
-    monkeypatch.setenv("FRUITS_MODEL", str(model))
-    return bucket
 
 
 def upload_images(s3, bucket, tmp_path, corrupt=True):
@@ -95,121 +29,6 @@ def upload_images(s3, bucket, tmp_path, corrupt=True):
     if corrupt:
         s3.put_object(Bucket=bucket, Key="raw/kiwi/broken.jpg", Body=b"\xff\xd8\xff\xe0 this is not a jpeg")
         s3.put_object(Bucket=bucket, Key="raw/kiwi/empty.jpg", Body=b"")
-
-
-def emr_backends():
-    from moto.backends import get_backend
-
-    accounts = get_backend("emr")[ACCOUNT]
-    # moto's server files EMR calls under us-east-1 whatever region the client asked for
-    return [accounts[region] for region in ("us-east-1", REGION)]
-
-
-def all_clusters():
-    return [cluster for backend in emr_backends() for cluster in backend.clusters.values()]
-
-
-def arg_after(args, flag):
-    return args[args.index(flag) + 1]
-
-
-def write_json(s3, uri, payload):
-    bucket, key = uri[len("s3://"):].split("/", 1)
-    s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(payload).encode())
-
-
-class StepFinisher(threading.Thread):
-    """Plays the cluster: finishes each pending/running step (step 1 fails when asked)."""
-
-    def __init__(self, s3, fail_first_step: bool, delay_seconds: float = 0.0):
-        super().__init__(daemon=True)
-        self.s3, self.fail_first_step, self.stop = s3, fail_first_step, threading.Event()
-        self.delay_seconds = delay_seconds  # long enough and the sensor defers before the step ends
-        self.errors: list[str] = []
-
-    def run(self):
-        while not self.stop.wait(0.2):
-            for cluster in all_clusters():
-                for index, step in enumerate(cluster.steps):
-                    if step.state not in ("PENDING", "RUNNING"):
-                        continue
-                    try:
-                        created = step.creation_date_time.replace(tzinfo=timezone.utc)  # moto keeps naive UTC
-                        if (datetime.now(timezone.utc) - created).total_seconds() >= self.delay_seconds:
-                            self.finish(cluster, index, step)
-                    except Exception as error:  # fail the step rather than leave the sensor waiting
-                        self.errors.append(repr(error))
-                        step.state = "FAILED"
-
-    def finish(self, cluster, index, step):
-        now = datetime.now(timezone.utc)
-        step.start_date_time = step.start_date_time or now
-        step.end_date_time = now
-        if self.fail_first_step:
-            step.state = "FAILED" if index == 0 else "CANCELLED"
-            step.last_state_change_reason = "Step failed with exitCode 1 (test)" if index == 0 else "cancelled"
-            return
-        args = step.args
-        output = arg_after(args, "--output")
-        if "extract_features" in step.name:
-            manifest = arg_after(args, "--manifest")
-            bucket, key = manifest[len("s3://"):].split("/", 1)
-            body = self.s3.get_object(Bucket=bucket, Key=f"{key}/part-00000.parquet")["Body"].read()
-            valid = pq.read_table(io.BytesIO(body)).num_rows
-            write_json(self.s3, f"{output}/_job_result.json",
-                       {"job": "extract_features", "read": valid, "featurized": valid, "rejected": 0, "seconds": 1})
-        else:
-            report = {"k": 3, "explained_variance_ratio": [0.5, 0.3, 0.15], "cumulative": 0.95,
-                      "n_images": 4, "input_dim": 1280}
-            write_json(self.s3, f"{output}/_pca_report.json", report)
-            write_json(self.s3, f"{output}/_job_result.json",
-                       {"job": "reduce_pca", "n_images": 4, "k": 3, "variance_kept": 0.95, "seconds": 1})
-        step.state = "COMPLETED"
-
-
-@pytest.fixture
-def step_finisher(aws):
-    finishers = []
-
-    def start(fail_first_step=False, delay_seconds=0.0):
-        finisher = StepFinisher(aws["s3"], fail_first_step, delay_seconds)
-        finisher.start()
-        finishers.append(finisher)
-        return finisher
-
-    yield start
-    for finisher in finishers:
-        finisher.stop.set()
-        finisher.join(timeout=5)
-    assert [e for f in finishers for e in f.errors] == []
-
-
-@pytest.fixture
-def aws_calls(aws, monkeypatch):
-    """(service, operation, params) of every AWS call made by anything but this test's own clients."""
-    import botocore.client
-    from aiobotocore.client import AioBaseClient
-
-    ours = {id(client) for client in aws.values()}
-    calls: list[tuple[str, str, dict]] = []
-
-    def record(client, operation, params):
-        if id(client) not in ours:
-            calls.append((client.meta.service_model.service_name, operation, dict(params)))
-
-    sync_call, async_call = botocore.client.BaseClient._make_api_call, AioBaseClient._make_api_call
-
-    def recorded_sync(self, operation, params):
-        record(self, operation, params)
-        return sync_call(self, operation, params)
-
-    async def recorded_async(self, operation, params):
-        record(self, operation, params)
-        return await async_call(self, operation, params)
-
-    monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", recorded_sync)
-    monkeypatch.setattr(AioBaseClient, "_make_api_call", recorded_async)
-    return calls
 
 
 def airflow_role_refusals(calls, bucket) -> list[str]:

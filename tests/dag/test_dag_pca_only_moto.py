@@ -1,4 +1,4 @@
-"""The PCA-only route in EMR mode against moto (fixtures of test_dag_emr_moto): a new PCA target
+"""The PCA-only route in EMR mode against moto (the EMR fixtures of tests/dag/conftest.py): a new PCA target
 with no new upload runs reduce_pca alone on a cluster sized for it; the same target does nothing.
 
 The lake is seeded as a past run leaves it: a feature batch holding every upload and that run's
@@ -13,41 +13,12 @@ import json
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 
-from . import test_dag_emr_moto
-from .test_dag_emr_moto import StepFinisher, all_clusters, arg_after, run_dag, task_states, upload_images
+from moto_emr import all_clusters, arg_after
 
-# Every fixture of the EMR moto tests (moto server, AWS connection, encrypted bucket, and whatever
-# they come to need), under the names pytest looks for; their tests are not collected again here.
-globals().update({name: value for name, value in vars(test_dag_emr_moto).items()
-                  if type(value).__name__ == "FixtureFunctionDefinition"})
+from .test_dag_emr_moto import run_dag, task_states, upload_images
 
 PAST_RUN = "2026-04-30T000000Z"
-
-
-class PcaStepFinisher(StepFinisher):
-    """Also writes what the PCA job writes for the picture: <output>/_preview/ (label, pc1, pc2)."""
-
-    def finish(self, cluster, index, step):
-        if "reduce_pca" in step.name and not self.fail_first_step:
-            bucket, key = arg_after(step.args, "--output")[len("s3://"):].split("/", 1)
-            preview = pa.table({"label": ["apple red", "apple red", "kiwi", "kiwi"],
-                                "pc1": [1.0, 1.2, -1.0, -0.8], "pc2": [0.1, -0.2, 0.3, 0.0]})
-            sink = io.BytesIO()
-            pq.write_table(preview, sink)
-            self.s3.put_object(Bucket=bucket, Key=f"{key}/_preview/part-00000.parquet", Body=sink.getvalue())
-        super().finish(cluster, index, step)
-
-
-@pytest.fixture
-def pca_finisher(aws):
-    finisher = PcaStepFinisher(aws["s3"], fail_first_step=False)
-    finisher.start()
-    yield finisher
-    finisher.stop.set()
-    finisher.join(timeout=5)
-    assert finisher.errors == []
 
 
 def seed_past_run(s3, bucket, tmp_path, pca_target: dict):
@@ -73,7 +44,8 @@ def reports_by_key(s3, bucket) -> dict:
     return {k: s3.get_object(Bucket=bucket, Key=k)["Body"].read() for k in keys}
 
 
-def test_a_new_pca_target_runs_the_pca_step_alone_on_a_small_cluster(aws, lake_bucket, pca_finisher, tmp_path):
+def test_a_new_pca_target_runs_the_pca_step_alone_on_a_small_cluster(aws, lake_bucket, step_finisher, tmp_path):
+    step_finisher(preview=True)  # also writes the PCA job's preview, for the picture
     s3, emr = aws["s3"], aws["emr"]
     paths = seed_past_run(s3, lake_bucket, tmp_path, {"variance": 0.95})
     clusters_before = {c.id for c in all_clusters()}
@@ -111,7 +83,8 @@ def test_a_new_pca_target_runs_the_pca_step_alone_on_a_small_cluster(aws, lake_b
     assert sum(k.startswith("raw/") for k in keys) == len(paths)  # raw/ untouched
 
 
-def test_the_same_target_with_nothing_new_creates_no_cluster(aws, lake_bucket, pca_finisher, tmp_path):
+def test_the_same_target_with_nothing_new_creates_no_cluster(aws, lake_bucket, step_finisher, tmp_path):
+    step_finisher(preview=True)  # also writes the PCA job's preview, for the picture
     s3 = aws["s3"]
     seed_past_run(s3, lake_bucket, tmp_path, {"variance": 0.95})
     clusters_before = len(all_clusters())

@@ -15,11 +15,12 @@ from pathlib import Path
 import boto3
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # ui_airflow, ui_browser, ui_moto_emr
+from moto_emr import REGION, free_port, moto_server, write_fake_wheelhouse
 
-from ui_airflow import Airflow, ADMIN, airflow_environment, free_port, prepare_home  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # ui_airflow, ui_browser
+
+from ui_airflow import Airflow, ADMIN, airflow_environment, prepare_home  # noqa: E402
 from ui_browser import Browser, find_chromium  # noqa: E402
-from ui_moto_emr import REGION  # noqa: E402
 
 EMR_BUCKET = "fruits-ui-emr"
 EMR_POLL_SECONDS = 4  # the trigger's poll: above the few seconds a deferring try's executor event takes
@@ -28,13 +29,8 @@ EMR_SUBNET = "subnet-0f1e36df00000000"  # moto's EMR accepts any subnet id; test
 
 @pytest.fixture(scope="package")
 def moto_endpoint():
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
+    with moto_server(verbose=False) as endpoint:
+        yield endpoint
 
 
 @pytest.fixture(scope="package")
@@ -49,22 +45,6 @@ def local_lake(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("ui_lake")
 
 
-def fake_wheelhouse(folder: Path) -> Path | None:
-    """A wheel file name per bootstrap pin and architecture: what staging the code for EMR checks and ships."""
-    try:
-        from fruits_pipeline.code_package import ARCHITECTURES, bootstrap_pins
-    except ImportError:  # a code package without a wheelhouse
-        return None
-    from fruits_pipeline.settings import REPO_ROOT
-
-    folder.mkdir(parents=True, exist_ok=True)
-    for pin in bootstrap_pins(REPO_ROOT / "spark_jobs"):
-        name, version = pin.split("==")
-        for arch in ARCHITECTURES:
-            (folder / f"{name.replace('-', '_')}-{version}-cp311-cp311-manylinux_2_28_{arch}.whl").write_bytes(b"w")
-    return folder
-
-
 @pytest.fixture(scope="package")
 def airflow(tmp_path_factory, moto_endpoint, local_lake):
     """Airflow's four components, started once, stopped at the end of the session whatever happens."""
@@ -74,10 +54,8 @@ def airflow(tmp_path_factory, moto_endpoint, local_lake):
                               moto_endpoint=moto_endpoint)
     emr_settings = {"FRUITS_COMPUTE": "emr", "FRUITS_LAKE_URI": f"s3://{EMR_BUCKET}",
                     "FRUITS_REGION": REGION, "FRUITS_POLL_SECONDS": str(EMR_POLL_SECONDS),
-                    "FRUITS_EMR_SUBNET_ID": EMR_SUBNET}
-    wheelhouse = fake_wheelhouse(home / "wheelhouse")
-    if wheelhouse is not None:
-        emr_settings["FRUITS_WHEELHOUSE"] = str(wheelhouse)
+                    "FRUITS_EMR_SUBNET_ID": EMR_SUBNET,
+                    "FRUITS_WHEELHOUSE": str(write_fake_wheelhouse(home / "wheelhouse"))}
     password = prepare_home(home, emr_settings)
     server = Airflow(home=home, env=env, port=port, health_port=health_port, password=password)
     try:

@@ -8,16 +8,16 @@ the REST API while a sensor is deferred: terminate_cluster, the teardown, must s
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
-from ui_moto_emr import REGION, StepFinisher, cluster_by_id
+from moto_emr import REGION, cluster_by_id, complete_step
+
+from .conftest import EMR_BUCKET as BUCKET
 
 pytestmark = pytest.mark.ui
 
 DAG_ID = "fruits_pipeline_emr"
-BUCKET = "fruits-ui-emr"
 SENSORS = ("watch_extract_features", "watch_reduce_pca")
 RUN_TIMEOUT_SECONDS = 300
 
@@ -37,16 +37,12 @@ def emr_lake(aws, images_dir) -> dict:
 def unpaused(airflow, emr_lake) -> dict:
     """Unpausing runs the last interval at once: with raw/ empty it has nothing to do (no cluster)."""
     airflow.api("PATCH", f"/api/v2/dags/{DAG_ID}", {"is_paused": False})
-    (run,) = airflow.wait_for(lambda: _runs(airflow), 60, "the scheduled run of the last interval")
+    (run,) = airflow.wait_for(lambda: airflow.dag_runs(DAG_ID), 60, "the scheduled run of the last interval")
     run = airflow.wait_for_run(DAG_ID, run["dag_run_id"], RUN_TIMEOUT_SECONDS)
     s3 = emr_lake["s3"]
     for image in emr_lake["images"]:
         s3.put_object(Bucket=BUCKET, Key=f"raw/{image.parent.name}/{image.name}", Body=image.read_bytes())
     return run
-
-
-def _runs(airflow) -> list[dict]:
-    return airflow.api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns?limit=100")["dag_runs"]
 
 
 def _trigger(airflow, conf: dict) -> str:
@@ -85,6 +81,12 @@ def _step_ids(ti: dict) -> tuple[str, str]:
     return fields["job_flow_id"], fields["step_id"]
 
 
+def _complete(s3, cluster_id: str, step_id: str) -> None:
+    """Plays the cluster: the step succeeds, with the outputs its job writes (the PCA preview too)."""
+    (step,) = [s for s in cluster_by_id(cluster_id).steps if s.id == step_id]
+    complete_step(s3, step, preview=True)
+
+
 def test_unpausing_with_no_upload_does_nothing_and_creates_no_cluster(airflow, unpaused):
     assert unpaused["run_type"] == "scheduled" and unpaused["state"] == "success"
     states = {k: v["state"] for k, v in airflow.task_instances(DAG_ID, unpaused["dag_run_id"]).items()}
@@ -93,14 +95,13 @@ def test_unpausing_with_no_upload_does_nothing_and_creates_no_cluster(airflow, u
 
 def test_a_triggered_run_ends_with_its_cluster_terminated_and_its_sensors_ran_in_the_triggerer(
         browser, airflow, aws, unpaused, screenshots):
-    finisher = StepFinisher(aws["s3"])
     run_id = _trigger(airflow, {"core_instance_count": 1})
     deferred = {}
     for sensor in SENSORS:
         ti = _wait_until_deferred(airflow, run_id, sensor)
         deferred[sensor] = ti
         _wait_until_the_trigger_saw_the_step_running(airflow, run_id, sensor)
-        finisher.complete(*_step_ids(ti))  # the step ends while its sensor waits in the triggerer
+        _complete(aws["s3"], *_step_ids(ti))  # the step ends while its sensor waits in the triggerer
     run = airflow.wait_for_run(DAG_ID, run_id, RUN_TIMEOUT_SECONDS)
 
     tis = airflow.task_instances(DAG_ID, run_id)

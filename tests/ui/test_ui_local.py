@@ -31,11 +31,6 @@ def _local(uri: str) -> Path:
     return Path(uri.removeprefix("file://"))
 
 
-def _runs(airflow, **query) -> list[dict]:
-    suffix = "&".join(f"{k}={v}" for k, v in {"limit": 100, **query}.items())
-    return airflow.api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns?{suffix}")["dag_runs"]
-
-
 def _run_key(run: dict) -> str:
     end = run.get("data_interval_end")
     return run_key_for(run["run_type"], run["dag_run_id"],
@@ -82,7 +77,7 @@ def test_trigger_form_shows_each_params_title_and_description(browser, airflow, 
 
 @pytest.mark.parametrize("param, value", BAD_VALUES, ids=[name for name, _ in BAD_VALUES])
 def test_a_bad_value_is_refused_with_the_params_name(browser, airflow, param, value):
-    runs_before = len(_runs(airflow))
+    runs_before = len(airflow.dag_runs(DAG_ID))
 
     browser.open_trigger_form(DAG_ID)
     if isinstance(value, str):  # an enum: the select offers only the allowed types
@@ -96,7 +91,7 @@ def test_a_bad_value_is_refused_with_the_params_name(browser, airflow, param, va
                                 {"logical_date": None, "conf": {param: value}})
     assert status == 400, body
     assert f"param {param}" in body["detail"], body["detail"]
-    assert len(_runs(airflow)) == runs_before, "a refused value created a run"
+    assert len(airflow.dag_runs(DAG_ID)) == runs_before, "a refused value created a run"
 
 
 @pytest.fixture(scope="module")
@@ -113,11 +108,11 @@ def uploads(images_dir, local_lake) -> list[Path]:
 @pytest.fixture(scope="module")
 def scheduled_run(browser, airflow, uploads) -> dict:
     """The person unpauses the DAG in the UI; the scheduler creates and runs the last interval's run."""
-    assert _runs(airflow) == []
+    assert airflow.dag_runs(DAG_ID) == []
     browser.open(f"/dags/{DAG_ID}")
     browser.element("[data-testid=toggle-pause]").click()
     airflow.wait_for(lambda: not airflow.api("GET", f"/api/v2/dags/{DAG_ID}")["is_paused"], 30, "the DAG to unpause")
-    (run,) = airflow.wait_for(lambda: _runs(airflow, run_type="scheduled"), 60, "the scheduler's run")
+    (run,) = airflow.wait_for(lambda: airflow.dag_runs(DAG_ID, run_type="scheduled"), 60, "the scheduler's run")
     return airflow.wait_for_run(DAG_ID, run["dag_run_id"])
 
 
@@ -143,7 +138,7 @@ def pca_k_run(browser, airflow, scheduled_run) -> dict:
     browser.open_trigger_form(DAG_ID)
     assert browser.type_into("pca_k", str(NEW_PCA_K)) == str(NEW_PCA_K)
     browser.submit_trigger()
-    (run,) = airflow.wait_for(lambda: _runs(airflow, run_type="manual"), 30, "the triggered run")
+    (run,) = airflow.wait_for(lambda: airflow.dag_runs(DAG_ID, run_type="manual"), 30, "the triggered run")
     return airflow.wait_for_run(DAG_ID, run["dag_run_id"])
 
 

@@ -17,7 +17,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,8 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from moto_emr import free_port  # tests/ (a plain module shared with tests/dag)
 
 REPO = Path(__file__).resolve().parents[2]
 EMR_DAGS = Path(__file__).resolve().parent / "emr_dags"
@@ -60,12 +61,6 @@ DIFFERENT_FROM_COMPOSE = {
 }
 # Given to the components only when the test process has them, as a person's .env would.
 PASSED_THROUGH = ("FRUITS_MODEL",)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class AirflowError(RuntimeError):
@@ -183,6 +178,11 @@ class Airflow:
 
     def dag_run(self, dag_id: str, run_id: str) -> dict:
         return self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{urllib.request.quote(run_id, safe='')}")
+
+    def dag_runs(self, dag_id: str, **query) -> list[dict]:
+        """The DAG's runs (the first 100), filtered by query (run_type="manual", ...)."""
+        suffix = "&".join(f"{k}={v}" for k, v in {"limit": 100, **query}.items())
+        return self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns?{suffix}")["dag_runs"]
 
     def task_instances(self, dag_id: str, run_id: str) -> dict[str, dict]:
         body = self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{urllib.request.quote(run_id, safe='')}"
