@@ -10,6 +10,7 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from generated_images import write_generated_images
@@ -66,3 +67,35 @@ def images_dir(sample_dir, tmp_path_factory) -> Path:
     else:
         write_generated_images(root)
     return root
+
+
+@pytest.fixture(scope="session")
+def real_keras_features() -> tuple[list[str], np.ndarray]:
+    """real_image_paths of FRUITS_SAMPLE_DIR through Keras' MobileNetV2 with FRUITS_WEIGHTS, once per
+    session for tests/spark and tests/cluster: (paths, matrix), row i = path i, read-only."""
+    from real_features import NEEDS_REAL_DATA, SAMPLE, WEIGHTS, keras_features, real_image_paths
+
+    if not (SAMPLE and WEIGHTS):
+        pytest.skip(NEEDS_REAL_DATA)
+    paths = real_image_paths(SAMPLE)
+    matrix = keras_features(paths, WEIGHTS)
+    matrix.setflags(write=False)
+    return paths, matrix
+
+
+@pytest.fixture(scope="session")
+def host_wheelhouse(tmp_path_factory) -> Path:
+    """The bootstrap's wheels for this machine's architecture: `make package`'s dist/wheelhouse when it
+    has them, else downloaded once for the session (pip's own cache makes that quick after the first time).
+    Used by tests/unit/test_code_package.py and tests/cluster's node_python."""
+    from fruits_pipeline.code_package import bootstrap_pins, build_wheelhouse, missing_wheels
+
+    repo_root = Path(__file__).resolve().parents[1]
+    jobs_dir = repo_root / "spark_jobs"
+    architectures = (os.uname().machine,)
+    made = repo_root / "dist" / "wheelhouse"
+    if not missing_wheels(made, bootstrap_pins(jobs_dir), architectures):
+        return made
+    folder = tmp_path_factory.mktemp("wheelhouse")
+    build_wheelhouse(folder, jobs_dir, architectures=architectures)
+    return folder

@@ -1,12 +1,19 @@
 """Real features for the PCA tests: the sample through Keras' MobileNetV2 with the real weights.
 
-A plain module (not a conftest) so that tests/spark and tests/cluster import the same code.
+A plain module (not a conftest) so that tests/spark and tests/cluster import the same code:
+the features (computed once per session by tests/conftest.py's `real_keras_features`) and the
+scikit-learn reference both hold the PCA job to.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
+
+SAMPLE = os.environ.get("FRUITS_SAMPLE_DIR")
+WEIGHTS = os.environ.get("FRUITS_WEIGHTS")
+NEEDS_REAL_DATA = "needs the real sample and weights: set FRUITS_SAMPLE_DIR and FRUITS_WEIGHTS (.ci/run does)"
 
 
 def keras_features(image_paths: list[str], weights: str) -> np.ndarray:
@@ -29,14 +36,13 @@ def real_image_paths(sample_dir: str) -> list[str]:
     return sorted(str(p) for p in Path(sample_dir, "Test").glob("*/*.jpg"))[::3]
 
 
-def write_real_features(root: Path, sample_dir: str, weights: str) -> tuple[Path, list[str], np.ndarray]:
-    """The features of real_image_paths as the feature job writes them, in two batches
-    (root/batch=a, root/batch=b). Returns root, the file:// paths and the matrix (row i = path i)."""
+def write_real_features(root: Path, paths: list[str], matrix: np.ndarray) -> tuple[Path, list[str], np.ndarray]:
+    """The features of ``paths`` (row i = path i, as `real_keras_features` gives them) as the feature
+    job writes them, in two batches (root/batch=a, root/batch=b). Returns root, the file:// paths and
+    the matrix."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    paths = real_image_paths(sample_dir)
-    matrix = keras_features(paths, weights)
     half = len(paths) // 2
     for name, part in (("a", slice(0, half)), ("b", slice(half, None))):
         (root / f"batch={name}").mkdir(parents=True)
@@ -47,3 +53,19 @@ def write_real_features(root: Path, sample_dir: str, weights: str) -> tuple[Path
             "model": ["keras"] * len(paths[part]),
         }), root / f"batch={name}" / "part-00000.parquet")
     return root, ["file://" + p for p in paths], matrix
+
+
+def sklearn_reference(matrix: np.ndarray, variance: float):
+    """scikit-learn's full PCA of ``matrix`` and the smallest k keeping ``variance`` of the total."""
+    from sklearn.decomposition import PCA as SklearnPCA
+
+    sklearn = SklearnPCA(svd_solver="full").fit(matrix.astype(np.float64))
+    k = int(np.searchsorted(np.cumsum(sklearn.explained_variance_ratio_), variance - 1e-9)) + 1
+    return sklearn, k
+
+
+def assert_same_axes(a: np.ndarray, b: np.ndarray, what: str) -> None:
+    """Column i of ``a`` and of ``b`` point along the same axis (up to sign): |cosine| >= 0.9999."""
+    for index in range(a.shape[1]):
+        cosine = abs(a[:, index] @ b[:, index]) / (np.linalg.norm(a[:, index]) * np.linalg.norm(b[:, index]))
+        assert cosine >= 0.9999, f"{what}: component {index} |cosine| {cosine}"

@@ -63,13 +63,10 @@ class StandaloneCluster:
 
 
 @pytest.fixture(scope="session")
-def node_python(tmp_path_factory) -> NodePython:
-    """Run the real bootstrap script against a fresh venv, from a wheelhouse, index unreachable."""
-    from fruits_pipeline.code_package import build_wheelhouse
-
+def node_python(host_wheelhouse, tmp_path_factory) -> NodePython:
+    """Run the real bootstrap script against a fresh venv, from a wheelhouse (tests/conftest.py's
+    host_wheelhouse, shared with tests/unit), index unreachable."""
     root = tmp_path_factory.mktemp("node")
-    wheelhouse = root / "wheelhouse"
-    build_wheelhouse(wheelhouse, JOBS_DIR, architectures=(os.uname().machine,))
     env_dir = root / "venv"
     venv.EnvBuilder(with_pip=True).create(env_dir)
     python = env_dir / "bin" / "python"
@@ -79,7 +76,7 @@ def node_python(tmp_path_factory) -> NodePython:
         # The machine's pip configuration adds indexes and find-links of its own: none here.
         "PIP_CONFIG_FILE": os.devnull, "PIP_INDEX_URL": "http://127.0.0.1:9/simple",
     }
-    completed = subprocess.run(["bash", str(BOOTSTRAP), str(wheelhouse)], env=env, capture_output=True,
+    completed = subprocess.run(["bash", str(BOOTSTRAP), str(host_wheelhouse)], env=env, capture_output=True,
                                text=True, timeout=600)
     assert completed.returncode == 0, f"bootstrap failed:\n{completed.stdout}\n{completed.stderr}"
     return NodePython(python, completed.stdout + completed.stderr)

@@ -16,22 +16,20 @@ import numpy as np
 import pytest
 
 from fruits_spark.common import DEFAULT_MODEL_PATH
-from real_features import keras_features, real_image_paths
+from real_features import NEEDS_REAL_DATA, SAMPLE, WEIGHTS, assert_same_axes, sklearn_reference
 
 pytestmark = pytest.mark.cluster
 
-SAMPLE = os.environ.get("FRUITS_SAMPLE_DIR")
-WEIGHTS = os.environ.get("FRUITS_WEIGHTS")
 if not (SAMPLE and WEIGHTS):
-    pytest.skip("needs the real sample and weights: set FRUITS_SAMPLE_DIR and FRUITS_WEIGHTS (.ci/run does)",
-                allow_module_level=True)
+    pytest.skip(NEEDS_REAL_DATA, allow_module_level=True)
 
 
 @pytest.fixture(scope="module")
-def images(tmp_path_factory) -> tuple[Path, list[str]]:
-    """About 220 real images in <label>/<file> folders (labels with spaces included)."""
+def images(real_keras_features, tmp_path_factory) -> tuple[Path, list[str]]:
+    """About 220 real images in <label>/<file> folders (labels with spaces included), in the order of
+    real_keras_features' rows."""
     root = tmp_path_factory.mktemp("raw")
-    paths = real_image_paths(SAMPLE)
+    paths, _ = real_keras_features
     for path in paths:
         target = root / Path(path).parent.name
         target.mkdir(exist_ok=True)
@@ -40,8 +38,15 @@ def images(tmp_path_factory) -> tuple[Path, list[str]]:
 
 
 @pytest.fixture(scope="module")
-def reference(images) -> np.ndarray:
-    return keras_features(images[1], WEIGHTS)
+def reference(real_keras_features) -> np.ndarray:
+    """Keras' features of the images (row i = images[1][i]), computed once per session."""
+    return real_keras_features[1]
+
+
+@pytest.fixture(scope="module")
+def sklearn_fit(reference):
+    """scikit-learn's PCA of the reference and its k for 90% of the variance, fitted once for the module."""
+    return sklearn_reference(reference, 0.9)
 
 
 def _result_line(completed) -> dict:
@@ -91,9 +96,8 @@ def test_feature_job_on_the_cluster_equals_keras(features_on_cluster, images, re
 
 
 def test_pca_job_on_the_cluster_equals_scikit_learn(submit_to_cluster, features_on_cluster, images, reference,
-                                                    tmp_path):
+                                                    sklearn_fit, tmp_path):
     import pyarrow.parquet as pq
-    from sklearn.decomposition import PCA as SklearnPCA
 
     output = tmp_path / "pca"
     features_root = features_on_cluster.parent
@@ -101,8 +105,7 @@ def test_pca_job_on_the_cluster_equals_scikit_learn(submit_to_cluster, features_
                                               "--output", f"file://{output}", "--variance", "0.9"))
                for _ in range(2)]
 
-    sklearn = SklearnPCA(svd_solver="full").fit(reference.astype(np.float64))
-    expected_k = int(np.searchsorted(np.cumsum(sklearn.explained_variance_ratio_), 0.9 - 1e-9)) + 1
+    sklearn, expected_k = sklearn_fit
     assert [result["k"] for result in results] == [expected_k, expected_k]
     report = json.loads((output / "_pca_report.json").read_text())
     np.testing.assert_allclose(report["explained_variance_ratio"], sklearn.explained_variance_ratio_[:expected_k],
@@ -112,26 +115,20 @@ def test_pca_job_on_the_cluster_equals_scikit_learn(submit_to_cluster, features_
     order = [index_of[path] for path in table["path"]]
     ours = np.asarray(table["pca_features"], dtype=np.float64)
     theirs = sklearn.transform(reference.astype(np.float64))[order, :expected_k]
-    for component in range(expected_k):
-        a, b = ours[:, component], theirs[:, component]
-        cosine = abs(a @ b) / (np.linalg.norm(a) * np.linalg.norm(b))
-        assert cosine >= 0.9999, f"component {component}: |cosine| {cosine}"
+    assert_same_axes(theirs, ours, "projection")  # every one of scikit-learn's k components
 
 
 @pytest.mark.parametrize("master", ["standalone", "local[1]", "local[2]"])
 def test_ten_fits_on_each_master_give_scikit_learns_k_ratios_and_components(
-        submit_to_cluster, features_on_cluster, reference, master, tmp_path):
+        submit_to_cluster, features_on_cluster, sklearn_fit, master, tmp_path):
     """The same features, ten fits in one application per master: the same k and ratios as
     scikit-learn and the same components (up to sign) in every fit."""
-    from sklearn.decomposition import PCA as SklearnPCA
-
     completed = submit_to_cluster(Path(__file__).with_name("fit_pca_ten_times.py"),
                                   f"file://{features_on_cluster.parent}", str(tmp_path),
                                   master=None if master == "standalone" else master)
     assert completed.returncode == 0, (completed.stdout + completed.stderr)[-4000:]
 
-    sklearn = SklearnPCA(svd_solver="full").fit(reference.astype(np.float64))
-    k = int(np.searchsorted(np.cumsum(sklearn.explained_variance_ratio_), 0.9 - 1e-9)) + 1
+    sklearn, k = sklearn_fit
     fits = [np.load(tmp_path / f"fit-{number}.npz") for number in range(10)]
     for number, fit in enumerate(fits, start=1):
         assert int(fit["k"]) == k, f"{master}, fit {number}"

@@ -8,45 +8,25 @@ and master (tests/cluster runs the job on a standalone cluster against these fea
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
-from sklearn.decomposition import PCA as SklearnPCA
 
 from fruits_spark.pca import fit_pca, project, read_features, to_vectors
-from real_features import write_real_features
+from real_features import NEEDS_REAL_DATA, SAMPLE, WEIGHTS, assert_same_axes, sklearn_reference, write_real_features
 
 pytestmark = pytest.mark.spark
 
-SAMPLE = os.environ.get("FRUITS_SAMPLE_DIR")
-WEIGHTS = os.environ.get("FRUITS_WEIGHTS")
-needs_real_data = pytest.mark.skipif(
-    not (SAMPLE and WEIGHTS),
-    reason="needs the real sample and weights: set FRUITS_SAMPLE_DIR and FRUITS_WEIGHTS (.ci/run does)",
-)
+needs_real_data = pytest.mark.skipif(not (SAMPLE and WEIGHTS), reason=NEEDS_REAL_DATA)
 
 
 @pytest.fixture(scope="session")
-def real_features(tmp_path_factory):
-    return write_real_features(tmp_path_factory.mktemp("real") / "features", SAMPLE, WEIGHTS)
+def real_features(real_keras_features, tmp_path_factory):
+    return write_real_features(tmp_path_factory.mktemp("real") / "features", *real_keras_features)
 
 
 def components_of(result) -> np.ndarray:
     return result.model.stages[-1].pc.toArray()
-
-
-def assert_same_axes(a: np.ndarray, b: np.ndarray, what: str) -> None:
-    for index in range(a.shape[1]):
-        cosine = abs(a[:, index] @ b[:, index]) / (np.linalg.norm(a[:, index]) * np.linalg.norm(b[:, index]))
-        assert cosine >= 0.9999, f"{what}: component {index} |cosine| {cosine}"
-
-
-def sklearn_reference(matrix: np.ndarray, variance: float):
-    sklearn = SklearnPCA(svd_solver="full").fit(matrix.astype(np.float64))
-    k = int(np.searchsorted(np.cumsum(sklearn.explained_variance_ratio_), variance - 1e-9)) + 1
-    return sklearn, k
 
 
 @needs_real_data
@@ -86,19 +66,13 @@ def test_ten_fits_on_any_partitioning_give_scikit_learns_k_ratios_and_components
 
 
 @needs_real_data
-def test_saved_model_projects_a_new_image_like_the_job(spark, real_features, tmp_path):
+def test_saved_model_projects_a_new_image_like_the_job(spark, real_features, reduce_pca_entry, tmp_path):
     """_model/ is centering + PCA: loaded elsewhere, it gives a new image the job's coordinates."""
-    import importlib.util
-
     from pyspark.ml import PipelineModel
 
     root, paths, matrix = real_features
-    spec = importlib.util.spec_from_file_location(
-        "reduce_pca_entry", Path(__file__).resolve().parents[2] / "spark_jobs" / "reduce_pca.py")
-    entry = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(entry)
     output = tmp_path / "pca"
-    entry.run(spark, str(root), str(output), k=12)
+    reduce_pca_entry.run(spark, str(root), str(output), k=12)
 
     model = PipelineModel.load(str(output / "_model"))
     np.testing.assert_allclose(model.stages[0].mean.toArray(), matrix.astype(np.float64).mean(axis=0), atol=1e-6)

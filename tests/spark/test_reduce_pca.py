@@ -12,24 +12,13 @@ import pytest
 from sklearn.decomposition import PCA as SklearnPCA
 
 from fruits_spark.pca import PcaInputError, choose_k, fit_pca, read_features
+from real_features import assert_same_axes
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ENTRY_SCRIPT = REPO_ROOT / "spark_jobs" / "reduce_pca.py"
 FEATURE_SCHEMA = "path string, label string, features array<float>"
 
 pytestmark = pytest.mark.spark
-
-
-def _load_entry_module():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("reduce_pca_entry", ENTRY_SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-reduce_pca = _load_entry_module()
 
 
 def feature_matrix(n_rows: int, dim: int, seed: int = 0) -> np.ndarray:
@@ -66,10 +55,7 @@ def test_projection_and_ratios_equal_scikit_learn(spark):
     np.testing.assert_allclose(result.report["explained_variance_ratio"], sklearn.explained_variance_ratio_, atol=1e-6)
     assert result.report["cumulative"] == pytest.approx(sklearn.explained_variance_ratio_.sum(), abs=1e-6)
     assert result.report["input_dim"] == 320 and result.report["n_images"] == 60
-    for component in range(8):
-        a, b = spark_projection[:, component], sklearn_projection[:, component]
-        cosine = abs(a @ b) / (np.linalg.norm(a) * np.linalg.norm(b))
-        assert cosine >= 0.9999, f"component {component}: |cosine| {cosine}"
+    assert_same_axes(sklearn_projection, spark_projection, "projection")  # each of scikit-learn's 8 components
 
 
 def test_variance_picks_smallest_k_reaching_fraction_of_total(spark):
@@ -113,11 +99,11 @@ def test_choose_k_by_variance_uses_ratios_of_all_components():
         choose_k(100, 4, variance=1.5, ratios=[1.0])
 
 
-def test_k_larger_than_rows_is_capped_and_reported(spark, tmp_path):
+def test_k_larger_than_rows_is_capped_and_reported(spark, reduce_pca_entry, tmp_path):
     features = tmp_path / "features" / "batch=r1"
     feature_frame(spark, feature_matrix(5, 12, seed=2)).write.parquet(str(features))
 
-    job_result = reduce_pca.run(spark, str(tmp_path / "features"), str(tmp_path / "pca"), k=20)
+    job_result = reduce_pca_entry.run(spark, str(tmp_path / "features"), str(tmp_path / "pca"), k=20)
 
     report = json.loads((tmp_path / "pca" / "_pca_report.json").read_text())
     assert report["k"] == 5 and report["k_requested"] == 20 and report["capped"] is True
@@ -128,7 +114,7 @@ def test_k_larger_than_rows_is_capped_and_reported(spark, tmp_path):
     assert {len(row["pca_features"]) for row in reduced.collect()} == {5}
 
 
-def test_all_batches_are_one_table_and_outputs_follow_the_contract(spark, tmp_path):
+def test_all_batches_are_one_table_and_outputs_follow_the_contract(spark, reduce_pca_entry, tmp_path):
     features_root = tmp_path / "features"
     matrix = feature_matrix(30, 16, seed=3)
     feature_frame(spark, matrix[:18]).write.parquet(str(features_root / "batch=2026-11-20T000000Z"))
@@ -141,8 +127,8 @@ def test_all_batches_are_one_table_and_outputs_follow_the_contract(spark, tmp_pa
     (features_root / "batch=manual__2026-11-21" / "_job_result.json").write_text('{"job": "extract_features"}\n')
     output = tmp_path / "pca" / "run 1"
 
-    first = reduce_pca.run(spark, f"file://{features_root}", f"file://{output}", k=3)
-    second = reduce_pca.run(spark, f"file://{features_root}", f"file://{output}", k=3)  # rerun replaces
+    first = reduce_pca_entry.run(spark, f"file://{features_root}", f"file://{output}", k=3)
+    second = reduce_pca_entry.run(spark, f"file://{features_root}", f"file://{output}", k=3)  # rerun replaces
 
     reduced = spark.read.parquet(str(output))
     assert reduced.schema.simpleString() == "struct<path:string,label:string,pca_features:array<float>>"
@@ -256,8 +242,8 @@ def test_row_without_features_is_named(spark):
         ["--features", "f", "--output", "o", "--k", "0"],
     ],
 )
-def test_cli_refuses_a_missing_or_impossible_target(argv, capsys):
+def test_cli_refuses_a_missing_or_impossible_target(argv, reduce_pca_entry, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        reduce_pca.parse_args(argv)
+        reduce_pca_entry.parse_args(argv)
     assert exit_info.value.code == 2
     assert "reduce_pca.py: error:" in capsys.readouterr().err

@@ -237,22 +237,6 @@ def test_an_incomplete_wheelhouse_is_refused_before_anything_is_shipped(tmp_path
     assert not (tmp_path / "out").exists()
 
 
-def _host_arch() -> str:
-    return os.uname().machine
-
-
-@pytest.fixture(scope="session")
-def host_wheelhouse(tmp_path_factory) -> Path:
-    """This machine's architecture's wheels: `make package`'s dist/wheelhouse when it has them, else downloaded
-    once for the session (pip's own cache makes that quick after the first time)."""
-    made = REPO_ROOT / "dist" / "wheelhouse"
-    if not missing_wheels(made, RUNTIME_PINS, (_host_arch(),)):
-        return made
-    folder = tmp_path_factory.mktemp("wheelhouse")
-    build_wheelhouse(folder, JOBS_DIR, architectures=(_host_arch(),))
-    return folder
-
-
 def _offline_env(python: Path, wheelhouse: Path | None) -> dict:
     """No package index reachable: pip's config files ignored, the index a closed local port."""
     env = {key: value for key, value in os.environ.items() if not key.startswith(("PIP_", "FRUITS_", "VIRTUAL_ENV"))}
