@@ -178,7 +178,6 @@ class Moments:
 
 def _partition_moments(batches, column: str = FEATURES_COLUMN):
     """mapInArrow body: one row (count, mean, scatter) per partition that has rows."""
-    import numpy as np
     import pyarrow as pa
 
     total = None
