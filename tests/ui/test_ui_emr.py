@@ -11,7 +11,10 @@ import json
 
 import pytest
 
+from fruits_pipeline.lake import run_key_for
+from fruits_pipeline.run_report_view import NO_REPORT_SENTENCE
 from moto_emr import REGION, cluster_by_id, complete_step
+from run_report_tab import PAGE, assert_shows_the_report, get, open_tab
 
 from .conftest import EMR_BUCKET as BUCKET
 
@@ -19,6 +22,7 @@ pytestmark = pytest.mark.ui
 
 DAG_ID = "fruits_pipeline_emr"
 SENSORS = ("watch_extract_features", "watch_reduce_pca")
+CLUSTER_TASKS = ("create_cluster", "add_steps", *SENSORS, "terminate_cluster")
 RUN_TIMEOUT_SECONDS = 300
 
 
@@ -76,6 +80,17 @@ def _wait_until_the_trigger_saw_the_step_running(airflow, run_id: str, task_id: 
     airflow.wait_for(polled_once, timeout, f"the trigger of {task_id} to poll its step", interval=0.5)
 
 
+def _links(airflow, run_id: str, task_id: str) -> dict:
+    return airflow.api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}/links")["extra_links"]
+
+
+def _cluster_links(cluster_id: str) -> dict:
+    """The provider's EmrClusterLink and EmrLogsLink targets for the cluster (LogUri s3://<bucket>/logs/emr/)."""
+    console = "https://console.aws.amazon.com"
+    return {"EMR Cluster": f"{console}/emr/home?region={REGION}#/clusterDetails/{cluster_id}",
+            "EMR Cluster Logs": f"{console}/s3/buckets/{BUCKET}/logs/emr/?region={REGION}&prefix={cluster_id}/"}
+
+
 def _step_ids(ti: dict) -> tuple[str, str]:
     fields = ti["rendered_fields"]
     return fields["job_flow_id"], fields["step_id"]
@@ -123,6 +138,18 @@ def test_a_triggered_run_ends_with_its_cluster_terminated_and_its_sensors_ran_in
     browser.element(f"[data-testid='grid-{run_id}-terminate_cluster']")
     browser.screenshot(screenshots / "emr_run_grid.png")
 
+    # the Run report tab: the report the run wrote to S3, through the DAG's AWS connection
+    key = f"reports/{run_key_for('manual', run_id, None)}.json"
+    report = json.loads(aws["s3"].get_object(Bucket=BUCKET, Key=key)["Body"].read())
+    seen = open_tab(browser, DAG_ID, run_id, screenshot=screenshots / "emr_run_report_tab.png")
+    assert seen["picture_width"], "the picture is displayed (loaded, not broken)"
+    assert_shows_the_report(seen["fields"], report)
+    assert seen["fields"]["cluster_id"] == cluster_id and report["estimated_cost"]["amount"] > 0
+
+    # the provider's links on each EMR task lead to this run's cluster and its logs
+    for task in CLUSTER_TASKS:
+        assert _links(airflow, run_id, task) == _cluster_links(cluster_id), task
+
 
 @pytest.fixture(scope="module")
 def marked_failed(airflow, aws, unpaused) -> dict:
@@ -143,6 +170,18 @@ def test_a_run_marked_failed_while_its_sensor_is_deferred_still_terminates_the_c
     assert states["watch_extract_features"] == "failed", states  # the deferred sensor, stopped by the mark
     assert states["terminate_cluster"] == "success", states  # the teardown ran after the run was marked
     assert cluster_by_id(marked_failed["cluster_id"]).state == "TERMINATED"
+
+
+def test_a_failed_try_that_deferred_keeps_its_cluster_links(airflow, marked_failed):
+    run_id = marked_failed["run"]["dag_run_id"]
+    assert _links(airflow, run_id, "watch_extract_features") == _cluster_links(marked_failed["cluster_id"])
+    assert _links(airflow, run_id, "terminate_cluster") == _cluster_links(marked_failed["cluster_id"])
+
+
+def test_the_tab_of_a_run_that_wrote_no_report_says_so(airflow, marked_failed):
+    query = {"dag_id": DAG_ID, "run_id": marked_failed["run"]["dag_run_id"]}
+    status, body, _ = get(airflow.base_url, PAGE, query, airflow.token())
+    assert status == 200 and NO_REPORT_SENTENCE.encode() in body, body
 
 
 def test_a_run_marked_failed_stays_failed_once_its_teardown_has_run(marked_failed):
