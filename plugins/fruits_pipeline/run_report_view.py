@@ -14,7 +14,6 @@ Which lake: the one the DAG writes its outputs to, as it declared it when it was
 it is not the pipeline's: 404. The report's place is the lake layout's (``lake.report``) for the
 run's key (``lake.run_key_for`` of the run's type, id and data interval end, read from Airflow).
 """
-from __future__ import annotations
 
 import html
 import logging
@@ -286,7 +285,10 @@ def render_report(report: dict, *, run_id: str, run_state: str | None, picture_u
 # --- the api-server side ----------------------------------------------------------------------------
 
 def _conn_id() -> str:
-    return os.environ.get("AWS_CONN_ID", "aws_default")
+    from fruits_pipeline.settings import Settings
+
+    # the DAG's connection setting (the api-server gets the same environment as the DAG's tasks)
+    return os.environ.get("AWS_CONN_ID", Settings.aws_conn_id)
 
 
 def create_app():
@@ -305,6 +307,12 @@ def create_app():
     from fruits_pipeline import storage
 
     app = FastAPI(title="fruits_pipeline run report", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.exception_handler(HTTPException)
+    def refusal_as_a_sentence(request, error: HTTPException) -> HTMLResponse:
+        # the tab is on every DAG's run pages (Airflow has no per-DAG view): say why there is nothing
+        return HTMLResponse(_page("Run report", f'<p data-field="refused">{_e(error.detail)}</p>'),
+                            status_code=error.status_code, headers=error.headers)
     can_read_runs = [Depends(requires_access_dag("GET", DagAccessEntity.RUN))]
     DagId = Annotated[str, Query(description="the DAG id")]
     RunId = Annotated[str, Query(description="the run id")]

@@ -20,14 +20,12 @@ def open_tab(browser, dag_id: str, run_id: str, screenshot=None) -> dict:
     browser.open(f"/dags/{dag_id}/runs/{urllib.parse.quote(run_id, safe='')}")
     browser.element(f"a[href$='/plugin/{TAB_ROUTE}']").click()
     frame = browser.element("iframe[title='Run report']")
-    if screenshot:
-        browser.driver.switch_to.frame(frame)
-        browser.element("[data-field=status], [data-field=no_report]")
-        browser.driver.switch_to.default_content()
-        browser.screenshot(screenshot, height=1400)
     browser.driver.switch_to.frame(frame)
     try:
-        browser.element("[data-field=status], [data-field=no_report]")
+        try:
+            browser.element("[data-field=status], [data-field=no_report]")
+        except AssertionError as error:  # say what the frame shows instead
+            raise AssertionError(f"{error}; the tab's frame shows: {browser.body_text()[:2000]!r}") from None
         pictures = browser.elements("img.picture")
         width = None
         if pictures:
@@ -36,9 +34,11 @@ def open_tab(browser, dag_id: str, run_id: str, screenshot=None) -> dict:
             width = browser.driver.execute_script("return arguments[0].naturalWidth", pictures[0])
         fields = {e.get_attribute("data-field"): e.get_attribute("textContent").strip()
                   for e in browser.driver.find_elements(By.CSS_SELECTOR, "[data-field]")}
-        return {"fields": fields, "picture_width": width}
     finally:
         browser.driver.switch_to.default_content()
+    if screenshot:
+        browser.screenshot(screenshot, height=1400)
+    return {"fields": fields, "picture_width": width}
 
 
 def assert_shows_the_report(shown: dict, report: dict) -> None:

@@ -159,3 +159,16 @@ def test_a_run_without_report_says_so_in_one_sentence():
 def test_only_s3_uris_become_links():
     assert lake_link("file:///tmp/lake/reports/r.json") == "<code>file:///tmp/lake/reports/r.json</code>"
     assert lake_link(None) == ""
+
+
+@pytest.mark.parametrize("path", ["/run", "/picture"])
+def test_the_app_asks_for_a_signed_in_user_before_anything_else(path):
+    """A plugin's FastAPI app is not behind Airflow's authentication by itself: its routes depend on the
+    api-server's check (the rest of the access rules are tested against the real api-server in tests/ui)."""
+    from fastapi.testclient import TestClient
+
+    from fruits_pipeline.run_report_view import create_app
+
+    response = TestClient(create_app()).get(path, params={"dag_id": "fruits_pipeline", "run_id": "../x"})
+    assert response.status_code == 401
+    assert fields_of(response.text) == {"refused": "Not authenticated"}
