@@ -241,7 +241,7 @@ h1 { font-size: 20px; margin: 0 0 4px; } h2 { font-size: 16px; margin: 20px 0 6p
 table { border-collapse: collapse; } th, td { text-align: left; padding: 3px 10px 3px 0; vertical-align: top; }
 th { font-weight: 600; } code { font-size: 12px; }
 .status-success { color: #2f855a; } .status-failed { color: #c53030; }
-.columns { display: flex; flex-wrap: wrap; gap: 32px; } .columns > div { min-width: 360px; }
+.columns { display: flex; flex-wrap: wrap; gap: 32px; } .numbers { flex: 0 1 auto; } .figure { flex: 1 1 480px; }
 img.picture { max-width: 100%; border: 1px solid #e2e8f0; }
 .problem { color: #c53030; }
 """
@@ -277,7 +277,7 @@ def render_report(report: dict, *, run_id: str, run_state: str | None, picture_u
     picture = (f'<section><h2>Picture</h2><img class="picture" src="{_e(picture_url)}" '
                f'alt="variance by PCA component and the images on the first two components"></section>'
                if picture_url else "")
-    body = (head + f'<div class="columns"><div>{numbers}</div><div>{picture}</div></div>'
+    body = (head + f'<div class="columns"><div class="numbers">{numbers}</div><div class="figure">{picture}</div></div>'
             + _classifier(report.get("classifier")) + _faults(report.get("faults")) + _links(report.get("uris") or {}))
     return _page(f"Run report: {run_id}", body)
 

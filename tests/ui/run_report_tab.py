@@ -37,7 +37,7 @@ def open_tab(browser, dag_id: str, run_id: str, screenshot=None) -> dict:
     finally:
         browser.driver.switch_to.default_content()
     if screenshot:
-        browser.screenshot(screenshot, height=1400)
+        browser.screenshot(screenshot, height=1250, width=1900)  # wide enough for the picture beside the numbers
     return {"fields": fields, "picture_width": width}
 
 
