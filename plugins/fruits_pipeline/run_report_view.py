@@ -126,7 +126,8 @@ def _uploads(counts: dict) -> str:
         examples = counts.get("rejected_examples") or {}
         reason_rows = [
             f"<tr><td><code>{_e(reason)}</code></td><td>{_field(f'counts.rejected_by_reason.{reason}', n)}</td>"
-            f"<td>{'<br>'.join(f'<code>{_e(p)}</code>' for p in examples.get(reason, []))}</td></tr>"
+            f"<td data-field=\"counts.rejected_examples.{_e(reason)}\">"
+            f"{'<br>'.join(f'<code>{_e(p)}</code>' + chr(10) for p in examples.get(reason, []))}</td></tr>"
             for reason, n in by_reason.items()]
         body += "<h3>Rejected, by reason</h3>" + _table(reason_rows, ["reason", "uploads", "for example"])
     return _section("Uploads", body)

@@ -49,6 +49,7 @@ def assert_shows_the_report(shown: dict, report: dict) -> None:
         assert shown[f"counts.{name}"] == str(counts[name]), name
     for reason, n in counts["rejected_by_reason"].items():
         assert shown[f"counts.rejected_by_reason.{reason}"] == str(n), reason
+        assert shown[f"counts.rejected_examples.{reason}"].splitlines() == counts["rejected_examples"][reason], reason
     if counts.get("featurized") is not None:
         assert shown["counts.featurized"] == str(counts["featurized"])
     assert shown["pca.k"] == str(pca["k"]) and shown["pca.variance_kept"] == f"{pca['variance_kept']:.1%}"

@@ -23,6 +23,7 @@ pytestmark = pytest.mark.ui
 
 DAG_ID = "fruits_pipeline_emr"
 SENSORS = ("watch_extract_features", "watch_reduce_pca")
+EMPTY_UPLOAD = "raw/kiwi/empty upload.jpg"
 CLUSTER_TASKS = ("create_cluster", "add_steps", *SENSORS, "terminate_cluster")
 RUN_TIMEOUT_SECONDS = 300
 
@@ -47,6 +48,7 @@ def unpaused(airflow, emr_lake) -> dict:
     s3 = emr_lake["s3"]
     for image in emr_lake["images"]:
         s3.put_object(Bucket=BUCKET, Key=f"raw/{image.parent.name}/{image.name}", Body=image.read_bytes())
+    s3.put_object(Bucket=BUCKET, Key=EMPTY_UPLOAD, Body=b"")  # rejected with a reason, shown on the Run report tab
     return run
 
 
@@ -146,6 +148,7 @@ def test_a_triggered_run_ends_with_its_cluster_terminated_and_its_sensors_ran_in
     assert seen["picture_width"], "the picture is displayed (loaded, not broken)"
     assert_shows_the_report(seen["fields"], report)
     assert seen["fields"]["cluster_id"] == cluster_id and report["estimated_cost"]["amount"] > 0
+    assert report["counts"]["rejected_examples"] == {"empty": [f"s3://{BUCKET}/{EMPTY_UPLOAD}"]}
 
     # the provider's links on each EMR task lead to this run's cluster and its logs
     for task in CLUSTER_TASKS:

@@ -113,6 +113,7 @@ def test_the_page_shows_the_reports_numbers():
     assert shown["route"] == "features + PCA" and shown["route_reason"] == "2 valid new upload(s)"
     assert (shown["counts.listed"], shown["counts.valid"], shown["counts.rejected"]) == ("8", "2", "6")
     assert shown["counts.rejected_by_reason.undecodable"] == "5"
+    assert shown["counts.rejected_examples.undecodable"].splitlines() == [f"s3://fruits-lake/raw/Kiwi/bad{i}.jpg" for i in range(3)]
     assert (shown["counts.featurized"], shown["pca.k"], shown["pca.variance_kept"]) == ("2", "7", "95.1%")
     assert shown["steps.extract_features.seconds"] == "30.6 s" and shown["cluster_id"] == "j-ABC"
     assert shown["estimated_cost.amount"] == "0.12" and shown["orphan_clusters_terminated"] == "1"
