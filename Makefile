@@ -29,12 +29,13 @@ check-java:
 test: install
 	$(BIN)/python -m pytest
 
-# The UI screenshots the README shows (tests/ui/screenshots/), taken by the UI suite against a real Airflow.
+# The UI screenshots README.md and docs/testing.md show (tests/ui/screenshots/: the trigger form, the run grids,
+# the Run report tab), taken by the UI suite against a real Airflow.
 # Needs chromium and chromium-driver (Debian: apt-get install chromium chromium-driver).
 screenshots: install
 	FRUITS_UI_SCREENSHOTS=$(abspath tests/ui/screenshots) FRUITS_UI_REQUIRED=1 $(BIN)/python -m pytest -m ui tests/ui
 
-# The feature job against the naive TensorFlow loop and one LiteRT process, in one run (README "Performance").
+# The feature job against the naive TensorFlow loop and one LiteRT process, in one run (docs/performance.md).
 bench: install
 	$(BIN)/python bench/bench_features.py $(BENCH_ARGS)
 
@@ -62,7 +63,7 @@ cost: install
 	@$(BIN)/python -m fruits_pipeline.cost_projection $(COST_ARGS)
 
 # Bucket, KMS key, EMR security configuration and IAM roles for FRUITS_LAKE_URI in FRUITS_REGION (idempotent).
-# `make infra INFRA_ARGS=check` audits without changing anything; see README "Data protection".
+# `make infra INFRA_ARGS=check` audits without changing anything; see docs/data-protection.md.
 INFRA_ARGS ?= provision
 infra: install
 	$(BIN)/python -m fruits_infra $(INFRA_ARGS)

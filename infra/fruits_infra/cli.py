@@ -1,4 +1,4 @@
-"""``python -m fruits_infra provision|check|erase``: see README.md, "Data protection"."""
+"""``python -m fruits_infra provision|check|erase``: see docs/data-protection.md."""
 from __future__ import annotations
 
 import argparse

@@ -4,7 +4,7 @@ subnet, the S3 gateway endpoint the nodes need (logs, bootstrap, wheelhouse, EMR
 repositories: all on S3) and a KMS interface endpoint (the security configuration encrypts local
 disks with the lake key: each node asks KMS for a data key when it starts).
 
-Layouts that work (README "Running on EMR"):
+Layouts that work (docs/emr.md):
 - private subnet (no route to an internet gateway) + S3 gateway endpoint on its route table: the
   GDPR-minded default; nodes reach nothing but S3 and AWS endpoints in the VPC.
 - public subnet (route to an internet gateway): S3 over the internet gateway; the endpoint is still

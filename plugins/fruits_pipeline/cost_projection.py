@@ -3,7 +3,7 @@
 Inputs are measured or published, never typed in by hand: the feature job's throughput
 from `make bench` (bench/results/latest.json) and the eu-west-3 price table kept in the
 repository (the same one the DAG's run report uses, through fruits_pipeline.cost).
-Prints Markdown; README's cost section is this output pasted.
+Prints Markdown; docs/costs.md is this output pasted.
 
     python -m fruits_pipeline.cost_projection [--bench PATH] [--prices PATH] [--daily-images N]
 """

@@ -1,11 +1,13 @@
-"""EMR pieces the provider does not give: steps added at most once per cluster, and a step sensor
-whose failure names the reason and the logs."""
+"""EMR pieces the provider does not give: steps added at most once per cluster, a step sensor
+whose failure names the reason and the logs, and the provider's cluster and logs links on the task
+pages where the provider's own code would not store them (steps found already added, the teardown)."""
 from __future__ import annotations
 
 import ast
 import asyncio
 from typing import Any
 
+from airflow.providers.amazon.aws.links.emr import EmrClusterLink, EmrLogsLink, get_log_uri
 from airflow.providers.amazon.aws.operators.emr import EmrAddStepsOperator, EmrTerminateJobFlowOperator
 from airflow.providers.amazon.aws.sensors.emr import EmrStepSensor
 from airflow.providers.amazon.aws.triggers.emr import EmrStepSensorTrigger
@@ -15,6 +17,16 @@ def step_log_location(log_uri: str | None, cluster_id: str, step_id: str) -> str
     if not log_uri:
         return None
     return f"{log_uri.rstrip('/')}/{cluster_id}/steps/{step_id}/"
+
+
+def persist_cluster_links(operator, context, cluster_id: str) -> None:
+    """Store the provider's EMR cluster and logs links of ``cluster_id`` for this task try, as the provider's
+    operators do (in the try's XCom: the UI reads them from there, also once the try has failed)."""
+    hook = operator.hook
+    where = {"context": context, "operator": operator, "region_name": hook.conn_region_name,
+             "aws_partition": hook.conn_partition, "job_flow_id": cluster_id}
+    EmrClusterLink.persist(**where)
+    EmrLogsLink.persist(**where, log_uri=get_log_uri(emr_client=hook.conn, job_flow_id=cluster_id))
 
 
 def step_failure_message(describe_step_response: dict, *, cluster_id: str, log_uri: str | None) -> str:
@@ -103,6 +115,7 @@ class FruitsAddStepsOperator(EmrAddStepsOperator):
         if existing is not None:
             self.log.info("cluster %s already has this run's steps %s: not adding them again",
                           self.job_flow_id, existing)
+            persist_cluster_links(self, context, self.job_flow_id)
             return existing
         return super().execute(context)
 
@@ -134,6 +147,7 @@ class FruitsTerminateClusterOperator(EmrTerminateJobFlowOperator):
         if not ids:
             self.log.info("no active cluster is tagged run_key=%s: nothing to terminate", run_key)
             return []
+        persist_cluster_links(self, context, ids[0])  # the run's cluster (one per run)
         if ids != [self.job_flow_id]:
             self.log.warning("create_cluster left no cluster id: terminating the clusters tagged run_key=%s: %s",
                              run_key, ids)

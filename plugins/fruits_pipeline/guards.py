@@ -51,5 +51,5 @@ def check_network_settings(settings) -> None:
             "FRUITS_EMR_SUBNET_ID is not set: EMR would use the default subnet, which AmazonEMRServicePolicy_v2 "
             "may not use (it acts only on subnets tagged for-use-with-amazon-emr-managed-policies=true). "
             "Fix: `make infra INFRA_ARGS=\"provision --subnet subnet-...\"` tags the subnet and its VPC, then set "
-            "FRUITS_EMR_SUBNET_ID to it (README, Running on EMR)."
+            "FRUITS_EMR_SUBNET_ID to it (docs/emr.md)."
         )

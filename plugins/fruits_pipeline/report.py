@@ -89,6 +89,7 @@ def build_report(lake: Lake, *, run_key: str, status: str, compute: str, validat
         "valid": validation["valid"],
         "rejected": validation["rejected"],
         "rejected_by_reason": validation.get("rejected_by_reason", {}),
+        "rejected_examples": validation.get("rejected_examples", {}),
         "already_featurized": validation.get("already_featurized", 0),
         "previously_rejected": validation.get("previously_rejected", 0),
         "featurized": feature_result.get("featurized") if feature_result else None,

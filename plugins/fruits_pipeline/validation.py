@@ -32,6 +32,7 @@ VALID_SCHEMA = pa.schema([("path", pa.string()), ("label", pa.string()), ("size"
                           ("sha256", pa.string()), ("width", pa.int32()), ("height", pa.int32())])
 REJECTED_SCHEMA = pa.schema([("path", pa.string()), ("reason", pa.string()), ("detail", pa.string())])
 MANIFEST_FILE = "part-00000.parquet"
+REJECTED_EXAMPLES_PER_REASON = 3  # in the run report; the rejected manifest lists them all
 
 
 @dataclass
@@ -50,11 +51,20 @@ class ValidationResult:
             counts[row["reason"]] = counts.get(row["reason"], 0) + 1
         return dict(sorted(counts.items()))
 
+    def rejected_examples(self, per_reason: int = REJECTED_EXAMPLES_PER_REASON) -> dict[str, list[str]]:
+        """The first few rejected paths of each reason: what a person opens to see why."""
+        examples: dict[str, list[str]] = {}
+        for row in self.rejected:
+            paths = examples.setdefault(row["reason"], [])
+            if len(paths) < per_reason:
+                paths.append(row["path"])
+        return dict(sorted(examples.items()))
+
     def summary(self) -> dict:
         return {"run_key": self.run_key, "total_in_raw": self.total_in_raw, "listed": self.listed,
                 "already_featurized": self.already_featurized, "previously_rejected": self.previously_rejected,
                 "valid": len(self.valid), "rejected": len(self.rejected),
-                "rejected_by_reason": self.rejected_by_reason()}
+                "rejected_by_reason": self.rejected_by_reason(), "rejected_examples": self.rejected_examples()}
 
 
 def label_of(raw_root: str, uri: str) -> str | None:

@@ -5,7 +5,7 @@ The model is the TFLite flatbuffer of Keras' MobileNetV2 (DESIGN.md, "The model"
 executor seconds and ~1 GB, LiteRT runs the same graph about twice as fast per thread, and its
 import and interpreter build take well under a second, so nothing needs to be pre-started.
 
-Speed notes (measured with bench/bench_features.py; README "Performance" has the figures):
+Speed notes (measured with bench/bench_features.py; docs/performance.md has the figures):
 - The driver reads the model file once (Hadoop FS, any URI) and broadcasts its bytes; each Python
   worker builds one interpreter from them, with ``spark.task.cpus`` threads (1 by default): more
   threads than the task slot has cores make the slots' threads evict each other's caches.

@@ -80,3 +80,26 @@ def test_the_suite_reads_dags_plugins_and_jobs_from_the_folders_compose_mounts(c
     assert suite_env["FRUITS_JOBS_DIR"] == str(REPO_ROOT / mounts["/opt/airflow/spark_jobs"].removeprefix("./"))
     bundles = json.loads(suite_env["AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST"])
     assert bundles[0]["kwargs"]["path"] == str(REPO_ROOT / "dags"), "the real dags/ is the first bundle"
+
+
+def test_both_api_servers_load_the_run_report_plugin_from_the_plugins_folder(compose, suite_env):
+    """The "Run report" tab (plugins/fruits_run_report_plugin.py) comes from the folder compose mounts at
+    /opt/airflow/plugins (the image's plugins folder) and the suite gives as AIRFLOW__CORE__PLUGINS_FOLDER,
+    loaded here by Airflow's own loader; the api-server also reads the lake through the DAG's connection."""
+    from airflow._shared.module_loading import find_path_from_directory
+    from airflow._shared.plugins_manager.plugins_manager import _load_plugins_from_plugin_directory
+
+    api_server = compose["services"]["airflow-apiserver"]
+    assert "./plugins:/opt/airflow/plugins" in api_server["volumes"]
+    assert {"AWS_CONN_ID", "AIRFLOW_CONN_AWS_DEFAULT", "FRUITS_LAKE_URI"} <= set(api_server["environment"])
+    plugins, errors = _load_plugins_from_plugin_directory(suite_env["AIRFLOW__CORE__PLUGINS_FOLDER"])
+    assert errors == {}
+    assert [(p.name, p.source.path) for p in plugins] == [
+        ("fruits_run_report", "fruits_run_report_plugin.py")]  # relative to the plugins folder
+    # plugins/.airflowignore: every Airflow process (each task's too) loads the folder's files as
+    # top-level modules; the package's own modules stay out of that scan
+    folder = suite_env["AIRFLOW__CORE__PLUGINS_FOLDER"]
+    assert list(find_path_from_directory(folder, ".airflowignore", "glob")) == [f"{folder}/fruits_run_report_plugin.py"]
+    (view,), (app,) = plugins[0].external_views, plugins[0].fastapi_apps
+    assert view["destination"] == "dag_run" and {"{DAG_ID}", "{RUN_ID}"} <= set(re.findall(r"\{[A-Z_]+\}", view["href"]))
+    assert view["href"].startswith(app["url_prefix"] + "/")

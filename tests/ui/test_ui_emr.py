@@ -7,11 +7,15 @@ the REST API while a sensor is deferred: terminate_cluster, the teardown, must s
 """
 from __future__ import annotations
 
+import html
 import json
 
 import pytest
 
+from fruits_pipeline.lake import run_key_for
+from fruits_pipeline.run_report_view import NO_REPORT_SENTENCE
 from moto_emr import REGION, cluster_by_id, complete_step
+from run_report_tab import PAGE, assert_shows_the_report, get, open_tab
 
 from .conftest import EMR_BUCKET as BUCKET
 
@@ -19,6 +23,8 @@ pytestmark = pytest.mark.ui
 
 DAG_ID = "fruits_pipeline_emr"
 SENSORS = ("watch_extract_features", "watch_reduce_pca")
+EMPTY_UPLOAD = "raw/kiwi/empty upload.jpg"
+CLUSTER_TASKS = ("create_cluster", "add_steps", *SENSORS, "terminate_cluster")
 RUN_TIMEOUT_SECONDS = 300
 
 
@@ -42,6 +48,7 @@ def unpaused(airflow, emr_lake) -> dict:
     s3 = emr_lake["s3"]
     for image in emr_lake["images"]:
         s3.put_object(Bucket=BUCKET, Key=f"raw/{image.parent.name}/{image.name}", Body=image.read_bytes())
+    s3.put_object(Bucket=BUCKET, Key=EMPTY_UPLOAD, Body=b"")  # rejected with a reason, shown on the Run report tab
     return run
 
 
@@ -74,6 +81,17 @@ def _wait_until_the_trigger_saw_the_step_running(airflow, run_id: str, task_id: 
         return any("non-terminal state" in log.read_text(errors="replace")
                    for log in folder.glob("attempt=*.log.trigger.*.log"))
     airflow.wait_for(polled_once, timeout, f"the trigger of {task_id} to poll its step", interval=0.5)
+
+
+def _links(airflow, run_id: str, task_id: str) -> dict:
+    return airflow.api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}/links")["extra_links"]
+
+
+def _cluster_links(cluster_id: str) -> dict:
+    """The provider's EmrClusterLink and EmrLogsLink targets for the cluster (LogUri s3://<bucket>/logs/emr/)."""
+    console = "https://console.aws.amazon.com"
+    return {"EMR Cluster": f"{console}/emr/home?region={REGION}#/clusterDetails/{cluster_id}",
+            "EMR Cluster Logs": f"{console}/s3/buckets/{BUCKET}/logs/emr/?region={REGION}&prefix={cluster_id}/"}
 
 
 def _step_ids(ti: dict) -> tuple[str, str]:
@@ -123,6 +141,19 @@ def test_a_triggered_run_ends_with_its_cluster_terminated_and_its_sensors_ran_in
     browser.element(f"[data-testid='grid-{run_id}-terminate_cluster']")
     browser.screenshot(screenshots / "emr_run_grid.png")
 
+    # the Run report tab: the report the run wrote to S3, through the DAG's AWS connection
+    key = f"reports/{run_key_for('manual', run_id, None)}.json"
+    report = json.loads(aws["s3"].get_object(Bucket=BUCKET, Key=key)["Body"].read())
+    seen = open_tab(browser, DAG_ID, run_id, screenshot=screenshots / "emr_run_report_tab.png")
+    assert seen["picture_width"], "the picture is displayed (loaded, not broken)"
+    assert_shows_the_report(seen["fields"], report)
+    assert seen["fields"]["cluster_id"] == cluster_id and report["estimated_cost"]["amount"] > 0
+    assert report["counts"]["rejected_examples"] == {"empty": [f"s3://{BUCKET}/{EMPTY_UPLOAD}"]}
+
+    # the provider's links on each EMR task lead to this run's cluster and its logs
+    for task in CLUSTER_TASKS:
+        assert _links(airflow, run_id, task) == _cluster_links(cluster_id), task
+
 
 @pytest.fixture(scope="module")
 def marked_failed(airflow, aws, unpaused) -> dict:
@@ -131,10 +162,12 @@ def marked_failed(airflow, aws, unpaused) -> dict:
     ti = _wait_until_deferred(airflow, run_id, "watch_extract_features")
     cluster_id, _ = _step_ids(ti)
     running_before = cluster_by_id(cluster_id).state
+    tab_while_running = get(airflow.base_url, PAGE, {"dag_id": DAG_ID, "run_id": run_id}, airflow.token())
     airflow.api("PATCH", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}", {"state": "failed"})
     run = airflow.wait_for_run(DAG_ID, run_id, RUN_TIMEOUT_SECONDS)
     states = {k: v["state"] for k, v in airflow.task_instances(DAG_ID, run_id).items()}
-    return {"run": run, "states": states, "cluster_id": cluster_id, "cluster_state_before": running_before}
+    return {"run": run, "states": states, "cluster_id": cluster_id, "cluster_state_before": running_before,
+            "tab_while_running": tab_while_running}
 
 
 def test_a_run_marked_failed_while_its_sensor_is_deferred_still_terminates_the_cluster(marked_failed):
@@ -143,6 +176,17 @@ def test_a_run_marked_failed_while_its_sensor_is_deferred_still_terminates_the_c
     assert states["watch_extract_features"] == "failed", states  # the deferred sensor, stopped by the mark
     assert states["terminate_cluster"] == "success", states  # the teardown ran after the run was marked
     assert cluster_by_id(marked_failed["cluster_id"]).state == "TERMINATED"
+
+
+def test_a_failed_try_that_deferred_keeps_its_cluster_links(airflow, marked_failed):
+    run_id = marked_failed["run"]["dag_run_id"]
+    assert _links(airflow, run_id, "watch_extract_features") == _cluster_links(marked_failed["cluster_id"])
+    assert _links(airflow, run_id, "terminate_cluster") == _cluster_links(marked_failed["cluster_id"])
+
+
+def test_the_tab_of_a_run_that_has_no_report_yet_says_so(marked_failed):
+    status, body, _ = marked_failed["tab_while_running"]  # read while its sensor was deferred
+    assert status == 200 and html.escape(NO_REPORT_SENTENCE).encode() in body, body
 
 
 def test_a_run_marked_failed_stays_failed_once_its_teardown_has_run(marked_failed):

@@ -2,7 +2,8 @@
 
 In file order: log in and find the DAG; read the trigger form; have bad values refused; unpause
 the DAG so that the scheduler runs the last interval on the uploads present; then trigger, from
-the form, a run with a new pca_k, which refits the PCA on all features without extracting any.
+the form, a run with a new pca_k, which refits the PCA on all features without extracting any;
+then read the scheduled run's "Run report" tab, and check who may read it.
 Runs are followed through the REST API (/api/v2), outputs are read from the lake.
 """
 from __future__ import annotations
@@ -16,6 +17,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from fruits_pipeline.lake import Lake, run_key_for
+from run_report_tab import PAGE, PICTURE, PNG_MAGIC, assert_shows_the_report, get, open_tab, token_for
+from ui_airflow import NO_ROLE
 
 pytestmark = pytest.mark.ui
 
@@ -163,3 +166,44 @@ def test_a_run_triggered_with_a_new_pca_k_refits_the_pca_without_new_features(
     assert len(rows) == len(uploads) and {len(r["pca_features"]) for r in rows} == {NEW_PCA_K}
     assert json.loads(_local(lake.pca_report(run_key)).read_text())["k"] == NEW_PCA_K
     assert _local(lake.report(run_key)).with_suffix(".png").is_file(), "every run with a PCA draws its picture"
+
+
+def test_the_run_report_tab_shows_the_runs_report_and_picture(browser, scheduled_run, local_lake, screenshots):
+    run = scheduled_run
+    report = _report(Lake(f"file://{local_lake}"), _run_key(run))
+    seen = open_tab(browser, DAG_ID, run["dag_run_id"], screenshot=screenshots / "run_report_tab.png")
+    assert seen["picture_width"], "the picture is displayed (loaded, not broken)"
+    assert_shows_the_report(seen["fields"], report)
+    assert seen["fields"]["route"] == "features + PCA" and seen["fields"]["run_state"] == "success"
+
+
+def test_the_run_report_and_picture_are_served_only_to_users_who_may_read_the_dags_runs(
+        airflow, scheduled_run, local_lake):
+    run_id = scheduled_run["dag_run_id"]
+    query = {"dag_id": DAG_ID, "run_id": run_id}
+    no_role = token_for(airflow.base_url, NO_ROLE, json.loads(
+        (airflow.home / "simple_auth_manager_passwords.json.generated").read_text())[NO_ROLE])
+    for path in (PAGE, PICTURE):
+        assert get(airflow.base_url, path, query)[0] == 401, f"{path}: anonymous"
+        assert get(airflow.base_url, path, query, "not.a.token")[0] == 403, f"{path}: a forged token"
+        assert get(airflow.base_url, path, query, no_role)[0] == 403, f"{path}: a user who may not read the runs"
+    status, body, content_type = get(airflow.base_url, PICTURE, query, airflow.token())
+    picture = _local(Lake(f"file://{local_lake}").report_picture(_run_key(scheduled_run)))
+    assert (status, content_type) == (200, "image/png") and body.startswith(PNG_MAGIC) and body == picture.read_bytes()
+    status, body, _ = get(airflow.base_url, PAGE, query, airflow.token())
+    assert status == 200 and b'data-field="status">success<' in body
+
+
+@pytest.mark.parametrize("query, status", [
+    ("dag_id=fruits_pipeline&run_id=..%2F..%2Fetc%2Fpasswd", 400),
+    ("dag_id=fruits_pipeline&run_id=%252e%252e%252freports", 400),  # encoded twice
+    ("dag_id=fruits_pipeline&run_id=..%5C..%5Cx", 400),
+    ("dag_id=..%2Ffruits_pipeline&run_id=x", 400),
+    ("dag_id=not_the_pipeline&run_id=x", 404),
+    ("dag_id=fruits_pipeline&run_id=manual__no_such_run", 404),
+], ids=["dotdot-slash", "double-encoded", "backslash", "dag-id-dotdot", "another-dag", "no-such-run"])
+def test_ids_leading_outside_reports_or_to_another_dag_are_refused(airflow, scheduled_run, query, status):
+    for path in (PAGE, PICTURE):
+        got, body, _ = get(airflow.base_url, path, query, airflow.token())
+        assert got == status, (path, query, body)
+

@@ -31,6 +31,7 @@ REPO = Path(__file__).resolve().parents[2]
 EMR_DAGS = Path(__file__).resolve().parent / "emr_dags"
 EMR_ENV_FILE = "fruits_emr_env.json"  # read by emr_dags/fruits_pipeline_emr_dag.py from AIRFLOW_HOME
 ADMIN = "admin"
+NO_ROLE = "norole"  # signed in, but the simple auth manager grants a user without a role nothing (403s)
 
 # Same commands as the services of docker-compose.yaml (tests/compose/test_ui_suite_matches_compose.py).
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
@@ -264,7 +265,7 @@ def airflow_environment(home: Path, *, port: int, health_port: int, lake_root: P
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
         "AIRFLOW__CORE__AUTH_MANAGER": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN}:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN}:admin,{NO_ROLE}:",
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
         "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps(bundles),
@@ -302,6 +303,7 @@ def airflow_environment(home: Path, *, port: int, health_port: int, lake_root: P
 def prepare_home(home: Path, emr_env: dict) -> str:
     """Write the admin password (before any component starts) and the EMR DAG's settings; return the password."""
     password = secrets.token_urlsafe(12)
-    (home / "simple_auth_manager_passwords.json.generated").write_text(json.dumps({ADMIN: password}) + "\n")
+    passwords = {ADMIN: password, NO_ROLE: secrets.token_urlsafe(12)}
+    (home / "simple_auth_manager_passwords.json.generated").write_text(json.dumps(passwords) + "\n")
     (home / EMR_ENV_FILE).write_text(json.dumps(emr_env, indent=2) + "\n")
     return password

@@ -73,15 +73,15 @@ class Browser:
     def body_text(self) -> str:
         return self.driver.find_element(By.TAG_NAME, "body").text
 
-    def screenshot(self, path: Path, height: int | None = None) -> None:
-        """Save the window; ``height`` makes it that tall first (a whole form on one picture)."""
+    def screenshot(self, path: Path, height: int | None = None, width: int | None = None) -> None:
+        """Save the window; ``height`` and ``width`` make it that large first (a whole form on one picture)."""
         path.parent.mkdir(parents=True, exist_ok=True)
         size = self.driver.get_window_size()
-        if height:
-            self.driver.set_window_size(size["width"], height)
+        if height or width:
+            self.driver.set_window_size(width or size["width"], height or size["height"])
         time.sleep(1)  # let the last render settle
         self.driver.save_screenshot(str(path))
-        if height:
+        if height or width:
             self.driver.set_window_size(size["width"], size["height"])
 
     def scroll_to(self, element) -> None:

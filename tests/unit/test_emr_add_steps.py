@@ -47,6 +47,11 @@ def test_steps_already_added_finds_this_runs_steps_in_order(emr):
 def test_running_add_steps_again_returns_the_existing_steps_instead_of_adding_them(emr):
     client, cluster_id = emr
     first = client.add_job_flow_steps(JobFlowId=cluster_id, Steps=STEPS)["StepIds"]
-    again = _operator(cluster_id).execute({})  # returns before touching the context
+    pushed = {}
+    ti = type("TaskInstance", (), {"xcom_push": lambda self, key, value: pushed.update({key: value})})()
+    again = _operator(cluster_id).execute({"ti": ti})
     assert again == first
     assert len(client.list_steps(ClusterId=cluster_id)["Steps"]) == len(STEPS)
+    # the provider's links of the cluster, as its own execute would have stored them
+    assert pushed["emr_cluster"]["job_flow_id"] == cluster_id and pushed["emr_cluster"]["region_name"] == REGION
+    assert pushed["emr_logs"]["job_flow_id"] == cluster_id
