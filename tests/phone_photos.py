@@ -61,12 +61,13 @@ def jpeg_bytes(upright: Image.Image, orientation: int = 1, quality: int = 90) ->
     return sink.getvalue()
 
 
-def heic_bytes(upright: Image.Image, quality: int = 80) -> bytes:
+def heic_bytes(upright: Image.Image, quality: int = 50) -> bytes:
+    """x265's fastest preset: 1-2 s for 12 MP instead of 30 s; what is measured is the decode."""
     import pillow_heif
 
     pillow_heif.register_heif_opener()
     sink = io.BytesIO()
-    upright.save(sink, "HEIF", quality=quality)
+    upright.save(sink, "HEIF", quality=quality, enc_params={"preset": "ultrafast"})
     return sink.getvalue()
 
 
