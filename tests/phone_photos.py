@@ -33,8 +33,9 @@ SUFFIX = {"jpeg": ".jpg", "jpeg_sideways": ".jpg", "heic": ".heic", "webp": ".we
           "mpo": ".jpg"}
 
 
-def phone_frame(sample: Image.Image | Path, size=PHONE_SIZE, seed: int = 0) -> Image.Image:
-    """The upright photo: ``sample`` scaled to the frame's short side, centred, with mild noise."""
+def phone_frame(sample: Image.Image | Path, size=PHONE_SIZE, seed: int = 0, noise: int = 6) -> Image.Image:
+    """The upright photo: ``sample`` scaled to the frame's short side, centred, with mild noise
+    (+-``noise`` levels; 0 for files that must stay small, such as the demo's)."""
     if not isinstance(sample, Image.Image):
         sample = Image.open(sample)
     width, height = size
@@ -43,8 +44,8 @@ def phone_frame(sample: Image.Image | Path, size=PHONE_SIZE, seed: int = 0) -> I
     frame.paste(sample.convert("RGB").resize((side, side), Image.Resampling.BICUBIC),
                 ((width - side) // 2, (height - side) // 2))
     pixels = np.asarray(frame, dtype=np.int16)
-    noise = np.random.default_rng(seed).integers(-6, 7, size=(height, width, 1), dtype=np.int16)
-    return Image.fromarray(np.clip(pixels + noise, 0, 255).astype(np.uint8))
+    jitter = np.random.default_rng(seed).integers(-noise, noise + 1, size=(height, width, 1), dtype=np.int16)
+    return Image.fromarray(np.clip(pixels + jitter, 0, 255).astype(np.uint8))
 
 
 def stored(upright: Image.Image, orientation: int) -> Image.Image:
@@ -85,7 +86,7 @@ def png_alpha_bytes(upright: Image.Image) -> bytes:
     background = (pixels[..., :3] >= 245).all(axis=2)
     pixels[background] = (0, 0, 0, 0)
     sink = io.BytesIO()
-    Image.fromarray(pixels, "RGBA").save(sink, "PNG", compress_level=1)
+    Image.fromarray(pixels, "RGBA").save(sink, "PNG", optimize=True)
     return sink.getvalue()
 
 

@@ -89,6 +89,7 @@ def build_report(lake: Lake, *, run_key: str, status: str, compute: str, validat
         "valid": validation["valid"],
         "rejected": validation["rejected"],
         "rejected_by_reason": validation.get("rejected_by_reason", {}),
+        "valid_by_format": validation.get("valid_by_format", {}),
         "already_featurized": validation.get("already_featurized", 0),
         "previously_rejected": validation.get("previously_rejected", 0),
         "featurized": feature_result.get("featurized") if feature_result else None,
@@ -143,6 +144,8 @@ def summary_text(report: dict) -> str:
     rejected = ", ".join(f"{k}={v}" for k, v in c["rejected_by_reason"].items()) or "none"
     lines.append(f"  uploads: {c['listed']} selected, {c['valid']} valid, {c['rejected']} rejected ({rejected}); "
                  f"{c['already_featurized']} already featurized, {c['previously_rejected']} rejected before")
+    if c.get("valid_by_format"):
+        lines.append("  valid by format: " + ", ".join(f"{k}={v}" for k, v in c["valid_by_format"].items()))
     pca = report["pca"]
     kept = f"{pca['variance_kept']:.1%}" if isinstance(pca.get("variance_kept"), (int, float)) else None
     if c["featurized"] is not None:

@@ -55,11 +55,17 @@ class ValidationResult:
             counts[row["reason"]] = counts.get(row["reason"], 0) + 1
         return dict(sorted(counts.items()))
 
+    def valid_by_format(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for row in self.valid:
+            counts[row["format"]] = counts.get(row["format"], 0) + 1
+        return dict(sorted(counts.items()))
+
     def summary(self) -> dict:
         return {"run_key": self.run_key, "total_in_raw": self.total_in_raw, "listed": self.listed,
                 "already_featurized": self.already_featurized, "previously_rejected": self.previously_rejected,
                 "valid": len(self.valid), "rejected": len(self.rejected),
-                "rejected_by_reason": self.rejected_by_reason()}
+                "rejected_by_reason": self.rejected_by_reason(), "valid_by_format": self.valid_by_format()}
 
 
 def label_of(raw_root: str, uri: str) -> str | None:

@@ -36,6 +36,9 @@ ACCEPTED_TEXT = "JPEG, PNG, WebP or HEIC/HEIF"
 # The Pillow plugins each accepted format may be opened with (MPO: Pillow's name for a
 # multi-picture JPEG; HEIF: pillow-heif's opener).
 PILLOW_FORMATS = {JPEG: ("JPEG", "MPO"), PNG: ("PNG",), WEBP: ("WEBP",), HEIF: ("HEIF",)}
+# The names phones give photos: which files of a local folder `make demo` uploads (beside them
+# may lie notes and licenses). The pipeline itself never looks at a name.
+PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif")
 # ISOBMFF brands of still HEIF images (HEVC-coded; pillow-heif decodes these).
 HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"mif2"}
 
