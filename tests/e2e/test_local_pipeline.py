@@ -132,7 +132,7 @@ def test_first_run_writes_every_output_of_the_design(first_run, lake_root, uploa
 
     valid = _rows(lake.manifest_valid(run_key))
     assert sorted(r["path"] for r in valid) == sorted(uploads["first"])
-    assert {"path", "label", "size", "sha256", "width", "height"} <= set(valid[0])
+    assert {"path", "label", "size", "format", "width", "height"} <= set(valid[0])
 
     features = _rows(lake.features(run_key))
     assert sorted(r["path"] for r in features) == sorted(uploads["first"])
