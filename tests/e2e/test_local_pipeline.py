@@ -175,7 +175,7 @@ def test_first_report_counts_reconcile(first_run, lake_root, uploads):
     assert report["reconciliation"] == []
     assert counts["listed"] == len(uploads["first"]) + len(uploads["corrupt"])
     assert counts["listed"] == counts["valid"] + counts["rejected"]
-    assert counts["valid"] == counts["featurized"] + (counts["rejected_by_job"] or 0)
+    assert counts["valid"] == counts["featurized"] + (counts["rejected_by_job"] or 0) + (counts["duplicates"] or 0)
     assert counts["featurized"] == len(uploads["first"]) == counts["reduced"]
     assert sum(counts["rejected_by_reason"].values()) == counts["rejected"]
     pca_report = json.loads(_local(lake.pca_report(run_key)).read_text())
