@@ -98,7 +98,8 @@ def run_phone_loop(folder: str, model: str, batch_size: int, threads: int, reduc
     files = sorted(p for p in Path(folder).rglob("*") if p.is_file())
     done = 0
     for start in range(0, len(files), batch_size):
-        pixels = np.stack([model_pixels(p.read_bytes(), reduced_decode=reduced) for p in files[start:start + batch_size]])
+        batch = files[start:start + batch_size]
+        pixels = np.stack([model_pixels(p.read_bytes(), reduced_decode=reduced) for p in batch])
         done += len(interpreter.predict(preprocess(pixels.astype(np.float32))))
     return {"seconds": time.monotonic() - started, "featurized": done}
 
@@ -213,7 +214,8 @@ def main(argv=None) -> int:
     Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
     print(f"phone set: {len(files)} uploads of {result['mean_upload_mb']} MB on average\n"
           f"job                          {job_rate:6.2f} images/s end to end ({slots} task slots)\n"
-          f"(a) naive, full decode       {naive_rate:6.2f} images/s: job / (a) = {result['ratio_job_to_naive_full_decode']}"
+          f"(a) naive, full decode       {naive_rate:6.2f} images/s: "
+          f"job / (a) = {result['ratio_job_to_naive_full_decode']}"
           f" (target >= {TARGETS['naive_full_decode']})\n"
           f"(b) reduced decode, one core {reduced_rate:6.2f} images/s: job / ((b) x {slots}) = "
           f"{result['ratio_job_to_reduced_decode_one_core_times_slots']} "

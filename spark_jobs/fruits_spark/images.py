@@ -88,7 +88,8 @@ def _what_else(head: bytes) -> str:
         major, compatible = brands
         if major in (b"avif", b"avis") or b"avif" in compatible:
             return "an AVIF image (AV1-coded HEIF, not accepted)"
-        return f"an ISOBMFF file of brand {major.decode('latin-1')!r} (a video or another container, not a still HEIF image)"
+        return (f"an ISOBMFF file of brand {major.decode('latin-1')!r} "
+                "(a video or another container, not a still HEIF image)")
     if head.startswith(b"RIFF"):
         return f"a RIFF file of type {head[8:12].decode('latin-1')!r}, not WebP"
     if not head.strip(b"\0"):
@@ -239,8 +240,8 @@ def _heif_header(head: bytes, size: int) -> Header:
     primary, sizes = 1, {}
     for kind, box_payload, box_end in _boxes(head, start, end, end):
         if kind == b"pitm":
-            version = head[box_payload]
-            primary = struct.unpack(">I" if version else ">H", head[box_payload + 4:box_payload + (8 if version else 6)])[0]
+            id_bytes = 4 if head[box_payload] else 2  # pitm version 1: 32-bit item ids
+            primary = int.from_bytes(head[box_payload + 4:box_payload + 4 + id_bytes], "big")
         elif kind == b"iprp":
             sizes = _item_sizes(head, box_payload, box_end)
     if primary not in sizes:
@@ -402,7 +403,8 @@ def model_pixels(content: bytes, *, reduced_decode: bool = True) -> np.ndarray:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise RejectedImage("decompression_bomb", str(exc)) from None
     except UnidentifiedImageError as exc:
-        raise RejectedImage("not_an_image", f"{image_format} by its first bytes, but no decoder opens it: {exc}") from None
+        raise RejectedImage("not_an_image",
+                            f"{image_format} by its first bytes, but no decoder opens it: {exc}") from None
     except Exception as exc:  # any other decoder failure is bad content, never a job failure
         text = str(exc).lower()
         truncated = any(words in text for words in ("truncated", "too short", "end of file", "outside of file"))
