@@ -40,6 +40,7 @@ PILLOW_FORMATS = {JPEG: ("JPEG", "MPO"), PNG: ("PNG",), WEBP: ("WEBP",), HEIF: (
 # may lie notes and licenses). The pipeline itself never looks at a name.
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif")
 # ISOBMFF brands of still HEIF images (HEVC-coded; pillow-heif decodes these).
+AV1_BRANDS = {b"avif", b"avis"}  # AVIF: HEIF's container around AV1, which pillow-heif 1.x does not decode
 HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"mif2"}
 
 
@@ -86,7 +87,7 @@ def _what_else(head: bytes) -> str:
     brands = _isobmff_brands(head)
     if brands:
         major, compatible = brands
-        if major in (b"avif", b"avis") or b"avif" in compatible:
+        if major in AV1_BRANDS or b"avif" in compatible:
             return "an AVIF image (AV1-coded HEIF, not accepted)"
         return (f"an ISOBMFF file of brand {major.decode('latin-1')!r} "
                 "(a video or another container, not a still HEIF image)")
@@ -111,7 +112,7 @@ def sniff(head: bytes) -> str:
     if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
         return WEBP
     brands = _isobmff_brands(head)
-    if brands and (brands[0] in HEIF_BRANDS or (HEIF_BRANDS & set(brands[1]) and b"avif" != brands[0])):
+    if brands and brands[0] not in AV1_BRANDS and (brands[0] in HEIF_BRANDS or HEIF_BRANDS & set(brands[1])):
         return HEIF
     raise RejectedImage("not_an_image", f"content is {_what_else(head)}, not {ACCEPTED_TEXT}")
 

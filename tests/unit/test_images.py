@@ -186,6 +186,7 @@ def test_hostile_files_are_rejected_by_the_decoder_with_a_reason(phone_uploads, 
 @pytest.mark.parametrize("content,named", [
     (b"GIF89a" + bytes(100), "a GIF image"), (b"%PDF-1.7\n" + bytes(100), "a PDF document"),
     (b"\0\0\0\x1cftypavif\0\0\0\0avifmif1" + bytes(100), "an AVIF image"),
+    (b"\0\0\0\x1cftypavis\0\0\0\0mif1msf1" + bytes(100), "an AVIF image"),
     (b"\0\0\0\x18ftypqt  \0\0\0\0qt  " + bytes(100), "brand 'qt  '"),
     (b"RIFF\x10\0\0\0WAVEfmt " + bytes(100), "type 'WAVE', not WebP"), (bytes(100), "only zero bytes"),
     (b"hello, I am text" * 10, "text"),
