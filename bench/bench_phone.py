@@ -2,7 +2,7 @@
 
     python bench/bench_phone.py [--images DIR] [--count 400] [--model FILE] [--master local[2]]
 
-The set (tests/phone_photos.py, made once and kept in bench/.phone-set/<count>/): sample images
+The set (tests/phone_photos.py, made once and kept in bench/.phone-set/<count>-shuffled/): sample images
 centred in 4032x3024 frames with mild noise; half JPEG, a quarter JPEG stored sideways with EXIF
 Orientation 6, an eighth HEIC, an eighth WebP. Each upload's bytes are distinct (a few pixels
 differ), so the job's duplicate check leaves none out.
@@ -24,6 +24,7 @@ import argparse
 import io
 import json
 import os
+import random
 import shutil
 import sys
 import tempfile
@@ -67,13 +68,17 @@ def make_phone_set(sample: Path, count: int, raw: Path) -> list[Path]:
 
     from phone_photos import SUFFIX, phone_frame, sample_images, upload_bytes
 
-    cached = CACHE / str(count)
+    cached = CACHE / f"{count}-shuffled"
     if not (cached / "done").is_file():
         shutil.rmtree(cached, ignore_errors=True)
         sources = sample_images(sample, UNIQUE_FRAMES)
         frames = [np.asarray(phone_frame(source, seed=i)) for i, source in enumerate(sources)]
+        # Kinds shuffled over the uploads: a kind that followed the source would gather the HEICs in
+        # a few labels, and so in a few of the job's partitions.
+        kinds = [MIX[index % len(MIX)] for index in range(count)]
+        random.Random(0).shuffle(kinds)
         for index in range(count):
-            source, kind = sources[index % len(sources)], MIX[index % len(MIX)]
+            source, kind = sources[index % len(sources)], kinds[index]
             pixels = frames[index % len(frames)].copy()
             pixels[1500, 1000:1032] = np.unpackbits(np.frombuffer(index.to_bytes(4, "big"), np.uint8))[:, None] * 255
             target = cached / source.parent.name / f"phone_{index:04d}_{kind}{SUFFIX[kind]}"
