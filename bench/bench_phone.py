@@ -2,7 +2,7 @@
 
     python bench/bench_phone.py [--images DIR] [--count 400] [--model FILE] [--master local[2]]
 
-The set (tests/phone_photos.py, made once and kept in bench/.phone-set/<count>-shuffled/): sample images
+The set (tests/phone_photos.py, made once and kept in bench/.phone-set/): sample images
 centred in 4032x3024 frames with mild noise; half JPEG, a quarter JPEG stored sideways with EXIF
 Orientation 6, an eighth HEIC, an eighth WebP. Each upload's bytes are distinct (a few pixels
 differ), so the job's duplicate check leaves none out.
@@ -50,6 +50,8 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", default=os.environ.get("FRUITS_SAMPLE_DIR"), help="the Fruits-360 sample")
     parser.add_argument("--count", type=int, default=PHONE_SET_COUNT, help="phone-style uploads to make")
+    parser.add_argument("--kinds", default=",".join(dict.fromkeys(MIX)),
+                        help="the kinds of upload to make, taken in MIX's proportions (e.g. jpeg,jpeg_sideways)")
     parser.add_argument("--model", default=str(DEFAULT_MODEL_PATH))
     parser.add_argument("--master", default="local[2]")
     parser.add_argument("--batch-size", type=int, default=16, help="rows per Arrow batch (12 MP uploads: 2-6 MB each)")
@@ -61,21 +63,21 @@ def parse_args(argv=None):
     return args
 
 
-def make_phone_set(sample: Path, count: int, raw: Path) -> list[Path]:
+def make_phone_set(sample: Path, count: int, raw: Path, mix=MIX) -> list[Path]:
     """``count`` uploads under raw/<label>/, made once per count and kept in CACHE."""
     import numpy as np
     from PIL import Image
 
     from phone_photos import SUFFIX, phone_frame, sample_images, upload_bytes
 
-    cached = CACHE / f"{count}-shuffled"
+    cached = CACHE / f"{count}-shuffled-{'-'.join(sorted(set(mix)))}"
     if not (cached / "done").is_file():
         shutil.rmtree(cached, ignore_errors=True)
         sources = sample_images(sample, UNIQUE_FRAMES)
         frames = [np.asarray(phone_frame(source, seed=i)) for i, source in enumerate(sources)]
         # Kinds shuffled over the uploads: a kind that followed the source would gather the HEICs in
         # a few labels, and so in a few of the job's partitions.
-        kinds = [MIX[index % len(MIX)] for index in range(count)]
+        kinds = [mix[index % len(mix)] for index in range(count)]
         random.Random(0).shuffle(kinds)
         for index in range(count):
             source, kind = sources[index % len(sources)], kinds[index]
@@ -175,9 +177,12 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="fruits-phone-bench-") as tmp:
         tmp = Path(tmp)
         raw = tmp / "lake" / "raw"
-        files = make_phone_set(Path(args.images), args.count, raw)
+        mix = tuple(kind for kind in MIX if kind in args.kinds.split(","))
+        if not mix:
+            raise SystemExit(f"--kinds {args.kinds}: none of {', '.join(dict.fromkeys(MIX))}")
+        files = make_phone_set(Path(args.images), args.count, raw, mix)
         kinds = {kind: sum(1 for p in files if p.stem.endswith(kind) and
-                           not (kind == "jpeg" and p.stem.endswith("jpeg_sideways"))) for kind in set(MIX)}
+                           not (kind == "jpeg" and p.stem.endswith("jpeg_sideways"))) for kind in set(mix)}
         print(f"bench: {len(files)} phone-style uploads ({kinds}); load average {os.getloadavg()}", flush=True)
         validation = measure_validation(tmp / "lake", files)
         print(f"bench: validation {validation}", flush=True)
