@@ -23,6 +23,7 @@ RUN pip install --no-cache-dir \
     "pyspark==3.5.8" \
     "ai-edge-litert==2.3.0" \
     "pillow==13.0.0" \
+    "pillow-heif==1.8.1" \
     "pyarrow==26.0.1" \
     "pandas==3.1.1" \
     "numpy==2.4.6" \

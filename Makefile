@@ -35,9 +35,11 @@ test: install
 screenshots: install
 	FRUITS_UI_SCREENSHOTS=$(abspath tests/ui/screenshots) FRUITS_UI_REQUIRED=1 $(BIN)/python -m pytest -m ui tests/ui
 
-# The feature job against the naive TensorFlow loop and one LiteRT process, in one run (docs/performance.md).
+# The feature job against the naive TensorFlow loop and one LiteRT process, in one run (docs/performance.md);
+# then the phone set: 400 12-MP uploads (JPEG, sideways JPEG, HEIC, WebP), job and validation (docs/phone-photos.md).
 bench: install
 	$(BIN)/python bench/bench_features.py $(BENCH_ARGS)
+	$(BIN)/python bench/bench_phone.py $(PHONE_BENCH_ARGS)
 
 # Regenerate the shipped model (spark_jobs/models/*.tflite + .provenance.json) from Keras' MobileNetV2:
 # FRUITS_WEIGHTS=/path/to/x.weights.h5, else Keras' ImageNet weights; refused unless equal to Keras.

@@ -31,8 +31,6 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 
-from fruits_pipeline.validation import IMAGE_EXTENSIONS  # what the feature job reads
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "spark_jobs"))
 
@@ -66,17 +64,20 @@ def parse_args(argv=None):
 
 
 def stage_images(source: Path, scale: int | None, target: Path) -> list[Path]:
-    """The bench's image set under target/<label>/: the source files, replicated up to `scale`."""
-    files = sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+    """The bench's image set under target/<label>/: the source files, replicated up to `scale`, each
+    file's bytes distinct."""
+    files = sorted(p for p in source.rglob("*") if p.is_file() and not p.name.startswith("."))
     if not files:
-        raise SystemExit(f"--images {source}: no .jpg/.jpeg/.png files")
+        raise SystemExit(f"--images {source}: no files")
     wanted = scale or len(files)
     staged = []
     for i in range(wanted):
         src = files[i % len(files)]
         dst = target / src.parent.name / f"r{i // len(files)}_{src.parent.parent.name}_{src.name}"
         dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, dst)
+        # A replica gets a few bytes of its own after the image (decoders stop before them): the job
+        # featurizes equal bytes once per run, and the bench must give it as many images as the baselines.
+        dst.write_bytes(src.read_bytes() + (b"" if i < len(files) else f"\0replica {i}".encode()))
         staged.append(dst)
     return staged
 
@@ -178,7 +179,7 @@ def rate_from_model_build(log_lines: list[str]) -> float | None:
 
 
 def image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+    return sorted(p for p in Path(folder).rglob("*") if p.is_file() and not p.name.startswith("."))
 
 
 def run_loop(folder: str, batch_size: int, predict, warmup: int = WARMUP_IMAGES, shard: int = 0,
@@ -242,9 +243,9 @@ def run_litert_processes(folder: str, model: str, batch_size: int, processes: in
             "steady_images_per_second": sum(r["steady_images_per_second"] for r in results)}
 
 
-def in_subprocess(function: str, *args) -> dict:
+def in_subprocess(function: str, *args, module: str = "bench_features") -> dict:
     """Run one baseline in a fresh Python, so that neither inherits the other's imports or threads."""
-    code = (f"import json, sys; sys.path.insert(0, {str(REPO / 'bench')!r}); import bench_features as b; "
+    code = (f"import json, sys; sys.path.insert(0, {str(REPO / 'bench')!r}); import {module} as b; "
             f"print('RESULT ' + json.dumps(b.{function}(*json.loads(sys.argv[1]))))")
     encoded = json.dumps([str(arg) if isinstance(arg, Path) else arg for arg in args])
     done = subprocess.run([sys.executable, "-c", code, encoded], capture_output=True, text=True,

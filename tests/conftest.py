@@ -99,3 +99,36 @@ def host_wheelhouse(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("wheelhouse")
     build_wheelhouse(folder, jobs_dir, architectures=architectures)
     return folder
+
+
+@pytest.fixture(scope="session")
+def phone_source(sample_dir) -> "Image.Image":
+    """The picture the phone-style uploads show: a real sample image, else a generated one."""
+    from PIL import Image
+
+    if sample_dir is not None:
+        from phone_photos import sample_images
+
+        return Image.open(sample_images(sample_dir, 1)[0]).convert("RGB")
+    rng = np.random.default_rng(11)
+    pixels = np.full((100, 100, 3), 255, dtype=np.uint8)
+    pixels[20:80, 30:70] = rng.integers(0, 200, (60, 40, 3), dtype=np.uint8)
+    return Image.fromarray(pixels)
+
+
+@pytest.fixture(scope="session")
+def phone_uploads(phone_source) -> dict[str, bytes]:
+    """One small (640x480) phone-style upload of each kind (tests/phone_photos.py KINDS and "mpo"),
+    made once per session: size does not matter where these are used, and HEIC encoding is slow."""
+    from phone_photos import KINDS, phone_frame, upload_bytes
+
+    upright = phone_frame(phone_source, (640, 480))
+    return {kind: upload_bytes(upright, kind) for kind in (*KINDS, "mpo")}
+
+
+@pytest.fixture(scope="session")
+def phone_photo_12mp(phone_source) -> bytes:
+    """A 12 MP (4032x3024) JPEG stored sideways with EXIF Orientation 6, as a phone writes it."""
+    from phone_photos import jpeg_bytes, phone_frame
+
+    return jpeg_bytes(phone_frame(phone_source), orientation=6)

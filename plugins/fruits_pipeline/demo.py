@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fruits_pipeline.settings import REPO_ROOT, SHIPPED_MODEL
-from fruits_pipeline.validation import IMAGE_EXTENSIONS
+from fruits_spark.images import PHOTO_SUFFIXES
 
 DAG_ID = "fruits_pipeline"
 # A few labels of Fruits-360 (CC BY-SA 4.0, Mihai Oltean), about 0.7 MB: see demo_data/ATTRIBUTION.md.
@@ -60,7 +60,7 @@ def find_images(images_dir: Path) -> list[Path]:
     """Image files under images_dir, at any depth, in a stable order (hidden files skipped)."""
     return sorted(
         p for p in images_dir.rglob("*")
-        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+        if p.is_file() and p.suffix.lower() in PHOTO_SUFFIXES
         and not any(part.startswith(".") for part in p.relative_to(images_dir).parts)
     )
 
@@ -100,7 +100,8 @@ def choose_images(given: str | None) -> Path:
     if not images_dir.is_dir():
         raise DemoError(NO_IMAGES_HELP.format(detail=f": {given} is not a folder", shipped=DEMO_IMAGES))
     if not find_images(images_dir):
-        raise DemoError(NO_IMAGES_HELP.format(detail=f": {given} holds no .jpg/.jpeg/.png file", shipped=DEMO_IMAGES))
+        raise DemoError(NO_IMAGES_HELP.format(detail=f": {given} holds no photo ({', '.join(PHOTO_SUFFIXES)})",
+                                              shipped=DEMO_IMAGES))
     return images_dir
 
 

@@ -31,10 +31,10 @@ def reconcile(counts: dict) -> list[str]:
     problems = []
     if counts["listed"] != counts["valid"] + counts["rejected"]:
         problems.append(f"listed {counts['listed']} != valid {counts['valid']} + rejected {counts['rejected']}")
-    if counts.get("featurized") is not None and \
-            counts["valid"] != counts["featurized"] + (counts.get("rejected_by_job") or 0):
+    if counts.get("featurized") is not None and counts["valid"] != \
+            counts["featurized"] + (counts.get("rejected_by_job") or 0) + (counts.get("duplicates") or 0):
         problems.append(f"valid {counts['valid']} != featurized {counts['featurized']} + rejected by the job "
-                        f"{counts.get('rejected_by_job') or 0}")
+                        f"{counts.get('rejected_by_job') or 0} + duplicates {counts.get('duplicates') or 0}")
     return problems
 
 
@@ -90,10 +90,13 @@ def build_report(lake: Lake, *, run_key: str, status: str, compute: str, validat
         "rejected": validation["rejected"],
         "rejected_by_reason": validation.get("rejected_by_reason", {}),
         "rejected_examples": validation.get("rejected_examples", {}),
+        "valid_by_format": validation.get("valid_by_format", {}),
         "already_featurized": validation.get("already_featurized", 0),
         "previously_rejected": validation.get("previously_rejected", 0),
         "featurized": feature_result.get("featurized") if feature_result else None,
         "rejected_by_job": feature_result.get("rejected") if feature_result else None,
+        # same bytes as another upload of the run: featurized once, under the smallest path
+        "duplicates": feature_result.get("duplicates", 0) if feature_result else None,
         "reduced": (pca_result or {}).get("n_images", (pca_report or {}).get("n_images")),
     }
     ran = feature_result is not None
@@ -142,10 +145,13 @@ def summary_text(report: dict) -> str:
     rejected = ", ".join(f"{k}={v}" for k, v in c["rejected_by_reason"].items()) or "none"
     lines.append(f"  uploads: {c['listed']} selected, {c['valid']} valid, {c['rejected']} rejected ({rejected}); "
                  f"{c['already_featurized']} already featurized, {c['previously_rejected']} rejected before")
+    if c.get("valid_by_format"):
+        lines.append("  valid by format: " + ", ".join(f"{k}={v}" for k, v in c["valid_by_format"].items()))
     pca = report["pca"]
     kept = f"{pca['variance_kept']:.1%}" if isinstance(pca.get("variance_kept"), (int, float)) else None
     if c["featurized"] is not None:
-        lines.append(f"  features: {c['featurized']} featurized, {c['rejected_by_job'] or 0} rejected by the job")
+        lines.append(f"  features: {c['featurized']} featurized, {c['rejected_by_job'] or 0} rejected by the job, "
+                     f"{c.get('duplicates') or 0} duplicates")
     if pca.get("k") is not None:
         lines.append(f"  PCA on {c['reduced']} images -> k={pca['k']} components keeping {kept} of the variance")
     for step in report["steps"]:

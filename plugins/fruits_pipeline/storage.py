@@ -52,6 +52,12 @@ def read_bytes(uri: str, conn_id: str | None) -> bytes:
     return lake_path(uri, conn_id).read_bytes()
 
 
+def read_range(uri: str, conn_id: str | None, start: int, end: int) -> bytes:
+    """Bytes ``start`` to ``end`` (exclusive) of an object: one ranged GET on S3, a seek on file://."""
+    path = lake_path(uri, conn_id)
+    return path.fs.cat_file(path.path, start=start, end=end)
+
+
 def write_bytes(uri: str, data: bytes, conn_id: str | None) -> None:
     path = lake_path(uri, conn_id)
     if uri.startswith("file://"):

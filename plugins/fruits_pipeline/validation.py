@@ -1,6 +1,12 @@
 """Validate new uploads and write the run's manifests (DESIGN.md "The lake").
 
-Exactly once: an upload is selected when no feature batch of another run holds its path
+Headers only: each upload costs one ranged read of its first 64 KiB (more only when its header
+needs it) and a header parse (fruits_spark.images, the same definition of the accepted formats as
+the feature job's): format, width and height as stored, and the checks that need no pixels. The
+pixels are decoded on the cluster, by the feature job, which rejects what it cannot decode.
+
+Exactly once: an upload is selected when no feature batch of another run holds its path (in its
+features, or in its ``_duplicates``: the same bytes as a featurized upload of that run)
 (late uploads and images of a failed run are picked up by the next run); a rerun of the
 same run key selects the same uploads again and overwrites its own outputs.
 Previously rejected uploads (in another run's ``rejected`` manifest, or in the ``_rejects`` of
@@ -11,7 +17,6 @@ Nothing in ``raw/`` is ever moved or deleted.
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import posixpath
@@ -23,13 +28,13 @@ import pyarrow.parquet as pq
 
 from fruits_pipeline import storage
 from fruits_pipeline.lake import Lake
+from fruits_spark import images
+from fruits_spark.features import DUPLICATES_FOLDER
 
 log = logging.getLogger(__name__)
 
-# What the feature job reads (its binaryFile glob); anything else would pass here and vanish there.
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 VALID_SCHEMA = pa.schema([("path", pa.string()), ("label", pa.string()), ("size", pa.int64()),
-                          ("sha256", pa.string()), ("width", pa.int32()), ("height", pa.int32())])
+                          ("format", pa.string()), ("width", pa.int32()), ("height", pa.int32())])
 REJECTED_SCHEMA = pa.schema([("path", pa.string()), ("reason", pa.string()), ("detail", pa.string())])
 MANIFEST_FILE = "part-00000.parquet"
 REJECTED_EXAMPLES_PER_REASON = 3  # in the run report; the rejected manifest lists them all
@@ -60,11 +65,18 @@ class ValidationResult:
                 paths.append(row["path"])
         return dict(sorted(examples.items()))
 
+    def valid_by_format(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for row in self.valid:
+            counts[row["format"]] = counts.get(row["format"], 0) + 1
+        return dict(sorted(counts.items()))
+
     def summary(self) -> dict:
         return {"run_key": self.run_key, "total_in_raw": self.total_in_raw, "listed": self.listed,
                 "already_featurized": self.already_featurized, "previously_rejected": self.previously_rejected,
                 "valid": len(self.valid), "rejected": len(self.rejected),
-                "rejected_by_reason": self.rejected_by_reason(), "rejected_examples": self.rejected_examples()}
+                "rejected_by_reason": self.rejected_by_reason(), "valid_by_format": self.valid_by_format(),
+                "rejected_examples": self.rejected_examples()}
 
 
 def label_of(raw_root: str, uri: str) -> str | None:
@@ -74,39 +86,35 @@ def label_of(raw_root: str, uri: str) -> str | None:
     return posixpath.basename(parent) if parent else None
 
 
-def check_image(uri: str, size: int, data: bytes | None, *, label: str | None, max_bytes: int,
+def check_image(uri: str, size: int, read_range, *, label: str | None, max_bytes: int,
                 min_side: int) -> tuple[str, dict]:
-    """("valid", row) or ("rejected", row) for one upload. ``data`` is None when not read."""
+    """("valid", row) or ("rejected", row) for one upload, from its header alone.
+
+    ``read_range(start, end) -> bytes`` reads the upload; it is called only when the listing's
+    size and the label allow the upload, for the first 64 KiB and then only what the header needs.
+    """
     from PIL import Image
 
     def rejected(reason: str, detail: str):
         return "rejected", {"path": uri, "reason": reason, "detail": detail}
 
-    if not uri.lower().endswith(IMAGE_EXTENSIONS):
-        return rejected("extension", f"extension not one of {', '.join(IMAGE_EXTENSIONS)}")
     if not label:
         return rejected("no_label_folder", "upload is not in a raw/<label>/ folder")
     if size <= 0:
         return rejected("empty", "file has 0 bytes")
     if size > max_bytes:
         return rejected("too_large", f"{size} bytes > limit {max_bytes}")
-    assert data is not None
     try:
-        # Image.open raises DecompressionBombError beyond 2x MAX_IMAGE_PIXELS; we refuse at 1x.
-        with Image.open(io.BytesIO(data)) as probe:
-            width, height = probe.size
-            if Image.MAX_IMAGE_PIXELS and width * height > Image.MAX_IMAGE_PIXELS:
-                return rejected("decompression_bomb", f"{width}x{height} pixels > {Image.MAX_IMAGE_PIXELS}")
-            probe.verify()
-        with Image.open(io.BytesIO(data)) as image:  # verify() leaves the image unusable: reopen to decode
-            image.load()
-    except Image.DecompressionBombError as error:
-        return rejected("decompression_bomb", str(error))
-    except Exception as error:  # Pillow raises many types for broken files
-        return rejected("undecodable", f"{type(error).__name__}: {error}")
-    if min(width, height) < min_side:
+        header = images.header_of(read_range, size)
+    except images.RejectedImage as error:
+        return rejected(error.reason, error.detail)
+    width, height = header.width, header.height
+    # The decoders refuse at 2x MAX_IMAGE_PIXELS and the feature job at 1x: so do we, before any pixel.
+    if Image.MAX_IMAGE_PIXELS and width * height > Image.MAX_IMAGE_PIXELS:
+        return rejected("decompression_bomb", f"{header.format} of {width}x{height} pixels > {Image.MAX_IMAGE_PIXELS}")
+    if min(width, height) < min_side:  # the short side, whatever the photo's orientation
         return rejected("too_small", f"{width}x{height} < minimum side {min_side}")
-    return "valid", {"path": uri, "label": label, "size": int(size), "sha256": hashlib.sha256(data).hexdigest(),
+    return "valid", {"path": uri, "label": label, "size": int(size), "format": header.format,
                      "width": int(width), "height": int(height)}
 
 
@@ -145,6 +153,16 @@ def previously_rejected_paths(lake: Lake, *, exclude_run_key: str, conn_id: str 
     return _read_paths(files, conn_id)
 
 
+def duplicate_paths(lake: Lake, *, exclude_run_key: str, conn_id: str | None) -> set[str]:
+    """Paths another run's feature job left out as duplicates (``features/batch=*/_duplicates``):
+    done as surely as the featurized ones, whose bytes they share."""
+    features = lake.features_root()
+    files = [uri for uri in storage.list_files(features, conn_id)
+             if uri.endswith(".parquet") and f"/{DUPLICATES_FOLDER}/" in uri
+             and _batch_of(uri, features) not in (None, exclude_run_key)]
+    return _read_paths(files, conn_id)
+
+
 def select_uploads(listed: dict[str, int], featurized: set[str], rejected_before: set[str],
                    full_refresh: bool) -> dict[str, int]:
     if full_refresh:
@@ -157,7 +175,8 @@ def validate_uploads(lake: Lake, run_key: str, *, full_refresh: bool, conn_id: s
     raw_root = lake.raw()
     listed = {uri: size for uri, size in storage.list_files(raw_root, conn_id).items()
               if not posixpath.basename(uri).startswith(".")}
-    featurized = set() if full_refresh else featurized_paths(lake, exclude_run_key=run_key, conn_id=conn_id)
+    featurized = set() if full_refresh else (featurized_paths(lake, exclude_run_key=run_key, conn_id=conn_id)
+                                             | duplicate_paths(lake, exclude_run_key=run_key, conn_id=conn_id))
     rejected_before = set() if full_refresh else previously_rejected_paths(lake, exclude_run_key=run_key,
                                                                           conn_id=conn_id)
     selected = select_uploads(listed, featurized, rejected_before, full_refresh)
@@ -169,11 +188,8 @@ def validate_uploads(lake: Lake, run_key: str, *, full_refresh: bool, conn_id: s
 
     def check(item):
         uri, size = item
-        label = label_of(raw_root, uri)
-        needs_bytes = uri.lower().endswith(IMAGE_EXTENSIONS) and label and 0 < size <= max_image_bytes
-        # One image in memory per worker: bytes are read inside the worker and dropped after the check.
-        data = storage.read_bytes(uri, conn_id) if needs_bytes else None
-        return check_image(uri, size, data, label=label, max_bytes=max_image_bytes, min_side=min_image_side)
+        return check_image(uri, size, lambda start, end: storage.read_range(uri, conn_id, start, end),
+                           label=label_of(raw_root, uri), max_bytes=max_image_bytes, min_side=min_image_side)
 
     with ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="validate") as pool:
         for done, (verdict, row) in enumerate(pool.map(check, selected.items()), start=1):

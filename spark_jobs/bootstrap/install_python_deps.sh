@@ -15,10 +15,11 @@ set -euo pipefail
 PYTHON="${FRUITS_PYTHON:-python3.11}"
 WHEELHOUSE="${FRUITS_WHEELHOUSE:-${1:-}}"
 # The jobs' runtime: LiteRT runs the model (no TensorFlow or Keras on the nodes), pandas for the
-# pandas UDF, Pillow to decode, PyArrow for Arrow batches.
+# pandas UDF, Pillow to decode (pillow-heif for HEIC/HEIF), PyArrow for Arrow batches.
 PINNED=(
   "ai-edge-litert==2.3.0"
   "pillow==13.0.0"
+  "pillow-heif==1.8.1"
   "pyarrow==26.0.1"
   "pandas==3.1.1"
   "numpy==2.4.6"
@@ -87,5 +88,5 @@ ${SUDO} "${PYTHON}" -m pip install --quiet --no-cache-dir --disable-pip-version-
 
 todo="$(missing_pins)"
 [[ -z "${todo}" ]] || fail "still not at the pinned versions after pip install: ${todo//$'\n'/ }"
-"${PYTHON}" -c "import ai_edge_litert.interpreter, PIL, pyarrow, pandas, numpy" || fail "the installed packages do not import"
+"${PYTHON}" -c "import ai_edge_litert.interpreter, PIL, pillow_heif, pyarrow, pandas, numpy" || fail "the installed packages do not import"
 echo "install_python_deps.sh: installed ${PINNED[*]} for ${PYTHON}"

@@ -11,7 +11,7 @@ Speed notes (measured with bench/bench_features.py; docs/performance.md has the 
   threads than the task slot has cores make the slots' threads evict each other's caches.
 - The interpreter is cached per Python worker (Spark reuses workers) and keyed by the model's
   sha256, so a second task or job with the same model builds nothing.
-- Few, large partitions (one per task slot), Arrow batches of ``batch_size`` rows: memory stays
+- Few, large partitions (a few per task slot), Arrow batches of ``batch_size`` rows: memory stays
   bounded by one batch of image bytes and its pixels. The interpreter itself runs one image per
   invoke (LiteRTModel says why).
 - Each worker decodes a batch (straight into one float32 array) then runs the model on it, in
@@ -27,11 +27,9 @@ Speed notes (measured with bench/bench_features.py; docs/performance.md has the 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -40,16 +38,14 @@ import numpy as np
 import pandas as pd
 
 from fruits_spark.common import DEFAULT_MODEL_PATH, canonical_uri, get_logger
+from fruits_spark.images import IMAGE_SIZE, RejectedImage, model_pixels
 from fruits_spark.io import read_bytes, write_text
 
-IMAGE_SIZE = 224
 FEATURE_DIM = 1280
 MODEL_FAMILY = "mobilenet_v2_1.0_224_avg"
 DEFAULT_BATCH_SIZE = 64
 # A TFLite flatbuffer carries this file identifier at bytes 4..8.
 TFLITE_IDENTIFIER = b"TFL3"
-# Hadoop glob, applied to file names while listing: .jpg .jpeg .png in any letter case.
-IMAGE_GLOB = "*.{[jJ][pP][gG],[jJ][pP][eE][gG],[pP][nN][gG]}"
 _HADOOP_GLOB_CHARS = "\\{}[]*?"
 
 log = get_logger("fruits.extract_features")
@@ -58,58 +54,14 @@ log = get_logger("fruits.extract_features")
 # ---------------------------------------------------------------------------
 # Pure helpers: one image's bytes -> pixels, or a reason why not (no Spark, no model)
 # ---------------------------------------------------------------------------
-class RejectedImage(Exception):
-    """Content that is not a usable image; ``reason`` is a short stable code."""
-
-    def __init__(self, reason: str, detail: str):
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
-
-
-def _to_rgb(img):
-    from PIL import Image
-
-    if img.mode == "RGB":
-        return img
-    if img.mode.startswith("I;16") or img.mode == "I":
-        # 16/32-bit grey: convert("RGB") would clip everything above 255 to white.
-        pixels = np.asarray(img, dtype=np.uint32)
-        if img.mode.startswith("I;16") or pixels.max(initial=0) > 255:
-            pixels = pixels >> 8
-        img = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "L")
-    elif img.mode == "F":
-        img = Image.fromarray(np.clip(np.asarray(img), 0, 255).astype(np.uint8), "L")
-    return img.convert("RGB")
-
-
 def decode_image(content: bytes) -> np.ndarray:
-    """Bytes of any image Pillow opens -> uint8 RGB array (224, 224, 3), bicubic resize.
+    """Bytes of an upload -> uint8 RGB array (224, 224, 3): what the model sees (images.model_pixels:
+    format by content, EXIF upright, centred square, on white, bicubic, JPEGs decoded at reduced size).
 
-    Raises RejectedImage for empty, non-image, truncated content and decompression bombs
+    Raises RejectedImage for empty, unaccepted, truncated content and decompression bombs
     (more pixels than Pillow's MAX_IMAGE_PIXELS).
     """
-    from PIL import Image, UnidentifiedImageError
-
-    if content is None or len(content) == 0:
-        raise RejectedImage("empty", "zero bytes")
-    try:
-        with warnings.catch_warnings():
-            # Pillow only warns between MAX_IMAGE_PIXELS and twice that; refuse them all.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(content)) as img:
-                img.load()
-                rgb = _to_rgb(img).resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BICUBIC)
-                return np.asarray(rgb, dtype=np.uint8)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise RejectedImage("decompression_bomb", str(exc)) from None
-    except UnidentifiedImageError as exc:
-        raise RejectedImage("not_an_image", str(exc)) from None
-    except OSError as exc:
-        reason = "truncated" if "truncated" in str(exc).lower() else "decode_error"
-        raise RejectedImage(reason, str(exc)) from None
-    except Exception as exc:  # any other decoder failure is bad content, never a job failure
-        raise RejectedImage("decode_error", f"{type(exc).__name__}: {exc}") from None
+    return model_pixels(content)
 
 
 def preprocess(pixels: np.ndarray) -> np.ndarray:
@@ -361,24 +313,61 @@ def manifest_paths(spark, manifest_uri: str) -> list[str]:
 
 
 def read_images(spark, images_uri: str, paths: list[str] | None = None):
-    """path (as Spark lists it), content of the image files; featurize makes the path canonical.
+    """path (as Spark lists it), length, content of the files; featurize makes the path canonical.
 
+    Every file is read, whatever its name: formats are recognised by content (fruits_spark.images),
+    and what is not an accepted image is rejected with a reason, never left out of the listing.
     With ``paths`` (a manifest) exactly those files are read, never a listing of the whole
     tree (raw/ only grows). Without, ``images_uri`` is listed recursively.
     """
 
-    reader = (
-        spark.read.format("binaryFile")
-        .option("pathGlobFilter", IMAGE_GLOB)
-        .option("recursiveFileLookup", "true")
-    )
+    reader = spark.read.format("binaryFile").option("recursiveFileLookup", "true")
     if paths is None:
         raw = reader.load(images_uri)
     elif not paths:
-        raw = spark.createDataFrame([], "path string, content binary")
+        raw = spark.createDataFrame([], "path string, length long, content binary")
     else:
         raw = reader.load([escape_hadoop_glob(p) for p in paths])
-    return raw.select("path", "content")
+    return raw.select("path", "length", "content")
+
+
+def same_size_paths(sizes) -> list[str]:
+    """The paths (as listed) of the non-empty files that share their size with another: the only
+    ones that can be duplicates, so the only ones hashed (``sizes``: (path, length) pairs)."""
+    by_size: dict[int, list[str]] = {}
+    for path, length in sizes:
+        if length:
+            by_size.setdefault(int(length), []).append(path)
+    return sorted(path for group in by_size.values() if len(group) > 1 for path in group)
+
+
+def duplicates_of(hashes) -> list[tuple[str, str, str]]:
+    """(path, duplicate_of, sha256) for every file whose bytes another file of the run also has; the
+    one kept is the smallest canonical path of its group (``hashes``: (canonical path, sha256) pairs)."""
+    by_hash: dict[str, list[str]] = {}
+    for path, digest in hashes:
+        by_hash.setdefault(digest, []).append(path)
+    rows = []
+    for digest, group in by_hash.items():
+        kept, *others = sorted(group)
+        rows += [(path, kept, digest) for path in others]
+    return sorted(rows)
+
+
+def find_duplicates(spark, images) -> tuple[list[str], list[tuple[str, str, str]]]:
+    """(paths as listed, rows of the duplicates table) of the files of ``images`` whose bytes another
+    file already has. Reads the files' sizes (a listing, no content), then hashes only the files that
+    share a size, by reading those again: each photo is featurized once per run."""
+    from pyspark.sql import functions as F
+
+    candidates = same_size_paths((row.path, row.length) for row in images.select("path", "length").collect())
+    if not candidates:
+        return [], []
+    hashed = (spark.read.format("binaryFile").load([escape_hadoop_glob(p) for p in candidates])
+              .select("path", F.sha2("content", 256).alias("sha256")).collect())
+    listed_as = {canonical_uri(row.path): row.path for row in hashed}
+    rows = duplicates_of((canonical_uri(row.path), row.sha256) for row in hashed)
+    return [listed_as[path] for path, _, _ in rows], rows
 
 
 def with_label(frame):
@@ -388,13 +377,21 @@ def with_label(frame):
     return frame.withColumn("label", F.element_at(F.split("path", "/"), -2))
 
 
+# Partitions per task slot. One per slot left the slowest partition alone at the end: phone uploads
+# cost 0.04 s (a JPEG at reduced size) to 0.45 s (a 12 MP HEIC) each, and coalesce balances file
+# counts, not costs (measured: one worker done after 22 s, the other after 80 s). The interpreter
+# is cached per Python worker, so a further task on the same worker builds nothing.
+PARTITIONS_PER_SLOT = 4
+
+
 def few_partitions(frame, slots: int):
-    """At most one partition per task slot: each task builds its model once then streams.
+    """A few partitions per task slot (PARTITIONS_PER_SLOT): each worker builds its model once, and
+    a slot that finishes early takes the next partition instead of waiting for the slowest.
 
     coalesce, not repartition: no shuffle of image bytes; it never adds partitions, and asking
     the frame how many it has would plan the whole query once more (seconds on a cold session).
     """
-    return frame.coalesce(slots)
+    return frame.coalesce(slots * PARTITIONS_PER_SLOT)
 
 
 def featurize(frame, featurize_udf):
@@ -415,6 +412,8 @@ def accepted(featurized, model: str):
 
 
 REJECTS_DDL = "path string, reason string, detail string"
+DUPLICATES_DDL = "path string, duplicate_of string, sha256 string"
+DUPLICATES_FOLDER = "_duplicates"
 
 
 def rejects_table(spark, rejects: list):
@@ -468,33 +467,43 @@ def run(
     log.info("model read on the driver (%.1f MB) and broadcast in %.1f s; %d task slots, %d LiteRT thread(s) each",
              len(model) / 1e6, time.monotonic() - started, slots, threads)
 
-    images = few_partitions(read_images(spark, images_uri, paths), slots)
+    images = read_images(spark, images_uri, paths)
+    listed = images.inputFiles()  # the listing Spark made: paths only, on the driver
+    duplicate_listed, duplicates = find_duplicates(spark, images)
+    if duplicate_listed:
+        from pyspark.sql import functions as F
+
+        images = images.where(~F.col("path").isin(duplicate_listed))
+    images = few_partitions(images, slots)
     tally = Tally.on(spark.sparkContext)
     udf = make_featurize_udf(broadcast, model_fingerprint(model), threads, tally)
     try:
-        listed = images.inputFiles()  # the listing Spark made: paths only, on the driver
-        log.info("featurizing %d files under %s in at most %d partition(s)", len(listed), images_uri, slots)
+        log.info("featurizing %d files under %s (%d duplicates left out) in at most %d partition(s)",
+                 len(listed), images_uri, len(duplicates), slots * PARTITIONS_PER_SLOT)
         # The one pass over the images: the model runs once per image, the tally counts as it goes.
         (accepted(featurize(images, udf), model_name(model)).write.mode("overwrite")
          .option(f"parquet.enable.dictionary#{FEATURES_PARQUET_COLUMN}", "false").parquet(output_uri))
     finally:
         broadcast.destroy()
     rejects = list(tally.rejects.value)
-    counts = {"featurized": int(tally.featurized.value), "rejected": len(rejects)}
-    if len(listed) > counts["featurized"] + counts["rejected"]:  # Spark's scan skips zero-byte files
+    counts = {"featurized": int(tally.featurized.value), "rejected": len(rejects), "duplicates": len(duplicates)}
+    if len(listed) > sum(counts.values()):  # Spark's scan skips zero-byte files
         written = [row.path for row in spark.read.parquet(output_uri).select("path").collect()]
-        empties = empty_files(listed, [*written, *(path for path, _, _ in rejects)])
+        empties = empty_files(listed, [*written, *(path for path, _, _ in rejects + duplicates)])
         rejects += empties
         counts["rejected"] += len(empties)
     rejects_table(spark, rejects).coalesce(1).write.mode("overwrite").parquet(f"{output_uri}/_rejects")
+    # Beside _rejects: duplicates are done (exactly-once reads their paths) though not in the features.
+    (spark.createDataFrame(duplicates, DUPLICATES_DDL).coalesce(1).write.mode("overwrite")
+     .parquet(f"{output_uri}/{DUPLICATES_FOLDER}"))
     result = {
         "job": "extract_features",
-        "read": counts["featurized"] + counts["rejected"],
-        "featurized": counts["featurized"],
-        "rejected": counts["rejected"],
+        "read": sum(counts.values()),
+        **counts,
         "seconds": round(time.monotonic() - started, 3),
     }
     write_text(spark, f"{output_uri}/_job_result.json", json.dumps(result))
-    log.info("read %d images, featurized %d, rejected %d (see %s/_rejects) in %.1f s",
-             result["read"], result["featurized"], result["rejected"], output_uri, result["seconds"])
+    log.info("read %d images, featurized %d, rejected %d (see %s/_rejects), %d duplicates (%s) in %.1f s",
+             result["read"], result["featurized"], result["rejected"], output_uri, result["duplicates"],
+             DUPLICATES_FOLDER, result["seconds"])
     return result

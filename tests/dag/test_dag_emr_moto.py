@@ -87,13 +87,13 @@ def test_emr_run_processes_new_uploads_and_terminates_the_cluster(aws, lake_buck
     assert report["status"] == "success" and report["cluster_id"] == cluster.id
     counts = report["counts"]
     assert (counts["listed"], counts["valid"], counts["rejected"], counts["featurized"]) == (6, 4, 2, 4)
-    assert counts["rejected_by_reason"] == {"empty": 1, "undecodable": 1}
+    assert counts["rejected_by_reason"] == {"bad_header": 1, "empty": 1}
     assert report["reconciliation"] == [] and report["pca"]["k"] == 3
     assert report["estimated_cost"]["core"] == {"instance_type": "m5.xlarge", "count": 3, "market": "SPOT"}
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=lake_bucket)["Contents"]}
     assert any(k.startswith("models/tiny-") and k.endswith("/tiny.tflite") for k in keys)
     code_prefix = report_code_prefix = next(k for k in keys if k.endswith("/fruits_spark.zip")).rsplit("/", 1)[0]
-    assert sum(k.startswith(f"{code_prefix}/wheelhouse/") and k.endswith(".whl") for k in keys) == 10
+    assert sum(k.startswith(f"{code_prefix}/wheelhouse/") and k.endswith(".whl") for k in keys) == 12  # six pins x two architectures
     assert described["Ec2InstanceAttributes"]["Ec2SubnetId"] == SUBNET
     assert tags.get("for-use-with-amazon-emr-managed-policies") == "true"
     (bootstrap,) = aws["emr"].list_bootstrap_actions(ClusterId=cluster.id)["BootstrapActions"]

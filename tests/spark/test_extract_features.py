@@ -20,8 +20,9 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from fruits_spark import features
+from fruits_spark import features, images
 from fruits_spark.common import DEFAULT_MODEL_PATH, canonical_uri
+from phone_photos import hostile_uploads, jpeg_bytes, phone_frame, stored
 
 BAD_FILES = {
     # file name -> expected reason
@@ -29,7 +30,13 @@ BAD_FILES = {
     "truncated.jpg": "truncated",
     "not_an_image.jpg": "not_an_image",
     "bomb.png": "decompression_bomb",
+    "readme.txt": "not_an_image",  # listed like any file: rejected by content, not left out by name
 }
+HOSTILE_FILES = {"truncated.heic": "truncated", "giant.jpg": "decompression_bomb", "ztxt_1gb.png": "truncated",
+                 "zeros.heic": "not_an_image"}
+# Phone-style uploads under names that say nothing or lie: formats are read from the bytes.
+PHONE_NAMES = {"jpeg": "photo.JPG", "jpeg_sideways": "sideways.jpeg", "heic": "iphone.HEIC", "webp": "shared.bin",
+               "png_alpha": "cutout", "mpo": "pixel.jpg"}
 ODD_MODES = ("L", "RGBA", "P", "CMYK", "I;16", "LA", "1")
 
 
@@ -54,11 +61,13 @@ def _write_bad_files(folder: Path) -> None:
     (folder / "not_an_image.jpg").write_bytes(b"<html>this is not a picture</html>" * 20)
     # More pixels than Pillow's MAX_IMAGE_PIXELS; as a 1-bit PNG it is only a few kB.
     Image.new("1", (10000, 9500)).save(folder / "bomb.png")
+    (folder / "readme.txt").write_text("notes that were uploaded by mistake")
 
 
 @pytest.fixture(scope="module")
-def lake(images_dir, tmp_path_factory) -> Path:
-    """images_dir (real or generated) + a label with spaces holding bad content and odd modes."""
+def lake(images_dir, phone_uploads, tmp_path_factory) -> Path:
+    """images_dir (real or generated) + a label with spaces holding bad content, odd modes, phone-style
+    uploads, the issue's hostile files and a second copy of one image under another name."""
     root = tmp_path_factory.mktemp("lake") / "raw"
     shutil.copytree(images_dir, root)
     mixed = root / "mixed bag"
@@ -67,8 +76,20 @@ def lake(images_dir, tmp_path_factory) -> Path:
         suffix = "png" if mode in ("I;16", "LA", "1", "P", "RGBA") else "jpg"
         image = _odd_mode_image(mode)
         image.save(mixed / f"mode_{mode.replace(';', '_')}.{suffix.upper() if mode == 'L' else suffix}")
-    (mixed / "readme.txt").write_text("not listed: not an image extension")
+    for kind, name in PHONE_NAMES.items():
+        (mixed / name).write_bytes(phone_uploads[kind])
+    for name, content in hostile_uploads(phone_uploads).items():
+        (mixed / name).write_bytes(content)
+    original = sorted((root / sorted(p.name for p in images_dir.iterdir())[0]).iterdir())[0]
+    shutil.copy(original, mixed / "same bytes, another name.jpg")
     return root
+
+
+def _duplicate_and_original(lake: Path) -> tuple[str, str]:
+    copy = lake / "mixed bag" / "same bytes, another name.jpg"
+    original = next(p for p in lake.rglob("*") if p.is_file() and p != copy and p.read_bytes() == copy.read_bytes())
+    # the one kept is the smallest canonical path: "mixed bag" sorts after the sample's labels
+    return canonical_uri(str(copy)), canonical_uri(str(original))
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +105,7 @@ def first_run(spark, lake, driver_model, tmp_path_factory):
 
 
 def _image_files(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    return sorted(p for p in root.rglob("*") if p.is_file())
 
 
 def _cosines(got: np.ndarray, expected: np.ndarray) -> np.ndarray:
@@ -273,7 +294,9 @@ def test_features_are_written_without_dictionary_encoding(first_run):
 def test_every_good_image_is_featurized_with_canonical_path_and_label(first_run, lake):
     output, result = first_run
     table = pd.read_parquet(output)
-    expected = {canonical_uri(str(p)) for p in _image_files(lake) if p.name not in BAD_FILES}
+    duplicate, _ = _duplicate_and_original(lake)
+    expected = {canonical_uri(str(p)) for p in _image_files(lake)
+                if p.name not in {**BAD_FILES, **HOSTILE_FILES}} - {duplicate}
     assert set(table.path) == expected
     assert len(table) == len(expected)
     # labels are parent folder names, spaces kept, and paths are file:/// with real spaces
@@ -282,17 +305,21 @@ def test_every_good_image_is_featurized_with_canonical_path_and_label(first_run,
         assert path.split("/")[-2] == label
     assert "mixed bag" in set(table.label)
     assert {f"mode_{m.replace(';', '_')}" for m in ODD_MODES} <= {Path(p).stem for p in table.path}
+    assert set(PHONE_NAMES.values()) <= {Path(p).name for p in table.path}
 
 
 def test_bad_content_is_rejected_with_reason_and_counted(first_run, lake):
     output, result = first_run
     rejects = pd.read_parquet(output / "_rejects")
     by_name = {Path(p).name: reason for p, reason in zip(rejects.path, rejects.reason)}
-    assert by_name == BAD_FILES
+    assert by_name == {**BAD_FILES, **HOSTILE_FILES}
     assert rejects.detail.str.len().min() > 0
-    assert result["rejected"] == len(BAD_FILES)
+    details = dict(zip(rejects.path.map(lambda p: Path(p).name), rejects.detail))
+    assert details["readme.txt"] == "content is text, not JPEG, PNG, WebP or HEIC/HEIF"
+    assert result["rejected"] == len(BAD_FILES) + len(HOSTILE_FILES)
     assert result["featurized"] == len(pd.read_parquet(output))
-    assert result["read"] == result["featurized"] + result["rejected"]
+    assert result["read"] == result["featurized"] + result["rejected"] + result["duplicates"]
+    assert result["read"] == len(_image_files(lake))  # every file listed is accounted for
     written = json.loads((output / "_job_result.json").read_text())
     assert written == result and written["job"] == "extract_features"
 
@@ -302,7 +329,8 @@ def test_rerun_replaces_output_instead_of_appending(spark, first_run, lake, driv
     again = features.run(spark, str(lake), str(output), model=driver_model)
     assert again["featurized"] == result["featurized"]
     assert len(pd.read_parquet(output)) == result["featurized"]
-    assert len(pd.read_parquet(output / "_rejects")) == len(BAD_FILES)
+    assert len(pd.read_parquet(output / "_rejects")) == len(BAD_FILES) + len(HOSTILE_FILES)
+    assert len(pd.read_parquet(output / "_duplicates")) == 1
 
 
 def test_manifest_reads_only_listed_files_and_executors_never_open_the_model(spark, lake, tmp_path):
@@ -327,7 +355,7 @@ def test_manifest_reads_only_listed_files_and_executors_never_open_the_model(spa
                           model=loaded)
     table = pd.read_parquet(output)
     assert sorted(table.path) == sorted(canonical_uri(str(p)) for p in listed)
-    assert result == {**result, "read": 4, "featurized": 4, "rejected": 0}
+    assert result == {**result, "read": 4, "featurized": 4, "rejected": 0, "duplicates": 0}
     assert "mixed bag" in set(table.label)
 
 
@@ -336,7 +364,7 @@ def test_empty_manifest_writes_an_empty_table(spark, lake, driver_model, tmp_pat
     manifest.mkdir()
     pd.DataFrame({"path": pd.Series([], dtype=str)}).to_parquet(manifest / "part-0.parquet")
     result = features.run(spark, str(lake), str(tmp_path / "out"), manifest_uri=str(manifest), model=driver_model)
-    assert (result["read"], result["featurized"], result["rejected"]) == (0, 0, 0)
+    assert (result["read"], result["featurized"], result["rejected"], result["duplicates"]) == (0, 0, 0, 0)
 
 
 def test_features_equal_a_direct_keras_predict(first_run, sample_dir, real_weights):

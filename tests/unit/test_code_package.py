@@ -123,7 +123,7 @@ def _normalized(name: str) -> str:
 
 def test_bootstrap_pins_agree_with_pyproject_and_lock():
     pins = _bootstrap_pins()
-    assert set(pins) == {"ai-edge-litert", "pillow", "pyarrow", "pandas", "numpy"}  # no TensorFlow/Keras on nodes
+    assert set(pins) == {"ai-edge-litert", "pillow", "pillow-heif", "pyarrow", "pandas", "numpy"}  # no TensorFlow/Keras on nodes
 
     dependencies = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     pyproject = {}
@@ -260,9 +260,9 @@ def test_real_bootstrap_installs_a_fresh_python_from_the_wheelhouse_alone(host_w
                                env=_offline_env(python, host_wheelhouse))
     assert installed.returncode == 0, installed.stdout + installed.stderr
     assert "installed ai-edge-litert==2.3.0" in installed.stdout
-    probe = ("import numpy, ai_edge_litert.interpreter as lite, PIL, pyarrow, pandas; "
+    probe = ("import numpy, ai_edge_litert.interpreter as lite, PIL, pillow_heif, pyarrow, pandas; "
              "from importlib.metadata import version; "
-             "print(sorted(version(n) for n in ('ai-edge-litert', 'pillow', 'pyarrow', 'pandas', 'numpy'))); "
+             "print(sorted(version(n) for n in ('ai-edge-litert', 'pillow', 'pillow-heif', 'pyarrow', 'pandas', 'numpy'))); "
              "print(lite.Interpreter.__name__)")
     versions = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, timeout=60)
     assert versions.returncode == 0, versions.stderr
@@ -330,8 +330,10 @@ def test_a_node_of_each_architecture_resolves_every_pin_from_what_the_bootstrap_
     completed = subprocess.run(resolve, capture_output=True, text=True, timeout=120,
                                env={**_offline_env(Path(sys.executable), None)})
     assert completed.returncode == 0, completed.stderr
-    installed = {item["metadata"]["name"].lower(): item["metadata"]["version"]
+    # normalized: pillow-heif's metadata spells its name pillow_heif
+    installed = {_normalized(item["metadata"]["name"]): item["metadata"]["version"]
                  for item in json.loads((tmp_path / "r.json").read_text())["install"]}
-    assert {f"{name}=={installed.get(name)}" for name in (p.split("==")[0] for p in RUNTIME_PINS)} == set(RUNTIME_PINS)
+    assert {f"{name}=={installed.get(_normalized(name))}" for name in (p.split("==")[0] for p in RUNTIME_PINS)} \
+        == set(RUNTIME_PINS)
     wheels = [item["download_info"]["url"] for item in json.loads((tmp_path / "r.json").read_text())["install"]]
     assert all(url.endswith("-any.whl") or url.endswith(f"_{arch}.whl") for url in wheels)

@@ -44,6 +44,22 @@ def test_report_counts_reconcile_and_summary_reads_well():
     assert reconcile({"listed": 3, "valid": 1, "rejected": 1}) == ["listed 3 != valid 1 + rejected 1"]
 
 
+def test_duplicates_count_in_the_report_and_its_summary():
+    """A photo uploaded under two names is featurized once: the second is valid but neither featurized
+    nor rejected by the job; the counts reconcile only when duplicates are counted."""
+    validation = {"listed": 5, "valid": 5, "rejected": 0, "rejected_by_reason": {},
+                  "valid_by_format": {"HEIF": 1, "JPEG": 3, "WEBP": 1}}
+    report = build_report(Lake("s3://b"), run_key="r1", status="success", compute="emr", validation=validation,
+                          feature_result={"featurized": 3, "rejected": 1, "duplicates": 1})
+    assert report["counts"]["duplicates"] == 1 and report["reconciliation"] == []
+    text = summary_text(report)
+    assert "features: 3 featurized, 1 rejected by the job, 1 duplicates" in text
+    assert "valid by format: HEIF=1, JPEG=3, WEBP=1" in text
+    report = build_report(Lake("s3://b"), run_key="r1", status="success", compute="emr", validation=validation,
+                          feature_result={"featurized": 3, "rejected": 1})
+    assert report["reconciliation"] == ["valid 5 != featurized 3 + rejected by the job 1 + duplicates 0"]
+
+
 def test_step_failure_message_names_reason_and_logs():
     response = {"Step": {"Id": "s-1", "Name": "extract_features r",
                          "Status": {"State": "FAILED", "FailureDetails": {"Reason": "Out of memory"}}}}

@@ -67,7 +67,7 @@ def _run_demo(args: list[str], env_overrides: dict, tmp_path: Path) -> subproces
 
 @pytest.mark.parametrize("images_arg, detail", [
     (["--images", "/nonexistent/fruits"], "is not a folder"),
-    (["--images", "{empty}"], "holds no .jpg"),
+    (["--images", "{empty}"], "holds no photo (.jpg"),
 ])
 def test_bad_images_stop_it_at_once_and_say_what_is_expected(tmp_path, images_arg, detail):
     (tmp_path / "empty").mkdir()
@@ -102,6 +102,10 @@ def test_the_shipped_sample_is_small_licensed_and_has_labels_with_spaces():
     assert size <= 1_000_000, f"the demo sample is {size} bytes: keep it under about 1 MB"
     assert sum(" " in label for label in labels) >= 2
     assert all(image.parent.parent == demo.DEMO_IMAGES for image in images), "flat <label>/<file> layout"
+    from fruits_spark.images import sniff
+
+    # a few phone-style uploads beside the Fruits-360 JPEGs: one of each format the app sends
+    assert {sniff(image.read_bytes()[:64]) for image in images} == {"JPEG", "PNG", "WEBP", "HEIF"}
     attribution = (demo.DEMO_IMAGES / "ATTRIBUTION.md").read_text()
     assert "Mihai Oltean" in attribution and "CC BY-SA 4.0" in attribution
     assert all(label in attribution for label in labels)

@@ -7,6 +7,8 @@ import pytest
 from PIL import Image
 
 from generated_images import write_generated_images
+from phone_photos import hostile_uploads
+from fruits_pipeline import storage
 from fruits_pipeline.lake import Lake
 from fruits_pipeline.validation import REJECTED_SCHEMA, VALID_SCHEMA, label_of, validate_uploads, write_manifests
 
@@ -36,15 +38,16 @@ def lake(tmp_path):
 def test_each_corrupt_upload_is_rejected_with_its_reason_and_nothing_is_deleted(lake):
     before = sorted(p for p in __import__("pathlib").Path(lake.local_root, "raw").rglob("*"))
     result = validate_uploads(lake, "run1", full_refresh=False, **LIMITS)
-    assert len(result.valid) == 4 and result.listed == 11
+    assert len(result.valid) == 5 and result.listed == 11
     reasons = {row["path"].rsplit("/", 1)[1]: row["reason"] for row in result.rejected}
-    assert reasons == {"truncated.jpg": "undecodable", "not_an_image.jpg": "undecodable", "empty.png": "empty",
-                       "notes.txt": "extension", "tiny.jpg": "too_small", "huge.jpg": "too_large",
-                       "loose.jpg": "no_label_folder"}
+    # truncated.jpg keeps its header: decoding is the feature job's, which rejects it there.
+    assert reasons == {"not_an_image.jpg": "not_an_image", "empty.png": "empty", "notes.txt": "not_an_image",
+                       "tiny.jpg": "too_small", "huge.jpg": "too_large", "loose.jpg": "no_label_folder"}
     valid = {row["path"]: row for row in result.valid}
     apple = f"{lake.base_uri}/raw/apple red/img_000.jpg"
     assert apple.startswith("file:///") and apple in valid  # canonical, unencoded, space kept
-    assert valid[apple]["label"] == "apple red" and valid[apple]["width"] == 100 and len(valid[apple]["sha256"]) == 64
+    assert valid[apple] == {"path": apple, "label": "apple red", "size": valid[apple]["size"], "format": "JPEG",
+                            "width": 100, "height": 100}
     assert sorted(__import__("pathlib").Path(lake.local_root, "raw").rglob("*")) == before
 
 
@@ -55,7 +58,7 @@ def test_manifests_have_the_contract_schemas_and_a_rerun_replaces_them(lake):
     valid = pq.read_table(uris["valid"][len("file://"):])
     rejected = pq.read_table(uris["rejected"][len("file://"):])
     assert valid.schema.equals(VALID_SCHEMA) and rejected.schema.equals(REJECTED_SCHEMA)
-    assert valid.num_rows == 4 and rejected.num_rows == 7
+    assert valid.num_rows == 5 and rejected.num_rows == 6
 
 
 def test_exactly_once_selection(lake):
@@ -76,10 +79,10 @@ def test_exactly_once_selection(lake):
     second = validate_uploads(lake, "run2", full_refresh=False, **LIMITS)
     assert sorted(r["path"] for r in second.valid) == \
         sorted(set(r["path"] for r in first.valid) - set(done) - {job_rejected})
-    assert second.rejected == [] and second.previously_rejected == 8 and second.already_featurized == 2
+    assert second.rejected == [] and second.previously_rejected == 7 and second.already_featurized == 2
 
     everything = validate_uploads(lake, "run3", full_refresh=True, **LIMITS)
-    assert len(everything.valid) == 4 and len(everything.rejected) == 7
+    assert len(everything.valid) == 5 and len(everything.rejected) == 6
 
 
 def test_label_is_the_parent_folder():
@@ -95,17 +98,97 @@ def test_removing_outputs_never_touches_raw(lake):
             storage.remove_tree(target, None, raw_uri=lake.raw())
 
 
-def test_validation_accepts_exactly_the_extensions_the_feature_job_reads():
-    """An extension valid here but outside the job's glob would be counted valid and never featurized."""
-    from fnmatch import fnmatchcase
+@pytest.fixture
+def phone_lake(tmp_path, phone_uploads):
+    """Each phone-style upload under a name that lies about it (or says nothing), plus the bad input."""
+    raw = tmp_path / "lake" / "raw" / "pear"
+    raw.mkdir(parents=True)
+    names = {"jpeg": "a.JPEG", "jpeg_sideways": "b.png", "heic": "c.HEIC", "webp": "d", "png_alpha": "e.jpg",
+             "mpo": "f.mpo"}
+    for kind, name in names.items():
+        (raw / name).write_bytes(phone_uploads[kind])
+    for name, content in hostile_uploads(phone_uploads).items():
+        (raw / name).write_bytes(content)
+    return Lake(f"file://{tmp_path / 'lake'}"), names
 
-    from fruits_spark.features import IMAGE_GLOB
-    from fruits_pipeline.validation import IMAGE_EXTENSIONS
 
-    def job_reads(name: str) -> bool:  # Hadoop's {a,b} alternatives, expanded for fnmatch
-        inner = IMAGE_GLOB[IMAGE_GLOB.index("{") + 1:IMAGE_GLOB.index("}")]
-        return any(fnmatchcase(name, "*." + alternative) for alternative in inner.split(","))
+def test_formats_are_read_from_the_bytes_whatever_the_name(phone_lake):
+    lake, names = phone_lake
+    result = validate_uploads(lake, "run1", full_refresh=False, **{**LIMITS, "max_image_bytes": 10_000_000})
+    valid = {row["path"].rsplit("/", 1)[1]: (row["format"], row["width"], row["height"]) for row in result.valid}
+    assert valid == {"a.JPEG": ("JPEG", 640, 480), "b.png": ("JPEG", 480, 640),  # as stored: sideways
+                     "c.HEIC": ("HEIF", 640, 480), "d": ("WEBP", 640, 480), "e.jpg": ("PNG", 640, 480),
+                     "f.mpo": ("JPEG", 640, 480)}
 
-    for extension in (".jpg", ".JPG", ".jpeg", ".Jpeg", ".png", ".PNG", ".webp", ".bmp", ".gif", ".txt"):
-        name = "img" + extension
-        assert name.lower().endswith(IMAGE_EXTENSIONS) == job_reads(name), name
+
+def test_bad_input_is_rejected_with_a_reason_naming_it_and_raw_is_untouched(phone_lake):
+    lake, _ = phone_lake
+    raw = __import__("pathlib").Path(lake.local_root, "raw")
+    before = {p: p.read_bytes() for p in raw.rglob("*") if p.is_file()}
+    result = validate_uploads(lake, "run1", full_refresh=False, **{**LIMITS, "max_image_bytes": 10_000_000})
+    rejected = {row["path"].rsplit("/", 1)[1]: (row["reason"], row["detail"]) for row in result.rejected}
+    assert {name: reason for name, (reason, _) in rejected.items()} == {
+        "truncated.heic": "bad_header", "giant.jpg": "decompression_bomb", "ztxt_1gb.png": "bad_header",
+        "zeros.heic": "not_an_image"}
+    assert "mdat" in rejected["truncated.heic"][1] and "60000x60000" in rejected["giant.jpg"][1]
+    assert "zTXt" in rejected["ztxt_1gb.png"][1] and "1073741824" in rejected["ztxt_1gb.png"][1]
+    assert rejected["zeros.heic"][1].startswith("content is only zero bytes, not JPEG, PNG, WebP or HEIC/HEIF")
+    assert len(result.valid) == 6  # the good uploads beside them
+    assert {p: p.read_bytes() for p in raw.rglob("*") if p.is_file()} == before
+
+
+@pytest.fixture
+def counted_reads(monkeypatch):
+    """Bytes each upload costs through the storage layer (ranged and whole reads), by URI."""
+    counts: dict[str, int] = {}
+    real_range, real_bytes = storage.read_range, storage.read_bytes
+
+    def read_range(uri, conn_id, start, end):
+        data = real_range(uri, conn_id, start, end)
+        counts[uri] = counts.get(uri, 0) + len(data)
+        return data
+
+    def read_bytes(uri, conn_id):
+        data = real_bytes(uri, conn_id)
+        counts[uri] = counts.get(uri, 0) + len(data)
+        return data
+
+    monkeypatch.setattr(storage, "read_range", read_range)
+    monkeypatch.setattr(storage, "read_bytes", read_bytes)
+    return counts
+
+
+def test_a_12mp_photo_costs_its_first_64_kib_and_a_big_exif_block_a_second_read(tmp_path, phone_photo_12mp,
+                                                                                counted_reads):
+    """Header-only validation on file:// (tests/dag has the same count on S3 through moto)."""
+    raw = tmp_path / "lake" / "raw" / "pear"
+    raw.mkdir(parents=True)
+    (raw / "photo.jpg").write_bytes(phone_photo_12mp)
+    # A phone's maker notes and colour profile can fill more than the first read: the frame header
+    # comes after them (APP1 holds at most 64 KiB, APP2 the ICC profile).
+    image = Image.open(io.BytesIO(phone_photo_12mp))
+    exif = image.getexif()
+    exif[0x010E] = "x" * 60_000  # ImageDescription
+    big = io.BytesIO()
+    image.save(big, "JPEG", exif=exif.tobytes(), icc_profile=bytes(20_000), quality=80)
+    (raw / "big_exif.jpg").write_bytes(big.getvalue())
+    lake = Lake(f"file://{tmp_path / 'lake'}")
+    result = validate_uploads(lake, "run1", full_refresh=False, **{**LIMITS, "max_image_bytes": 20_000_000})
+    assert sorted((r["width"], r["height"]) for r in result.valid) == [(3024, 4032)] * 2
+    reads = {uri.rsplit("/", 1)[1]: n for uri, n in counted_reads.items()}
+    assert len(phone_photo_12mp) > 1_000_000 and reads["photo.jpg"] == 64 * 1024
+    assert 64 * 1024 < reads["big_exif.jpg"] <= 2 * 64 * 1024
+
+
+def test_uploads_the_job_left_out_as_duplicates_are_done(lake):
+    """The feature job featurizes one of two identical uploads and lists the other in _duplicates:
+    the next run must not select it again."""
+    first = validate_uploads(lake, "run1", full_refresh=False, **LIMITS)
+    kept, twin = sorted(row["path"] for row in first.valid)[:2]
+    batch = f"{lake.local_root}/features/batch=run1"
+    __import__("os").makedirs(f"{batch}/_duplicates")
+    pq.write_table(pa.table({"path": [kept], "label": ["x"]}), f"{batch}/part-0.parquet")
+    pq.write_table(pa.table({"path": [twin], "duplicate_of": [kept], "sha256": ["0" * 64]}),
+                   f"{batch}/_duplicates/part-0.parquet")
+    second = validate_uploads(lake, "run2", full_refresh=False, **LIMITS)
+    assert {kept, twin}.isdisjoint(row["path"] for row in second.valid) and second.already_featurized == 2
