@@ -22,7 +22,8 @@ from fruits_pipeline.validation import validate_uploads, write_manifests
 log = logging.getLogger(__name__)
 
 # Which of pipeline_steps() each route runs (the step list itself is defined once, in steps.py).
-STEPS_OF_ROUTE = {ROUTE_RUN: ("extract_features", "reduce_pca"), ROUTE_PCA_ONLY: ("reduce_pca",)}
+STEPS_OF_ROUTE = {ROUTE_RUN: ("extract_features", "reduce_pca", "train_classifier"),
+                  ROUTE_PCA_ONLY: ("reduce_pca", "train_classifier")}
 JOB_RESULT_FILE = "_job_result.json"
 
 
@@ -37,6 +38,9 @@ CLUSTER_START_SECONDS = 20 * 60
 # A PCA refit reads 1280 floats per image and fits a 1280x1280 covariance: one core node per this many
 # featurized images is plenty (the features of 200,000 images are ~1 GB).
 PCA_IMAGES_PER_CORE_NODE = 200_000
+# train_classifier fits one logistic regression per number of components compared, in one task (for
+# determinism): measured 50 s for 2,714 images and 5 fits on 2 busy cores; this is 10x that rate.
+CLASSIFIER_IMAGES_PER_SECOND = 500
 
 
 def sensor_max_polls(valid_images: int, core_instance_count: int, poll: int,
@@ -47,7 +51,9 @@ def sensor_max_polls(valid_images: int, core_instance_count: int, poll: int,
     features = CLUSTER_START_SECONDS + 3 * valid_images / (IMAGES_PER_SECOND_PER_CORE_NODE * core_instance_count)
     # a refit over every batch; small next to the features
     pca = CLUSTER_START_SECONDS + 15 * 60 + 3 * (valid_images + featurized_images) / 1000
-    return {"extract_features": max(1, int(features // poll) + 1), "reduce_pca": max(1, int(pca // poll) + 1)}
+    classifier = 15 * 60 + 3 * (valid_images + featurized_images) / CLASSIFIER_IMAGES_PER_SECOND
+    return {"extract_features": max(1, int(features // poll) + 1), "reduce_pca": max(1, int(pca // poll) + 1),
+            "train_classifier": max(1, int(classifier // poll) + 1)}
 
 
 def cluster_params(route: str, run_params: RunParams, featurized_images: int) -> RunParams:
@@ -231,13 +237,15 @@ def write_run_report(settings: Settings, params: dict, run_key: str, *, validati
     ran = route in ROUTES_WITH_WORK and status == "success"
     featurized = ran and route == ROUTE_RUN
     pca_report = storage.read_json(lake.pca_report(run_key), conn) if ran else None
-    picture_uri = write_picture(lake, run_key, pca_report, conn) if pca_report else None
+    classifier_figures = storage.read_json(lake.classifier_figures(run_key), conn) if ran else None
+    picture_uri = write_picture(lake, run_key, pca_report, conn, classifier_figures) if pca_report else None
     report = build_report(
         lake, run_key=run_key, status=status, compute=settings.compute, validation=validation,
         feature_result=storage.read_json(f"{lake.features(run_key)}/{JOB_RESULT_FILE}", conn) if featurized else None,
         pca_result=storage.read_json(f"{lake.pca(run_key)}/{JOB_RESULT_FILE}", conn) if ran else None,
         pca_report=pca_report, step_timings=timings, cluster_id=cluster_id, cost=cost, message=message,
         pca_target=validation.get("pca_target") or run_params.pca_target, picture_uri=picture_uri,
+        classifier_figures=classifier_figures,
     )
     report["orphan_clusters_terminated"] = orphans_terminated or []
     storage.write_json(lake.report(run_key), report, conn)
@@ -249,13 +257,14 @@ def write_run_report(settings: Settings, params: dict, run_key: str, *, validati
     return report
 
 
-def write_picture(lake, run_key: str, pca_report: dict, conn_id: str | None) -> str | None:
+def write_picture(lake, run_key: str, pca_report: dict, conn_id: str | None,
+                  classifier_figures: dict | None = None) -> str | None:
     """Draw reports/<run_key>.png from the PCA job's small preview; None (and a warning) when it cannot:
     the picture illustrates the run, it never fails it."""
     from fruits_pipeline.picture import PictureError, write_run_picture
 
     try:
-        return write_run_picture(lake, run_key, conn_id, pca_report=pca_report)
+        return write_run_picture(lake, run_key, conn_id, pca_report=pca_report, classifier_figures=classifier_figures)
     except PictureError as error:
         log.warning("no run picture: %s", error)
         return None

@@ -158,7 +158,8 @@ def classify_files(export: ClassifierExport, model, images: list[str]) -> list[d
         try:
             pixels = decode_image(Path(image).read_bytes())
         except RejectedImage as rejected:
-            results.append({"image": image, "error": f"not a usable image ({rejected.reason}: {rejected.detail})"})
+            why = "no image format Pillow reads" if rejected.reason == "not_an_image" else rejected.detail
+            results.append({"image": image, "error": f"not a usable image ({rejected.reason}: {why})"})
             continue
         except OSError as error:
             results.append({"image": image, "error": f"cannot be read ({error.strerror or error})"})
