@@ -25,6 +25,10 @@ TYPICAL_DAY_IMAGES = 5_000  # assumption: a few thousand uploads a day from the 
 CLUSTER_STARTUP_SECONDS = 8 * 60  # provisioning + bootstrap, billed, before step 1 starts
 STEP_OVERHEAD_SECONDS = 60  # per step: YARN application start, model broadcast, Parquet commit
 PCA_STEP_SECONDS = 3 * 60  # fitting 1280-d PCA on ~150k rows is minutes, not hours, at any shape
+# train_classifier, in one task for determinism (docs/classifier.md): 50 s for 2,714 images and 5 fits on
+# 2 busy cores, i.e. ~54 images/s; it does not get faster with the cluster.
+CLASSIFIER_IMAGES_PER_SECOND = 54
+STEPS = 3
 # (instance type, core node count): from the default (2 x m5.xlarge) up to a backfill cluster.
 SHAPES = (
     ("m5.xlarge", 2),
@@ -78,18 +82,24 @@ def images_per_second_per_core(bench: dict) -> float:
 
 def project(bench: dict, prices: dict, *, images: int, workload: str, instance_type: str, core_nodes: int,
             spot: bool) -> Projection:
-    """Wall time and cost of one run: startup + feature step + PCA step, one master billed throughout.
+    """Wall time and cost of one run: startup + feature, PCA and classifier steps, one master billed throughout.
 
     The master has the core nodes' instance type and is on demand, as the DAG's job flow builds it."""
     cores = int(prices["instances"][instance_type]["vcpu"]) * core_nodes
     rate = images_per_second_per_core(bench) * cores
-    seconds = CLUSTER_STARTUP_SECONDS + 2 * STEP_OVERHEAD_SECONDS + images / rate + PCA_STEP_SECONDS
+    seconds = (CLUSTER_STARTUP_SECONDS + STEPS * STEP_OVERHEAD_SECONDS + images / rate + PCA_STEP_SECONDS
+               + classifier_step_seconds(images))
     estimate = estimate_cluster_cost(
         prices, instance_type=instance_type, core_instance_count=core_nodes, use_spot=spot,
         seconds=seconds,
     )
     return Projection(workload, images, instance_type, core_nodes, cores, spot, rate, seconds,
                       estimate["amount"], estimate["currency"])
+
+
+def classifier_step_seconds(images: int) -> float:
+    """The classifier step trains on every featurized image (here: the run's images) in one task."""
+    return images / CLASSIFIER_IMAGES_PER_SECOND
 
 
 def project_all(bench: dict, prices: dict, *, daily_images: int) -> list[Projection]:
@@ -136,7 +146,9 @@ def render_markdown(rows: list[Projection], bench: dict, prices: dict, *, daily_
         f"- Workloads: the full Fruits-360 set ({FULL_DATASET_IMAGES:,} images) as a one-off backfill, and a "
         f"typical day of {daily_images:,} new uploads (an assumption; pass `--daily-images N`).",
         f"- Each run pays {CLUSTER_STARTUP_SECONDS // 60} min of cluster startup (provisioning and bootstrap, billed), "
-        f"{STEP_OVERHEAD_SECONDS} s overhead per step, and {PCA_STEP_SECONDS // 60} min for the PCA step.",
+        f"{STEP_OVERHEAD_SECONDS} s overhead per step ({STEPS} steps), {PCA_STEP_SECONDS // 60} min for the PCA step, "
+        f"and for the classifier step one task at {CLASSIFIER_IMAGES_PER_SECOND} images/s (measured on the sample: "
+        "it fits one model per number of components compared, in one task so that it is deterministic).",
         f"- Billing: EC2 + EMR uplift per instance, per second (one-minute minimum), region {prices['region']}, "
         f"{currency}; one master node of the core nodes' type, on demand, for the whole run (as the DAG builds "
         "the cluster); core nodes on demand or "
