@@ -69,7 +69,7 @@ def feature_model(spark, pca_uri: str) -> dict:
     if len(names) != 1:
         raise ClassifierInputError(f"--pca {pca_uri}: its features were made by {len(names)} models ({names}); "
                                    "a classifier needs features of one model")
-    return {"name": names[0], "sha256_prefix": names[0].rsplit("sha256-", 1)[-1]}
+    return {"name": names[0], "sha256_prefix": names[0].rsplit("sha256-", 1)[1] if "sha256-" in names[0] else None}
 
 
 def run(spark, pca: str, output: str, logger=None) -> dict:
