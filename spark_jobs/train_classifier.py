@@ -24,11 +24,13 @@ try:
 except ImportError:
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from fruits_spark.classifier import ClassifierInputError, pca_mean_and_components, read_pca_output, train  # noqa: E402
+from fruits_spark.classifier import (  # noqa: E402
+    ClassifierInputError, NotEnoughImages, pca_mean_and_components, read_pca_output, train,
+)
 from fruits_spark.classify import EXPORT_DIR, write_export  # noqa: E402
 from fruits_spark.common import build_session, get_logger  # noqa: E402
 from fruits_spark.features import IMAGE_SIZE  # noqa: E402
-from fruits_spark.io import copy_from_local, read_bytes, write_text  # noqa: E402
+from fruits_spark.io import copy_from_local, delete_tree, read_bytes, write_text  # noqa: E402
 
 JOB = "train_classifier"
 MODEL_NAME = "model"
@@ -78,7 +80,15 @@ def run(spark, pca: str, output: str, logger=None) -> dict:
 
     logger = logger or get_logger(JOB)
     started = time.monotonic()
-    trained = train(read_pca_output(spark, pca), pca, logger=logger)
+    try:
+        trained = train(read_pca_output(spark, pca), pca, logger=logger)
+    except NotEnoughImages as why:
+        # Not a failure: a young lake has too few labelled images; the run reports why and goes on.
+        delete_tree(spark, output)  # no classifier of an earlier attempt may pass for this run's
+        job_result = {"job": JOB, "trained": False, "reason": str(why), "seconds": round(time.monotonic() - started, 1)}
+        write_text(spark, output_uri(output, RESULT_NAME), json.dumps(job_result) + "\n")
+        logger.warning("no classifier trained: %s", why)
+        return job_result
     mean, components = pca_mean_and_components(PipelineModel.load(output_uri(pca, PCA_MODEL_NAME)))
     # The held-out Parquet write replaces its folder; the model and small files go beside it.
     trained.held_out.write.mode("overwrite").parquet(output_uri(output, HELD_OUT_NAME))
@@ -94,7 +104,7 @@ def run(spark, pca: str, output: str, logger=None) -> dict:
         for file in write_export(Path(tmp), metadata, arrays):
             copy_from_local(spark, file, output_uri(output, f"{EXPORT_DIR}/{file.name}"))
     figures = trained.figures
-    job_result = {"job": JOB, "k": trained.k, "labels": len(trained.labels), "n_train": figures["n_train"],
+    job_result = {"job": JOB, "trained": True, "k": trained.k, "labels": len(trained.labels), "n_train": figures["n_train"],
                   "n_test": figures["n_test"], "accuracy": figures["accuracy"], "macro_f1": figures["macro_f1"],
                   "seconds": round(time.monotonic() - started, 1)}
     write_text(spark, output_uri(output, RESULT_NAME), json.dumps(job_result) + "\n")

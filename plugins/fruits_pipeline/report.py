@@ -103,7 +103,7 @@ def build_report(lake: Lake, *, run_key: str, status: str, compute: str, validat
                  feature_result: dict | None = None, pca_report: dict | None = None, pca_result: dict | None = None,
                  step_timings: list[dict] | None = None, cluster_id: str | None = None, cost: dict | None = None,
                  message: str | None = None, pca_target: dict | None = None, picture_uri: str | None = None,
-                 classifier_figures: dict | None = None) -> dict:
+                 classifier_figures: dict | None = None, classifier_not_trained: str | None = None) -> dict:
     counts = {
         "listed": validation["listed"],
         "valid": validation["valid"],
@@ -134,6 +134,7 @@ def build_report(lake: Lake, *, run_key: str, status: str, compute: str, validat
             "variance_target": (pca_report or {}).get("variance_target"),
         },
         "classifier": classifier_report(lake.classifier(run_key), classifier_figures) if classifier_figures else None,
+        "classifier_not_trained": classifier_not_trained,  # why a run that fitted a PCA has no classifier
         "steps": step_timings or [],
         "cluster_id": cluster_id,
         "estimated_cost": cost,
@@ -184,6 +185,8 @@ def summary_text(report: dict) -> str:
         lines.append(f"  classifier: held-out accuracy {classifier['accuracy']:.1%}, macro F1 {classifier['macro_f1']:.3f} "
                      f"on {classifier['n_test']} images (trained on {classifier['n_train']})"
                      + (f"; left out, too few images: {left_out}" if left_out else ""))
+    elif report.get("classifier_not_trained"):
+        lines.append(f"  classifier: not trained: {report['classifier_not_trained']}")
     for step in report["steps"]:
         lines.append(f"  step {step['name']}: {step.get('state', '')} {step.get('seconds')}s")
     if report.get("cluster_id"):

@@ -238,6 +238,7 @@ def write_run_report(settings: Settings, params: dict, run_key: str, *, validati
     featurized = ran and route == ROUTE_RUN
     pca_report = storage.read_json(lake.pca_report(run_key), conn) if ran else None
     classifier_figures = storage.read_json(lake.classifier_figures(run_key), conn) if ran else None
+    classifier_result = storage.read_json(lake.classifier_result(run_key), conn) if ran else None
     picture_uri = write_picture(lake, run_key, pca_report, conn, classifier_figures) if pca_report else None
     report = build_report(
         lake, run_key=run_key, status=status, compute=settings.compute, validation=validation,
@@ -246,6 +247,7 @@ def write_run_report(settings: Settings, params: dict, run_key: str, *, validati
         pca_report=pca_report, step_timings=timings, cluster_id=cluster_id, cost=cost, message=message,
         pca_target=validation.get("pca_target") or run_params.pca_target, picture_uri=picture_uri,
         classifier_figures=classifier_figures,
+        classifier_not_trained=(classifier_result or {}).get("reason") if not classifier_figures else None,
     )
     report["orphan_clusters_terminated"] = orphans_terminated or []
     storage.write_json(lake.report(run_key), report, conn)

@@ -45,6 +45,10 @@ class ClassifierInputError(ValueError):
     """The PCA output cannot be trained on; the message names the input and what is wrong."""
 
 
+class NotEnoughImages(ClassifierInputError):
+    """Too few labelled images for a classifier (a young lake): the run goes on without one."""
+
+
 def read_pca_output(spark, pca_uri: str):
     """path, label, pca_features of the PCA job's output at ``pca_uri`` (its _model/ and other
     underscore folders are not part of the table)."""
@@ -195,13 +199,13 @@ def train(frame, pca_uri: str, logger=None) -> TrainedClassifier:
     if excluded and logger:
         logger.warning("labels with fewer than %d images left out: %s", MIN_IMAGES_PER_LABEL, excluded)
     if len(labels) < 2:
-        raise ClassifierInputError(f"--pca {pca_uri}: {len(labels)} label(s) with at least {MIN_IMAGES_PER_LABEL} "
+        raise NotEnoughImages(f"--pca {pca_uri}: {len(labels)} label(s) with at least {MIN_IMAGES_PER_LABEL} "
                                    f"images ({counts}); a classifier needs two")
     rows = with_split(indexed(frame, labels)).cache()
     train_rows, held_out_rows = rows.where(~F.col(HELD_OUT_COLUMN)), rows.where(F.col(HELD_OUT_COLUMN))
     n_train, n_test = train_rows.count(), held_out_rows.count()
     if n_test == 0 or n_train == 0:
-        raise ClassifierInputError(f"--pca {pca_uri}: {n_train} training and {n_test} held-out images; "
+        raise NotEnoughImages(f"--pca {pca_uri}: {n_train} training and {n_test} held-out images; "
                                    "both sides of the split need images")
     accuracy_by_k, model, held_out = {}, None, None
     for j in ks_to_compare(k):

@@ -47,3 +47,9 @@ def copy_from_local(spark, local_file: Path, uri: str) -> None:
     path, fs = _hadoop_path(spark, uri)
     source = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(Path(local_file).resolve().as_uri())
     fs.copyFromLocalFile(False, True, source, path)  # keep the source, overwrite the target
+
+
+def delete_tree(spark, uri: str) -> None:
+    """Remove the file or folder at ``uri`` (nothing when absent)."""
+    path, fs = _hadoop_path(spark, uri)
+    fs.delete(path, True)

@@ -107,6 +107,15 @@ def test_one_label_is_refused_with_the_counts(spark):
         C.train(frame, "file:///pca")
 
 
+def test_too_few_labelled_images_train_nothing_and_say_why(spark, job, tmp_path):
+    output = tmp_path / "classifier"
+    (output / "model").mkdir(parents=True)  # left by an earlier attempt of the run
+    pca_frame(spark, clusters({"apple": 4, "kiwi": 4})).write.parquet(str(tmp_path / "pca"))
+    result = job.run(spark, f"file://{tmp_path}/pca", f"file://{output}")
+    assert result["trained"] is False and "0 label(s) with at least 5 images" in result["reason"]
+    assert sorted(p.name for p in output.iterdir() if not p.name.startswith(".")) == ["_job_result.json"]
+
+
 def test_a_folder_that_is_not_a_pca_output_is_named(spark, tmp_path):
     with pytest.raises(C.ClassifierInputError, match="no such folder"):
         C.read_pca_output(spark, f"file://{tmp_path}/nothing")
