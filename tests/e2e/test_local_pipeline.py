@@ -249,6 +249,13 @@ def test_a_new_pca_target_without_new_images_refits_the_pca_alone(pca_only_run, 
     assert report["pca"]["k"] == PCA_K and report["pca_target"] == {"k": PCA_K}
     assert report["counts"]["featurized"] is None and report["counts"]["reduced"] == len(everything)
     assert report["uris"]["features"] is None and report["uris"]["pca"] == lake.pca(run_key)
+    # The classifier is retrained on this PCA; the label without a later image still has too few
+    classifier = report["classifier"]
+    no_later_image = {p.split("/")[-2] for p in uploads["first"]} - {p.split("/")[-2] for p in uploads["later"]}
+    assert classifier["uri"] == lake.classifier(run_key) and list(classifier["accuracy_by_k"]) == [str(PCA_K)]
+    assert classifier["excluded_labels"] == {label: PER_LABEL_FIRST for label in no_later_image}
+    assert classifier["n_train"] + classifier["n_test"] == len(everything) - PER_LABEL_FIRST * len(no_later_image)
+    assert _local(lake.classifier(run_key) + "/export/classifier.npz").is_file()
 
 
 def test_every_run_with_a_pca_has_its_picture_next_to_its_report(pca_only_run, first_run, lake_root):
