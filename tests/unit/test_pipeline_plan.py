@@ -228,3 +228,17 @@ def test_the_latest_pca_output_is_the_newest_successful_report_with_a_pca(tmp_pa
 
     assert latest_pca_output(lake, None) == {"run_key": "legacy", "pca_target": {"k": 8}, "pca_uri": "file:///p/legacy"}
     assert latest_pca_output(lake, None, exclude_run_key="legacy")["run_key"] == "old"
+
+
+def test_the_latest_classifier_is_found_like_the_latest_pca(tmp_path):
+    from fruits_pipeline.lake import Lake
+    from fruits_pipeline.report import latest_classifier_output
+
+    lake = Lake(f"file://{tmp_path}")
+    assert latest_classifier_output(lake, None) is None
+    _write_report(tmp_path, "old", status="success", classifier={"uri": "file:///c/old", "accuracy": 0.9})
+    _write_report(tmp_path, "failed", status="failed", classifier={"uri": "file:///c/failed", "accuracy": 0.1})
+    _write_report(tmp_path, "young", status="success", classifier=None, classifier_not_trained="too few images")
+    assert latest_classifier_output(lake, None) == {"run_key": "old", "classifier_uri": "file:///c/old",
+                                                    "accuracy": 0.9}
+    assert latest_classifier_output(lake, None, exclude_run_key="old") is None
