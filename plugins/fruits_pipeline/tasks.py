@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 
 from fruits_pipeline import storage
 from fruits_pipeline.cost import estimate_cluster_cost, load_price_table
+from fruits_pipeline.cost_projection import classifier_step_seconds
 from fruits_pipeline.job_flow import build_job_flow
 from fruits_pipeline.lake import run_key_for
 from fruits_pipeline.params import RunParams, describe_target
@@ -38,9 +39,6 @@ CLUSTER_START_SECONDS = 20 * 60
 # A PCA refit reads 1280 floats per image and fits a 1280x1280 covariance: one core node per this many
 # featurized images is plenty (the features of 200,000 images are ~1 GB).
 PCA_IMAGES_PER_CORE_NODE = 200_000
-# train_classifier fits one logistic regression per number of components compared, in one task (for
-# determinism): measured 50 s for 2,714 images and 5 fits on 2 busy cores; this is 10x that rate.
-CLASSIFIER_IMAGES_PER_SECOND = 500
 
 
 def sensor_max_polls(valid_images: int, core_instance_count: int, poll: int,
@@ -51,7 +49,8 @@ def sensor_max_polls(valid_images: int, core_instance_count: int, poll: int,
     features = CLUSTER_START_SECONDS + 3 * valid_images / (IMAGES_PER_SECOND_PER_CORE_NODE * core_instance_count)
     # a refit over every batch; small next to the features
     pca = CLUSTER_START_SECONDS + 15 * 60 + 3 * (valid_images + featurized_images) / 1000
-    classifier = 15 * 60 + 3 * (valid_images + featurized_images) / CLASSIFIER_IMAGES_PER_SECOND
+    # retrains on every featurized image in one task; the same time model as `make cost`
+    classifier = 15 * 60 + 3 * classifier_step_seconds(valid_images + featurized_images)
     return {"extract_features": max(1, int(features // poll) + 1), "reduce_pca": max(1, int(pca // poll) + 1),
             "train_classifier": max(1, int(classifier // poll) + 1)}
 
