@@ -148,8 +148,6 @@ def figures(counts: dict[tuple[int, int], int], labels: list[str]) -> dict:
     image has support 0 and is left out of the macro F1; precision with no prediction is 0."""
     size = len(labels)
     matrix = [[counts.get((true, predicted), 0) for predicted in range(size)] for true in range(size)]
-    total = sum(map(sum, matrix))
-    correct = sum(matrix[i][i] for i in range(size))
     per_label, f1s = {}, []
     for i, label in enumerate(labels):
         support = sum(matrix[i])
@@ -160,7 +158,7 @@ def figures(counts: dict[tuple[int, int], int], labels: list[str]) -> dict:
         if support:
             f1s.append(2 * precision * recall / (precision + recall) if precision + recall else 0.0)
     return {
-        "accuracy": correct / total if total else None,
+        "accuracy": accuracy(counts),
         "macro_f1": math.fsum(f1s) / len(f1s) if f1s else None,
         "per_label": per_label,
         "confusion_matrix": {"labels": list(labels), "matrix": matrix},
@@ -201,13 +199,13 @@ def train(frame, pca_uri: str, logger=None) -> TrainedClassifier:
         logger.warning("labels with fewer than %d images left out: %s", MIN_IMAGES_PER_LABEL, excluded)
     if len(labels) < 2:
         raise NotEnoughImages(f"--pca {pca_uri}: {len(labels)} label(s) with at least {MIN_IMAGES_PER_LABEL} "
-                                   f"images ({counts}); a classifier needs two")
+                              f"images ({dict(sorted(counts.items()))}); a classifier needs two")
     rows = with_split(indexed(frame, labels)).cache()
     train_rows, held_out_rows = rows.where(~F.col(HELD_OUT_COLUMN)), rows.where(F.col(HELD_OUT_COLUMN))
     n_train, n_test = train_rows.count(), held_out_rows.count()
     if n_test == 0 or n_train == 0:
         raise NotEnoughImages(f"--pca {pca_uri}: {n_train} training and {n_test} held-out images; "
-                                   "both sides of the split need images")
+                              "both sides of the split need images")
     accuracy_by_k, model, held_out = {}, None, None
     for j in ks_to_compare(k):
         fitted = fit_logistic(train_rows, j)
