@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
 
-.PHONY: install test bench model package demo cost infra check-java clean screenshots
+.PHONY: install test bench model package demo classify cost infra check-java clean screenshots
 
 install: $(STAMP) check-java
 
@@ -58,6 +58,17 @@ IMAGES ?= $(FRUITS_SAMPLE_DIR)
 demo: install
 	@$(BIN)/python -m fruits_pipeline.demo --lake "$(LAKE)" $(if $(IMAGES),--images "$(IMAGES)") \
 	  $(if $(PCA_K),--pca-k "$(PCA_K)") $(if $(PCA_VARIANCE),--pca-variance "$(PCA_VARIANCE)")
+
+# Classify photos with a run's classifier (no Spark, Airflow or TensorFlow; docs/classifier.md): IMAGES= image
+# files, MODEL= a classifier/<run_key>/ (s3://, file:// or a folder), by default the latest of the lake $(LAKE).
+classify: install
+	@test "$(origin IMAGES)" = "command line" || { echo "make classify: give IMAGES=, one or more image files: make classify IMAGES=photo.jpg [MODEL=...]" >&2; exit 2; }
+	@model="$(MODEL)"; \
+	if [ -z "$$model" ]; then \
+	  model=$$($(BIN)/python -c 'import sys; from fruits_pipeline.lake import Lake; from fruits_pipeline.report import latest_classifier_output as latest; found = latest(Lake(sys.argv[1]), None); print(found["classifier_uri"] if found else "")' "file://$(abspath $(LAKE))"); \
+	  test -n "$$model" || { echo "make classify: no MODEL= and no run of the lake $(LAKE) trained a classifier: run make demo first" >&2; exit 2; }; \
+	fi; \
+	$(BIN)/python -m fruits_spark.classify --model "$$model" $(IMAGES)
 
 # Projected EMR time and cost from `make bench`'s throughput and the eu-west-3 price table.
 cost: install

@@ -1,8 +1,9 @@
 """fruits_pipeline: validate new uploads -> transient EMR cluster (the route's Spark steps) -> teardown -> report.
 
 Routes (tasks.decide_route, chosen by validate): nothing to do and dry run go straight to the
-report; features + PCA runs both steps; PCA only (no new upload, a new PCA target) runs
-reduce_pca alone on a cluster sized for it, and choose_steps_to_watch skips the features sensor.
+report; features + PCA runs the three steps (features, PCA, classifier); PCA only (no new upload, a new
+PCA target) runs reduce_pca and train_classifier on a cluster sized for them, and choose_steps_to_watch
+skips the features sensor.
 
 Failure handling lives in the graph: terminate_cluster is the teardown of create_cluster, with
 trigger rule all_done, so it runs after a failed step, a timed-out sensor, a failed create_cluster,
@@ -37,6 +38,7 @@ CONFIG = {
 # Named by their URI: one asset per lake, so other DAGs can schedule on this lake's outputs.
 FEATURES = Asset(uri=SETTINGS.lake.features_root())
 PCA = Asset(uri=SETTINGS.lake.uri("pca"))
+CLASSIFIER = Asset(uri=SETTINGS.lake.uri("classifier"))
 
 with DAG(
     dag_id="fruits_pipeline",
@@ -59,7 +61,7 @@ with DAG(
     def choose_route(validation: dict):
         return tasks.next_task(validation["route"], SETTINGS.compute)
 
-    @task(trigger_rule=TriggerRule.ALL_DONE, outlets=[FEATURES, PCA])
+    @task(trigger_rule=TriggerRule.ALL_DONE, outlets=[FEATURES, PCA, CLASSIFIER])
     def report(params=None, **context):
         ti = context["ti"]
         return tasks.write_run_report(
@@ -106,11 +108,11 @@ with DAG(
 
         @task.branch
         def choose_steps_to_watch(**context):
-            # PCA only: add_steps added reduce_pca alone, so only its sensor runs
+            # PCA only: add_steps added reduce_pca and train_classifier, so the features sensor is skipped
             return tasks.steps_to_watch(context["ti"].xcom_pull(task_ids="validate")["route"])
 
         watch_route = choose_steps_to_watch()
-        # Step ids are counted from the end: the PCA-only route adds reduce_pca alone. The cluster id is
+        # Step ids are counted from the end: the PCA-only route adds no features step. The cluster id is
         # a template, not create_cluster.output: a direct child of a setup task must be ALL_SUCCESS.
         watch_steps = [
             FruitsStepSensor(
@@ -119,10 +121,10 @@ with DAG(
                 deferrable=True, poke_interval=SETTINGS.poll_seconds,
                 max_attempts=f"{{{{ ti.xcom_pull(task_ids='stage_and_plan', key='max_polls')['{name}'] }}}}",
                 # reduce_pca also runs when the branch skipped the features sensor
-                trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS if index == -1 else TriggerRule.ALL_SUCCESS,
+                trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS if name == "reduce_pca" else TriggerRule.ALL_SUCCESS,
                 **CONFIG,
             )
-            for index, name in ((-2, "extract_features"), (-1, "reduce_pca"))
+            for index, name in ((-3, "extract_features"), (-2, "reduce_pca"), (-1, "train_classifier"))
         ]
         # The id is a template (None when create_cluster died after RunJobFlow): the operator then finds
         # the run's cluster by its tags. ALL_DONE, not the teardown default ALL_DONE_SETUP_SUCCESS: a run
@@ -133,6 +135,6 @@ with DAG(
         terminate_cluster.trigger_rule = TriggerRule.ALL_DONE
 
         chain(route, plan, create_cluster, add_steps, watch_route, *watch_steps, terminate_cluster, run_report)
-        watch_route >> watch_steps[-1]
+        watch_route >> watch_steps[1]  # the reduce_pca sensor
 
     route >> run_report  # nothing to do / dry run: straight to the report

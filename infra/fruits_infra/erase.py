@@ -2,8 +2,11 @@
 
 Raw objects are deleted (on S3 with every old version and delete marker: with versioning on,
 a plain delete only hides the object). Derived rows live in Parquet files under
-``manifests/``, ``features/`` and ``pca/``; each file holding a matching ``path`` is rewritten
-without those rows, and on S3 the old versions of the rewritten file are deleted too.
+``manifests/``, ``features/``, ``pca/`` and ``classifier/`` (held-out predictions); each file holding a
+matching ``path`` is rewritten without those rows, and on S3 the old versions of the rewritten file are
+deleted too. Models fitted on erased images (``pca/<run>/_model/`` and the whole ``classifier/<run>/``
+of the same run: its Spark model and its export, which carries that PCA's mean and components) stay
+until the next run refits without them, or go now with ``drop_pca_models``.
 Without ``confirm`` nothing changes: the plan is printed. Running it again finds nothing left.
 """
 from __future__ import annotations
@@ -21,7 +24,7 @@ import pyarrow.parquet as pq
 
 from fruits_pipeline.lake import Lake
 
-DERIVED_ROOTS = ("manifests", "features", "pca")
+DERIVED_ROOTS = ("manifests", "features", "pca", "classifier")
 
 
 class ErasureError(ValueError):
@@ -263,7 +266,7 @@ def plan(store, selection: Selection, progress=None) -> ErasurePlan:
         table, removed = filtered
         result.parquet.append(ParquetEdit(key, removed, table.num_rows))
         parts = key.split("/")
-        if parts[0] == "pca" and len(parts) > 2:
+        if parts[0] in ("pca", "classifier") and len(parts) > 2:
             result.pca_runs.add(parts[1])
     # Reports hold counts, not image paths; if one ever names an erased image, say so rather than guess an edit.
     needles = sorted(selection.paths) + list(selection.prefixes)
@@ -271,6 +274,21 @@ def plan(store, selection: Selection, progress=None) -> ErasurePlan:
         if key.endswith(".json") and any(n in store.read(key).decode("utf-8", "replace") for n in needles):
             result.mentions.append(key)
     return result
+
+
+def _handle_model(store, prefix: str, why: str, confirm: bool, drop: bool, out) -> None:
+    """Say what happens to a model fitted on erased images, and delete it when asked."""
+    keys = store.list(prefix)
+    if not keys:
+        return
+    if drop:
+        if confirm:
+            for key in keys:
+                store.delete_all_versions(key)
+        out(f"model {store.lake.uri(prefix)}: {'deleted' if confirm else 'would delete'} ({len(keys)} files), {why}")
+    else:
+        out(f"model {store.lake.uri(prefix)}: {why}; the next run's refit leaves them out "
+            "(add --drop-pca-models to delete this model now)")
 
 
 def erase(store, selection: Selection, confirm: bool = False, drop_pca_models: bool = False, out=print) -> ErasurePlan:
@@ -298,18 +316,9 @@ def erase(store, selection: Selection, confirm: bool = False, drop_pca_models: b
         else:
             out(f"rows {store.lake.uri(edit.key)}: would remove {edit.removed}, keep {edit.kept}")
     for run in sorted(found.pca_runs):
-        model = f"pca/{run}/_model/"
-        if drop_pca_models:
-            keys = store.list(model)
-            if confirm:
-                for key in keys:
-                    store.delete_all_versions(key)
-            out(f"model {store.lake.uri(model)}: {verb} ({len(keys)} files), fitted on erased images")
-        else:
-            out(
-                f"model {store.lake.uri(model)}: fitted on erased images; the next run's PCA refit leaves them out "
-                "(add --drop-pca-models to delete this model now)"
-            )
+        _handle_model(store, f"pca/{run}/_model/", "fitted on erased images", confirm, drop_pca_models, out)
+        _handle_model(store, f"classifier/{run}/", "trained on erased images (and its export holds the PCA "
+                      "fitted on them)", confirm, drop_pca_models, out)
     for key in found.mentions:
         out(f"note {store.lake.uri(key)}: names an erased image; not edited, review or delete it by hand")
     rows = sum(e.removed for e in found.parquet)

@@ -4,6 +4,7 @@
 
     extract_features.py                 entry script of step 1
     reduce_pca.py                       entry script of step 2
+    train_classifier.py                 entry script of step 3
     fruits_spark.zip                    the jobs' shared library, for ``spark-submit --py-files``
     bootstrap/install_python_deps.sh    EMR bootstrap action (pinned Python packages)
     wheelhouse/*.whl                    when a wheelhouse is given: the bootstrap's pins and their
@@ -40,7 +41,7 @@ from pathlib import Path
 
 LIBRARY = "fruits_spark"
 LIBRARY_ZIP = f"{LIBRARY}.zip"
-ENTRY_SCRIPTS = ("extract_features.py", "reduce_pca.py")
+ENTRY_SCRIPTS = ("extract_features.py", "reduce_pca.py", "train_classifier.py")
 BOOTSTRAP_SCRIPT = "bootstrap/install_python_deps.sh"
 WHEELHOUSE = "wheelhouse"
 VERSION_LENGTH = 12

@@ -82,6 +82,17 @@ class Lake:
     def pca_model(self, run_key: str) -> str:
         return self.uri("pca", run_key, "_model")
 
+    def classifier(self, run_key: str) -> str:
+        return self.uri("classifier", run_key)
+
+    def classifier_figures(self, run_key: str) -> str:
+        """The held-out figures train_classifier.py writes: the run report's ``classifier`` object, less its uri."""
+        return self.uri("classifier", run_key, "figures.json")
+
+    def classifier_result(self, run_key: str) -> str:
+        """train_classifier.py's _job_result.json: says why no classifier was trained, when none was."""
+        return self.uri("classifier", run_key, "_job_result.json")
+
     def report(self, run_key: str) -> str:
         return self.uri("reports", f"{run_key}.json")
 

@@ -1,5 +1,7 @@
 """The picture of a run (``reports/<run_key>.png``): how much variance each PCA component keeps,
-and the images on the first two components coloured by label.
+the images on the first two components coloured by label and, when the run trained a classifier,
+its held-out accuracy by number of components (what a person choosing ``pca_k`` needs; a
+confusion matrix stops being readable beyond a few dozen labels, this panel does not).
 
 Drawn on the Airflow worker from what the PCA job writes for it (DESIGN.md, "PCA job"):
 ``pca/<run_key>/_pca_report.json`` and the small preview ``pca/<run_key>/_preview/`` (Parquet:
@@ -59,16 +61,17 @@ def load_preview(uri: str, conn_id: str | None = None) -> tuple[np.ndarray, list
 
 
 def render_run_picture(pca_report: dict, points: np.ndarray, labels: list[str], title: str = "",
-                       n_images: int | None = None) -> bytes:
+                       n_images: int | None = None, classifier_figures: dict | None = None) -> bytes:
     """Two panels, as PNG bytes: explained variance by component (bars + cumulative line), PC1 vs
-    PC2 by label."""
+    PC2 by label; a third, held-out accuracy by number of components, with ``classifier_figures``."""
     import matplotlib
     import matplotlib.ticker
     from matplotlib.figure import Figure  # no pyplot: no global state, no display, Agg canvas
 
     ratios = np.asarray(pca_report.get("explained_variance_ratio") or [], dtype=float)
-    fig = Figure(figsize=(13, 5.5), layout="constrained")
-    variance_ax, scatter_ax = fig.subplots(1, 2)
+    by_k = (classifier_figures or {}).get("accuracy_by_k") or {}
+    fig = Figure(figsize=(19 if by_k else 13, 5.5), layout="constrained")
+    variance_ax, scatter_ax, *accuracy_ax = fig.subplots(1, 3 if by_k else 2)
 
     shown = ratios[:MAX_BARS]
     components = np.arange(1, len(shown) + 1)
@@ -102,6 +105,8 @@ def render_run_picture(pca_report: dict, points: np.ndarray, labels: list[str], 
     if unique_labels:
         scatter_ax.legend(fontsize="small", markerscale=1.5, loc="best",
                           ncol=2 if len(unique_labels) > 12 else 1)
+    if by_k:
+        draw_accuracy_by_k(accuracy_ax[0], by_k, classifier_figures)
     if title:
         fig.suptitle(title)
     buffer = io.BytesIO()
@@ -109,8 +114,25 @@ def render_run_picture(pca_report: dict, points: np.ndarray, labels: list[str], 
     return buffer.getvalue()
 
 
+def draw_accuracy_by_k(ax, by_k: dict, classifier_figures: dict) -> None:
+    """Held-out accuracy (%) against the number of components, the run's k marked."""
+    ks = sorted(int(k) for k in by_k)
+    accuracies = [100 * float(by_k[str(k)]) for k in ks]
+    ax.plot(ks, accuracies, marker="o", color="#55A868")
+    for k, value in zip(ks, accuracies):
+        ax.annotate(f"{value:.1f}", (k, value), textcoords="offset points", xytext=(0, 6), ha="center",
+                    fontsize="small")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ks, [str(k) for k in ks])
+    ax.set_xlabel("principal components used")
+    ax.set_ylabel("held-out accuracy (%)")
+    ax.set_ylim(max(0.0, min(accuracies) - 5), 100.5)
+    ax.set_title(f"classifier: accuracy {classifier_figures['accuracy']:.1%}, macro F1 "
+                 f"{classifier_figures['macro_f1']:.3f} on {classifier_figures['n_test']} held-out images")
+
+
 def write_run_picture(lake: Lake, run_key: str, conn_id: str | None = None, *,
-                      pca_report: dict | None = None) -> str:
+                      pca_report: dict | None = None, classifier_figures: dict | None = None) -> str:
     """Draw the picture of ``run_key`` from its PCA report and preview; write it next to the run
     report and return its URI."""
     from fruits_pipeline import storage
@@ -123,7 +145,7 @@ def write_run_picture(lake: Lake, run_key: str, conn_id: str | None = None, *,
         raise PictureError(f"PCA report of run {run_key} has no explained_variance_ratio")
     points, labels = load_preview(preview_uri(lake, run_key), conn_id)
     png = render_run_picture(pca_report, points, labels, title=f"Fruits pipeline run {run_key}",
-                             n_images=pca_report.get("n_images"))
+                             n_images=pca_report.get("n_images"), classifier_figures=classifier_figures)
     uri = lake.report_picture(run_key)
     storage.write_bytes(uri, png, conn_id)
     return uri

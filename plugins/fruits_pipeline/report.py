@@ -1,7 +1,8 @@
 """The run report (``reports/<run_key>.json``): route and why, counts that reconcile, timings, cost, URIs.
 
-Reports are also the pipeline's memory of its PCA outputs: ``latest_pca_output`` finds the
-newest successful run that wrote one, and the PCA target it was asked for.
+Reports are also the pipeline's memory of its PCA outputs and classifiers: ``latest_pca_output``
+finds the newest successful run that wrote one, and the PCA target it was asked for;
+``latest_classifier_output`` the newest classifier.
 """
 from __future__ import annotations
 
@@ -52,10 +53,8 @@ def pca_target_of(report: dict) -> dict | None:
     return None
 
 
-def latest_pca_output(lake: Lake, conn_id: str | None, *, exclude_run_key: str | None = None) -> dict | None:
-    """The newest successful run that wrote a PCA output (by report time), as
-    {"run_key", "pca_target", "pca_uri"}; None when no run has. Reads reports newest first and
-    stops at the first one with a PCA, so a long history costs one listing and a few small reads."""
+def successful_reports_newest_first(lake: Lake, conn_id: str | None, *, exclude_run_key: str | None = None):
+    """The successful run reports, newest (by report time) first, read one at a time as asked for."""
     from fruits_pipeline import storage
 
     candidates = []
@@ -74,16 +73,37 @@ def latest_pca_output(lake: Lake, conn_id: str | None, *, exclude_run_key: str |
         except (ValueError, OSError) as error:  # a damaged report must not stop the pipeline
             log.warning("skipping unreadable run report %s: %s", uri, error)
             continue
+        if report.get("status") == "success":
+            yield report
+
+
+def latest_pca_output(lake: Lake, conn_id: str | None, *, exclude_run_key: str | None = None) -> dict | None:
+    """The newest successful run that wrote a PCA output (by report time), as
+    {"run_key", "pca_target", "pca_uri"}; None when no run has. Reads reports newest first and
+    stops at the first one with a PCA, so a long history costs one listing and a few small reads."""
+    for report in successful_reports_newest_first(lake, conn_id, exclude_run_key=exclude_run_key):
         pca_uri = (report.get("uris") or {}).get("pca")
-        if report.get("status") == "success" and pca_uri:
+        if pca_uri:
             return {"run_key": report.get("run_key"), "pca_target": pca_target_of(report), "pca_uri": pca_uri}
+    return None
+
+
+def latest_classifier_output(lake: Lake, conn_id: str | None, *, exclude_run_key: str | None = None) -> dict | None:
+    """The newest successful run that trained a classifier, as {"run_key", "classifier_uri", "accuracy"};
+    None when no run has. Found the way latest_pca_output finds the latest PCA."""
+    for report in successful_reports_newest_first(lake, conn_id, exclude_run_key=exclude_run_key):
+        classifier = report.get("classifier") or {}
+        if classifier.get("uri"):
+            return {"run_key": report.get("run_key"), "classifier_uri": classifier["uri"],
+                    "accuracy": classifier.get("accuracy")}
     return None
 
 
 def build_report(lake: Lake, *, run_key: str, status: str, compute: str, validation: dict,
                  feature_result: dict | None = None, pca_report: dict | None = None, pca_result: dict | None = None,
                  step_timings: list[dict] | None = None, cluster_id: str | None = None, cost: dict | None = None,
-                 message: str | None = None, pca_target: dict | None = None, picture_uri: str | None = None) -> dict:
+                 message: str | None = None, pca_target: dict | None = None, picture_uri: str | None = None,
+                 classifier_figures: dict | None = None, classifier_not_trained: str | None = None) -> dict:
     counts = {
         "listed": validation["listed"],
         "valid": validation["valid"],
@@ -117,6 +137,8 @@ def build_report(lake: Lake, *, run_key: str, status: str, compute: str, validat
             "k_requested": (pca_report or {}).get("k_requested"),
             "variance_target": (pca_report or {}).get("variance_target"),
         },
+        "classifier": classifier_report(lake.classifier(run_key), classifier_figures) if classifier_figures else None,
+        "classifier_not_trained": classifier_not_trained,  # why a run that fitted a PCA has no classifier
         "steps": step_timings or [],
         "cluster_id": cluster_id,
         "estimated_cost": cost,
@@ -127,11 +149,21 @@ def build_report(lake: Lake, *, run_key: str, status: str, compute: str, validat
             "features": lake.features(run_key) if ran else None,
             "pca": lake.pca(run_key) if pca_ran else None,
             "pca_report": lake.pca_report(run_key) if pca_ran else None,
+            "classifier": lake.classifier(run_key) if classifier_figures else None,
             "report": lake.report(run_key),
             "picture": picture_uri,
             "emr_logs": lake.emr_logs() if cluster_id else None,
         },
     }
+
+
+CLASSIFIER_KEYS = ("accuracy", "macro_f1", "per_label", "confusion_matrix", "accuracy_by_k", "excluded_labels",
+                   "n_train", "n_test")
+
+
+def classifier_report(uri: str, figures: dict) -> dict:
+    """The report's ``classifier`` object: the classifier's URI and its held-out figures (figures.json)."""
+    return {"uri": uri, **{key: figures.get(key) for key in CLASSIFIER_KEYS}}
 
 
 def summary_text(report: dict) -> str:
@@ -154,6 +186,14 @@ def summary_text(report: dict) -> str:
                      f"{c.get('duplicates') or 0} duplicates")
     if pca.get("k") is not None:
         lines.append(f"  PCA on {c['reduced']} images -> k={pca['k']} components keeping {kept} of the variance")
+    classifier = report.get("classifier")
+    if classifier and classifier.get("accuracy") is not None:
+        left_out = ", ".join(f"{label} ({n})" for label, n in (classifier.get("excluded_labels") or {}).items())
+        lines.append(f"  classifier: held-out accuracy {classifier['accuracy']:.1%}, macro F1 {classifier['macro_f1']:.3f} "
+                     f"on {classifier['n_test']} images (trained on {classifier['n_train']})"
+                     + (f"; left out, too few images: {left_out}" if left_out else ""))
+    elif report.get("classifier_not_trained"):
+        lines.append(f"  classifier: not trained: {report['classifier_not_trained']}")
     for step in report["steps"]:
         lines.append(f"  step {step['name']}: {step.get('state', '')} {step.get('seconds')}s")
     if report.get("cluster_id"):

@@ -1,4 +1,4 @@
-"""The two Spark steps, defined once and rendered for EMR and for local spark-submit."""
+"""The Spark steps, defined once and rendered for EMR and for local spark-submit."""
 from __future__ import annotations
 
 import os
@@ -30,6 +30,8 @@ def pipeline_steps(lake: Lake, run_key: str, *, model_name: str | None, pca_k: i
         JobStep("extract_features", "extract_features.py", tuple(features_args), lake.features(run_key)),
         JobStep("reduce_pca", "reduce_pca.py",
                 ("--features", lake.features_root(), "--output", lake.pca(run_key), *target), lake.pca(run_key)),
+        JobStep("train_classifier", "train_classifier.py",
+                ("--pca", lake.pca(run_key), "--output", lake.classifier(run_key)), lake.classifier(run_key)),
     ]
 
 

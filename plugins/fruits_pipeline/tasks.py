@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 
 from fruits_pipeline import storage
 from fruits_pipeline.cost import estimate_cluster_cost, load_price_table
+from fruits_pipeline.cost_projection import classifier_step_seconds
 from fruits_pipeline.job_flow import build_job_flow
 from fruits_pipeline.lake import run_key_for
 from fruits_pipeline.params import RunParams, describe_target
@@ -22,7 +23,8 @@ from fruits_pipeline.validation import validate_uploads, write_manifests
 log = logging.getLogger(__name__)
 
 # Which of pipeline_steps() each route runs (the step list itself is defined once, in steps.py).
-STEPS_OF_ROUTE = {ROUTE_RUN: ("extract_features", "reduce_pca"), ROUTE_PCA_ONLY: ("reduce_pca",)}
+STEPS_OF_ROUTE = {ROUTE_RUN: ("extract_features", "reduce_pca", "train_classifier"),
+                  ROUTE_PCA_ONLY: ("reduce_pca", "train_classifier")}
 JOB_RESULT_FILE = "_job_result.json"
 
 
@@ -47,7 +49,10 @@ def sensor_max_polls(valid_images: int, core_instance_count: int, poll: int,
     features = CLUSTER_START_SECONDS + 3 * valid_images / (IMAGES_PER_SECOND_PER_CORE_NODE * core_instance_count)
     # a refit over every batch; small next to the features
     pca = CLUSTER_START_SECONDS + 15 * 60 + 3 * (valid_images + featurized_images) / 1000
-    return {"extract_features": max(1, int(features // poll) + 1), "reduce_pca": max(1, int(pca // poll) + 1)}
+    # retrains on every featurized image in one task; the same time model as `make cost`
+    classifier = 15 * 60 + 3 * classifier_step_seconds(valid_images + featurized_images)
+    return {"extract_features": max(1, int(features // poll) + 1), "reduce_pca": max(1, int(pca // poll) + 1),
+            "train_classifier": max(1, int(classifier // poll) + 1)}
 
 
 def cluster_params(route: str, run_params: RunParams, featurized_images: int) -> RunParams:
@@ -231,13 +236,17 @@ def write_run_report(settings: Settings, params: dict, run_key: str, *, validati
     ran = route in ROUTES_WITH_WORK and status == "success"
     featurized = ran and route == ROUTE_RUN
     pca_report = storage.read_json(lake.pca_report(run_key), conn) if ran else None
-    picture_uri = write_picture(lake, run_key, pca_report, conn) if pca_report else None
+    classifier_figures = storage.read_json(lake.classifier_figures(run_key), conn) if ran else None
+    classifier_result = storage.read_json(lake.classifier_result(run_key), conn) if ran else None
+    picture_uri = write_picture(lake, run_key, pca_report, conn, classifier_figures) if pca_report else None
     report = build_report(
         lake, run_key=run_key, status=status, compute=settings.compute, validation=validation,
         feature_result=storage.read_json(f"{lake.features(run_key)}/{JOB_RESULT_FILE}", conn) if featurized else None,
         pca_result=storage.read_json(f"{lake.pca(run_key)}/{JOB_RESULT_FILE}", conn) if ran else None,
         pca_report=pca_report, step_timings=timings, cluster_id=cluster_id, cost=cost, message=message,
         pca_target=validation.get("pca_target") or run_params.pca_target, picture_uri=picture_uri,
+        classifier_figures=classifier_figures,
+        classifier_not_trained=(classifier_result or {}).get("reason") if not classifier_figures else None,
     )
     report["orphan_clusters_terminated"] = orphans_terminated or []
     storage.write_json(lake.report(run_key), report, conn)
@@ -249,13 +258,14 @@ def write_run_report(settings: Settings, params: dict, run_key: str, *, validati
     return report
 
 
-def write_picture(lake, run_key: str, pca_report: dict, conn_id: str | None) -> str | None:
+def write_picture(lake, run_key: str, pca_report: dict, conn_id: str | None,
+                  classifier_figures: dict | None = None) -> str | None:
     """Draw reports/<run_key>.png from the PCA job's small preview; None (and a warning) when it cannot:
     the picture illustrates the run, it never fails it."""
     from fruits_pipeline.picture import PictureError, write_run_picture
 
     try:
-        return write_run_picture(lake, run_key, conn_id, pca_report=pca_report)
+        return write_run_picture(lake, run_key, conn_id, pca_report=pca_report, classifier_figures=classifier_figures)
     except PictureError as error:
         log.warning("no run picture: %s", error)
         return None

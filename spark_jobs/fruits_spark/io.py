@@ -40,3 +40,16 @@ def write_text(spark, uri: str, text: str) -> None:
     finally:
         stream.close()
 
+
+
+def copy_from_local(spark, local_file: Path, uri: str) -> None:
+    """Upload (or replace) one local file to ``uri`` through Hadoop's FileSystem (no bytes through py4j)."""
+    path, fs = _hadoop_path(spark, uri)
+    source = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(Path(local_file).resolve().as_uri())
+    fs.copyFromLocalFile(False, True, source, path)  # keep the source, overwrite the target
+
+
+def delete_tree(spark, uri: str) -> None:
+    """Remove the file or folder at ``uri`` (nothing when absent)."""
+    path, fs = _hadoop_path(spark, uri)
+    fs.delete(path, True)

@@ -95,15 +95,22 @@ def test_feature_job_on_the_cluster_equals_keras(features_on_cluster, images, re
         assert cosine >= 0.9999, f"{path}: cosine {cosine}"
 
 
-def test_pca_job_on_the_cluster_equals_scikit_learn(submit_to_cluster, features_on_cluster, images, reference,
-                                                    sklearn_fit, tmp_path):
+@pytest.fixture(scope="module")
+def pca_on_cluster(submit_to_cluster, features_on_cluster, tmp_path_factory) -> tuple[Path, dict]:
+    output = tmp_path_factory.mktemp("lake") / "pca"
+    result = _result_line(submit_to_cluster("reduce_pca.py", "--features", f"file://{features_on_cluster.parent}",
+                                            "--output", f"file://{output}", "--variance", "0.9"))
+    return output, result
+
+
+def test_pca_job_on_the_cluster_equals_scikit_learn(submit_to_cluster, features_on_cluster, pca_on_cluster, images,
+                                                    reference, sklearn_fit):
     import pyarrow.parquet as pq
 
-    output = tmp_path / "pca"
+    output, first = pca_on_cluster
     features_root = features_on_cluster.parent
-    results = [_result_line(submit_to_cluster("reduce_pca.py", "--features", f"file://{features_root}",
-                                              "--output", f"file://{output}", "--variance", "0.9"))
-               for _ in range(2)]
+    results = [first, _result_line(submit_to_cluster("reduce_pca.py", "--features", f"file://{features_root}",
+                                                     "--output", f"file://{output}", "--variance", "0.9"))]
 
     sklearn, expected_k = sklearn_fit
     assert [result["k"] for result in results] == [expected_k, expected_k]
@@ -116,6 +123,24 @@ def test_pca_job_on_the_cluster_equals_scikit_learn(submit_to_cluster, features_
     ours = np.asarray(table["pca_features"], dtype=np.float64)
     theirs = sklearn.transform(reference.astype(np.float64))[order, :expected_k]
     assert_same_axes(theirs, ours, "projection")  # every one of scikit-learn's k components
+
+
+def test_classifier_on_the_cluster_is_the_local_one_bit_for_bit(submit_to_cluster, pca_on_cluster, tmp_path):
+    """The same PCA output, train_classifier on the standalone cluster and on local[2]: the same weights and
+    figures (its training rows are one partition in path order, whatever the master)."""
+    from fruits_spark.classify import load_export
+
+    pca, _ = pca_on_cluster
+    runs = {master: tmp_path / master for master in ("standalone", "local[2]")}
+    results = {master: _result_line(submit_to_cluster("train_classifier.py", "--pca", f"file://{pca}",
+                                                      "--output", f"file://{output}",
+                                                      master=None if master == "standalone" else master))
+               for master, output in runs.items()}
+    cluster, local = (load_export(str(output)) for output in runs.values())
+    assert results["standalone"]["trained"] and results["standalone"]["accuracy"] >= 0.95
+    assert np.array_equal(cluster.coefficients, local.coefficients)
+    assert np.array_equal(cluster.intercepts, local.intercepts)
+    assert cluster.metadata["figures"] == local.metadata["figures"]
 
 
 @pytest.mark.parametrize("master", ["standalone", "local[1]", "local[2]"])

@@ -55,11 +55,14 @@ def test_a_new_pca_target_runs_the_pca_step_alone_on_a_small_cluster(aws, lake_b
     states = task_states(dag_run)
     assert str(dag_run.state) == "success", states
     assert states["watch_extract_features"] == "skipped" and states["watch_reduce_pca"] == "success"
+    assert states["watch_train_classifier"] == "success"
     assert states["terminate_cluster"] == "success"
     (cluster,) = [c for c in all_clusters() if c.id not in clusters_before]
     assert cluster.state == "TERMINATED"
-    (step,) = cluster.steps
+    step, classifier_step = cluster.steps
     assert "reduce_pca" in step.name and arg_after(step.args, "--k") == "8"
+    assert "train_classifier" in classifier_step.name
+    assert arg_after(classifier_step.args, "--pca") == arg_after(step.args, "--output")
     assert arg_after(step.args, "--features") == f"s3://{lake_bucket}/features"
     groups = {g["InstanceGroupType"]: g for g in emr.list_instance_groups(ClusterId=cluster.id)["InstanceGroups"]}
     assert groups["CORE"]["RequestedInstanceCount"] == 1, "a PCA refit of a few images needs one core node"
@@ -70,7 +73,8 @@ def test_a_new_pca_target_runs_the_pca_step_alone_on_a_small_cluster(aws, lake_b
     report = json.loads(reports[key])
     assert report["status"] == "success" and report["route"] == "pca_only"
     assert "k=8 differs from the latest PCA output's (variance 0.95, run 2026-04-30T000000Z)" in report["route_reason"]
-    assert [s["name"] for s in report["steps"]] == [step.name] and report["cluster_id"] == cluster.id
+    assert [s["name"] for s in report["steps"]] == [step.name, classifier_step.name]
+    assert report["cluster_id"] == cluster.id and report["classifier"]["accuracy"] == 0.75
     assert report["estimated_cost"]["core"]["count"] == 1
     assert report["counts"]["featurized"] is None and report["counts"]["already_featurized"] == len(paths)
     assert report["pca_target"] == {"k": 8}

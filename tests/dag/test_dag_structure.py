@@ -7,7 +7,8 @@ import pytest
 
 from .conftest import DAGS_FOLDER, parse_dag_folder
 
-AWS_TASKS = ("create_cluster", "add_steps", "watch_extract_features", "watch_reduce_pca", "terminate_cluster")
+AWS_TASKS = ("create_cluster", "add_steps", "watch_extract_features", "watch_reduce_pca", "watch_train_classifier",
+             "terminate_cluster")
 
 
 @pytest.fixture
@@ -76,20 +77,23 @@ def test_emr_graph_is_a_linear_chain_with_terminate_as_teardown(emr_dag):
     assert down["watch_extract_features"] == {"watch_reduce_pca"}
     assert emr_dag.get_task("watch_reduce_pca").trigger_rule == "none_failed_min_one_success"
     assert emr_dag.get_task("watch_extract_features").trigger_rule == "all_success"
-    assert down["watch_reduce_pca"] == {"terminate_cluster"}
+    assert down["watch_reduce_pca"] == {"watch_train_classifier"}
+    assert emr_dag.get_task("watch_train_classifier").trigger_rule == "all_success"
+    assert down["watch_train_classifier"] == {"terminate_cluster"}
     assert down["terminate_cluster"] == {"report"} and down["report"] == set()
     terminate = emr_dag.get_task("terminate_cluster")
     create = emr_dag.get_task("create_cluster")
     assert terminate.is_teardown and create.is_setup
     assert "create_cluster" in terminate.upstream_task_ids
     assert emr_dag.get_task("add_steps").retries == 0
-    for task_id in ("watch_extract_features", "watch_reduce_pca"):
+    for task_id in ("watch_extract_features", "watch_reduce_pca", "watch_train_classifier"):
         assert emr_dag.get_task(task_id).deferrable is True
     for task_id in AWS_TASKS:
         assert emr_dag.get_task(task_id).region_name == "eu-west-3", task_id
     assert emr_dag.get_task("report").trigger_rule == "all_done"
     lake = __import__("os").environ["FRUITS_LAKE_URI"]
-    assert {o.uri for o in emr_dag.get_task("report").outlets} == {f"{lake}/features", f"{lake}/pca"}
+    assert {o.uri for o in emr_dag.get_task("report").outlets} == {f"{lake}/features", f"{lake}/pca",
+                                                                         f"{lake}/classifier"}
 
 
 def test_local_mode_has_no_cluster_tasks(monkeypatch, tmp_path):

@@ -1,7 +1,7 @@
 """The whole DAG in local mode (dag.test, real Spark, real images when on hand) on one lake,
 run in order: a first run with corrupt uploads mixed in, a run with nothing new, an incremental
 run with three new images, a rerun of that same run key, a run asking for another PCA target
-with no new image (the PCA-only route: reduce_pca alone), and that target again (nothing to do).
+with no new image (the PCA-only route: reduce_pca and train_classifier), and that target again (nothing to do).
 
 Each run that has work spawns its spark-submits, so the sequence is kept short.
 """
@@ -182,7 +182,10 @@ def test_first_report_counts_reconcile(first_run, lake_root, uploads):
     pca_report = json.loads(_local(lake.pca_report(run_key)).read_text())
     assert report["pca"]["k"] == pca_report["k"]
     assert report["pca"]["variance_kept"] == pytest.approx(pca_report["cumulative"])
-    assert [s["name"] for s in report["steps"]] == ["extract_features", "reduce_pca"]
+    assert [s["name"] for s in report["steps"]] == ["extract_features", "reduce_pca", "train_classifier"]
+    # PER_LABEL_FIRST images a label: fewer than a classifier needs; the run goes on and says why
+    assert report["classifier"] is None and report["uris"]["classifier"] is None
+    assert "label(s) with at least 5 images" in report["classifier_not_trained"]
     assert report["uris"]["features"] == lake.features(run_key)
     assert report["uris"]["pca"] == lake.pca(run_key)
 
@@ -236,7 +239,7 @@ def test_a_new_pca_target_without_new_images_refits_the_pca_alone(pca_only_run, 
     report = _report(lake, run_key)
     assert report["route"] == "pca_only" and report["status"] == "success"
     assert f"k={PCA_K} differs from the latest PCA output's (variance 0.95, run {rerun[1]})" in report["route_reason"]
-    assert [s["name"] for s in report["steps"]] == ["reduce_pca"], "no feature extraction"
+    assert [s["name"] for s in report["steps"]] == ["reduce_pca", "train_classifier"], "no feature extraction"
     assert "extract_features" not in result.output.split("route pca_only")[-1].split("step reduce_pca")[0]
     assert sorted(str(p.relative_to(lake_root)) for p in _local(lake.features_root()).rglob("*")) == features_before
     assert not _local(lake.features(run_key)).exists()
@@ -247,6 +250,13 @@ def test_a_new_pca_target_without_new_images_refits_the_pca_alone(pca_only_run, 
     assert report["pca"]["k"] == PCA_K and report["pca_target"] == {"k": PCA_K}
     assert report["counts"]["featurized"] is None and report["counts"]["reduced"] == len(everything)
     assert report["uris"]["features"] is None and report["uris"]["pca"] == lake.pca(run_key)
+    # The classifier is retrained on this PCA; the label without a later image still has too few
+    classifier = report["classifier"]
+    no_later_image = {p.split("/")[-2] for p in uploads["first"]} - {p.split("/")[-2] for p in uploads["later"]}
+    assert classifier["uri"] == lake.classifier(run_key) and list(classifier["accuracy_by_k"]) == [str(PCA_K)]
+    assert classifier["excluded_labels"] == {label: PER_LABEL_FIRST for label in no_later_image}
+    assert classifier["n_train"] + classifier["n_test"] == len(everything) - PER_LABEL_FIRST * len(no_later_image)
+    assert _local(lake.classifier(run_key) + "/export/classifier.npz").is_file()
 
 
 def test_every_run_with_a_pca_has_its_picture_next_to_its_report(pca_only_run, first_run, lake_root):

@@ -119,7 +119,8 @@ def node_requests(job_flow: dict, steps: list[dict]) -> list[Request]:
     return requests
 
 
-@pytest.mark.parametrize("route_steps", [("extract_features", "reduce_pca"), ("reduce_pca",)])
+@pytest.mark.parametrize("route_steps", [("extract_features", "reduce_pca", "train_classifier"),
+                                         ("reduce_pca", "train_classifier")])
 def test_the_instance_profile_allows_what_the_nodes_do(route_steps):
     settings = Settings(lake_uri="s3://fruits-lake", region=REGION, emr_subnet_id="subnet-0abc")
     run_key = "2026-11-30T000000Z"

@@ -228,3 +228,33 @@ def test_cli_on_an_s3_lake_erases_every_version(aws, capsys):
     assert env.all_versions("raw/Kiwi/k1.jpg") == 0
     assert main([*args, "--yes"]) == 0
     assert "Nothing to erase" in capsys.readouterr().out
+
+
+def _add_classifier(lake_env) -> str:
+    """The classifier the latest run trained on its PCA: model files and held-out predictions naming k1."""
+    k1 = lake_env.paths["Kiwi"][0]
+    run = f"classifier/{RUNS[1]}"
+    _parquet(lake_env.put, f"{run}/held_out/part-00000.parquet",
+             _table([(k1, "Kiwi"), (lake_env.paths["Banana"][1], "Banana")], prediction=pa.array([1, 0], pa.int32())))
+    _parquet(lake_env.put, f"{run}/model/data/part-00000.parquet", pa.table({"numClasses": [3]}))
+    lake_env.put(f"{run}/export/classifier.npz", b"arrays")
+    lake_env.put(f"{run}/export/classifier.json", b"{}")
+    return run
+
+
+def test_the_classifier_trained_on_erased_images_is_named_and_its_held_out_rows_erased(lake_env):
+    run = _add_classifier(lake_env)
+    store, selection = lake_env.store, select(lake_env.lake, paths=["Kiwi/k1.jpg"])
+    lines = []
+    erase(store, selection, confirm=True, out=lines.append)
+    assert _paths_in(store, f"{run}/held_out/") == [lake_env.paths["Banana"][1]]
+    assert any(line.startswith(f"model {lake_env.lake.uri(run)}: trained on erased images") and "next run" in line
+               for line in lines), lines
+    assert store.list(f"{run}/export/"), "the classifier stays unless --drop-pca-models"
+
+
+def test_drop_pca_models_also_deletes_the_classifier_of_that_pca(lake_env):
+    run = _add_classifier(lake_env)
+    erase(lake_env.store, select(lake_env.lake, paths=["Kiwi/k1.jpg"]), confirm=True, drop_pca_models=True,
+          out=lambda _: None)
+    assert lake_env.store.list(f"{run}/") == []

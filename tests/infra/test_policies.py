@@ -60,7 +60,7 @@ def test_instance_role_reads_inputs_and_writes_only_derived_prefixes():
     writes = [r for s in statements if "s3:PutObject" in _list(s["Action"]) for r in _list(s["Resource"])]
     reads = [r for s in statements if "s3:GetObject" in _list(s["Action"]) for r in _list(s["Resource"])]
     assert sorted(writes) == sorted(
-        f"{BUCKET_ARN}/{p}/*" for p in ("manifests", "features", "pca", "reports", "logs")
+        f"{BUCKET_ARN}/{p}/*" for p in ("manifests", "features", "pca", "classifier", "reports", "logs")
     )
     for prefix in ("raw", "code", "models"):
         assert f"{BUCKET_ARN}/{prefix}/*" in reads

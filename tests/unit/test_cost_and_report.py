@@ -89,3 +89,29 @@ def test_price_table_rows_are_complete_and_each_family_has_its_own_emr_charge():
     assert {f"{family}.{size}" for family in ("m7g", "c7g", "r7g") for size in ("xlarge", "2xlarge", "4xlarge")} <= graviton
     assert all(rows[name].get("estimated") for name in graviton if not name.startswith("m6g"))  # said, not hidden
     assert set(INSTANCE_TYPES) == set(rows)  # the trigger form offers exactly the priced types
+
+
+FIGURES = {"accuracy": 0.9, "macro_f1": 0.8889, "n_train": 30, "n_test": 10, "excluded_labels": {"fig": 3},
+           "per_label": {"kiwi": {"precision": 1.0, "recall": 0.8, "support": 5},
+                         "lime": {"precision": 0.8333, "recall": 1.0, "support": 5}},
+           "confusion_matrix": {"labels": ["kiwi", "lime"], "matrix": [[4, 1], [0, 5]]},
+           "accuracy_by_k": {"8": 0.8, "12": 0.9}, "something_else": 1}
+
+
+def test_the_report_carries_the_classifiers_figures_under_the_agreed_keys():
+    validation = {"listed": 43, "valid": 43, "rejected": 0}
+    report = build_report(Lake("s3://b"), run_key="r1", status="success", compute="emr", validation=validation,
+                          feature_result={"featurized": 43, "rejected": 0},
+                          pca_report={"k": 12, "cumulative": 0.9, "n_images": 43}, classifier_figures=FIGURES)
+    classifier = report["classifier"]
+    assert set(classifier) == {"uri", "accuracy", "macro_f1", "per_label", "confusion_matrix", "accuracy_by_k",
+                               "excluded_labels", "n_train", "n_test"}
+    assert classifier["uri"] == report["uris"]["classifier"] == "s3://b/classifier/r1"
+    assert classifier["confusion_matrix"] == FIGURES["confusion_matrix"]
+    text = summary_text(report)
+    assert "classifier: held-out accuracy 90.0%, macro F1 0.889 on 10 images (trained on 30); " \
+           "left out, too few images: fig (3)" in text
+
+    young = build_report(Lake("s3://b"), run_key="r0", status="success", compute="emr", validation=validation,
+                         pca_report={"k": 2, "cumulative": 0.9, "n_images": 4}, classifier_not_trained="2 images")
+    assert young["classifier"] is None and "classifier: not trained: 2 images" in summary_text(young)

@@ -176,3 +176,19 @@ def test_the_newest_report_is_the_one_the_run_wrote(tmp_path):
     new = reports / "manual__2026-11-22T04-50-00.json"
     new.write_text(json.dumps({}))
     assert demo.newest_report(tmp_path, before) == new
+
+
+def test_the_summary_ends_with_the_held_out_accuracy_and_the_command_to_classify_a_photo():
+    from fruits_pipeline.demo import CLASSIFY_EXAMPLE, REPO_ROOT, describe
+    from fruits_pipeline.lake import Lake
+    from fruits_pipeline.report import build_report
+
+    figures = {"accuracy": 0.975, "macro_f1": 0.97, "n_train": 160, "n_test": 40, "excluded_labels": {},
+               "per_label": {}, "confusion_matrix": {"labels": [], "matrix": []}, "accuracy_by_k": {"8": 0.975}}
+    report = build_report(Lake("file:///lake"), run_key="r", status="success", compute="local",
+                          validation={"listed": 200, "valid": 200, "rejected": 0},
+                          pca_report={"k": 8, "cumulative": 0.9, "n_images": 200}, classifier_figures=figures)
+    last_lines = describe(report).splitlines()[-2:]
+    assert "right on 97.5% of the 40 images it never saw in training" in last_lines[0]
+    assert last_lines[1] == f"  make classify MODEL=file:///lake/classifier/r IMAGES={CLASSIFY_EXAMPLE}"
+    assert (REPO_ROOT / CLASSIFY_EXAMPLE).is_file()

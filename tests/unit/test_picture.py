@@ -87,6 +87,16 @@ def test_a_single_component_still_renders():
     assert Image.open(io.BytesIO(png)).format == "PNG"
 
 
+def test_a_run_with_a_classifier_gets_a_third_panel_of_accuracy_by_number_of_components():
+    pca_report = {"k": 12, "explained_variance_ratio": [0.3, 0.2], "cumulative": 0.5}
+    points, labels = np.array([[1.0, 0.0], [-1.0, 0.0]]), ["a", "b"]
+    figures = {"accuracy": 0.9, "macro_f1": 0.88, "n_test": 10, "accuracy_by_k": {"8": 0.8, "12": 0.9}}
+    without = Image.open(io.BytesIO(render_run_picture(pca_report, points, labels)))
+    with_classifier = Image.open(io.BytesIO(render_run_picture(pca_report, points, labels,
+                                                               classifier_figures=figures)))
+    assert with_classifier.size[0] > 1.4 * without.size[0] and with_classifier.size[1] == without.size[1]
+
+
 def test_the_picture_goes_to_an_s3_lake_through_object_storage(tmp_path, monkeypatch):
     """Same code path for s3://: the reads and the write go through storage (stubbed here)."""
     from fruits_pipeline import picture, storage

@@ -15,17 +15,19 @@ CODE = "s3://fruits-lake/code/abc123"
 
 def test_steps_pass_lake_paths_and_variance():
     steps = pipeline_steps(S3.lake, "2026-05-01T000000Z", model_name="m-0123/m.tflite", pca_k=None, pca_variance=0.9)
-    features, pca = steps
+    features, pca, classifier = steps
     assert features.args == ("--images", "s3://fruits-lake/raw",
                               "--manifest", "s3://fruits-lake/manifests/2026-05-01T000000Z/valid",
                               "--output", "s3://fruits-lake/features/batch=2026-05-01T000000Z",
                               "--model", "s3://fruits-lake/models/m-0123/m.tflite")
     assert pca.args == ("--features", "s3://fruits-lake/features",
                         "--output", "s3://fruits-lake/pca/2026-05-01T000000Z", "--variance", "0.9")
+    assert classifier.args == ("--pca", "s3://fruits-lake/pca/2026-05-01T000000Z",
+                               "--output", "s3://fruits-lake/classifier/2026-05-01T000000Z")
 
 
 def test_pca_k_overrides_variance_and_no_model_means_no_flag():
-    features, pca = pipeline_steps(S3.lake, "r", model_name=None, pca_k=12, pca_variance=0.9)
+    features, pca, _ = pipeline_steps(S3.lake, "r", model_name=None, pca_k=12, pca_variance=0.9)
     assert "--model" not in features.args
     assert pca.args[-2:] == ("--k", "12") and "--variance" not in pca.args
 
@@ -33,13 +35,17 @@ def test_pca_k_overrides_variance_and_no_model_means_no_flag():
 def test_emr_rendering_runs_spark_submit_in_cluster_mode_and_cancels_after_a_failure():
     steps = render_emr_steps(pipeline_steps(S3.lake, "r", model_name=None, pca_k=None, pca_variance=0.95),
                              CODE + "/", "r")
-    assert [s["Name"] for s in steps] == ["extract_features r", "reduce_pca r"]
+    assert [s["Name"] for s in steps] == ["extract_features r", "reduce_pca r", "train_classifier r"]
     assert steps[0]["ActionOnFailure"] == "CANCEL_AND_WAIT"
     jar = steps[0]["HadoopJarStep"]
     assert jar["Jar"] == "command-runner.jar"
     assert jar["Args"][:6] == ["spark-submit", "--deploy-mode", "cluster", "--py-files",
                                f"{CODE}/fruits_spark.zip", f"{CODE}/extract_features.py"]
     assert steps[1]["HadoopJarStep"]["Args"][5] == f"{CODE}/reduce_pca.py"
+    # the classifier reads the PCA step's output, model and all, and writes classifier/<run_key>
+    assert steps[2]["HadoopJarStep"]["Args"][5:] == [f"{CODE}/train_classifier.py", "--pca", S3.lake.pca("r"),
+                                                      "--output", S3.lake.classifier("r")]
+    assert all(step["ActionOnFailure"] == "CANCEL_AND_WAIT" for step in steps)
 
 
 def test_local_rendering_has_the_same_arguments_as_emr():
@@ -106,6 +112,7 @@ def test_sensor_timeouts_grow_with_the_work_and_shrink_with_the_cluster():
     assert small["extract_features"] >= 20  # the cluster start alone takes ~20 polls of 60 s
     assert big["extract_features"] > wide["extract_features"] > small["extract_features"]
     assert big["reduce_pca"] >= small["reduce_pca"] >= 15
+    assert big["train_classifier"] > small["train_classifier"] >= 15
 
 
 def test_the_trigger_form_offers_the_price_tables_instance_types(tmp_path):
@@ -172,14 +179,16 @@ def test_pca_only_selects_the_pca_step_of_the_one_step_list_and_sizes_a_small_cl
     from fruits_pipeline.tasks import cluster_params, select_steps, steps_to_watch
 
     steps = pipeline_steps(S3.lake, "r", model_name=None, pca_k=8, pca_variance=0.95)
-    (pca,) = select_steps("pca_only", steps)
-    assert pca is steps[1] and pca.args[-2:] == ("--k", "8")
+    pca, classifier = select_steps("pca_only", steps)
+    assert pca is steps[1] and pca.args[-2:] == ("--k", "8") and classifier is steps[2]
     assert select_steps("features_and_pca", steps) == steps
     with pytest.raises(ValueError, match="nothing_to_do"):
         select_steps("nothing_to_do", steps)
-    assert [s["Name"] for s in render_emr_steps(select_steps("pca_only", steps), CODE, "r")] == ["reduce_pca r"]
-    assert steps_to_watch("pca_only") == ["watch_reduce_pca"]
-    assert steps_to_watch("features_and_pca") == ["watch_extract_features", "watch_reduce_pca"]
+    assert [s["Name"] for s in render_emr_steps(select_steps("pca_only", steps), CODE, "r")] == \
+        ["reduce_pca r", "train_classifier r"]
+    assert steps_to_watch("pca_only") == ["watch_reduce_pca", "watch_train_classifier"]
+    assert steps_to_watch("features_and_pca") == ["watch_extract_features", "watch_reduce_pca",
+                                                  "watch_train_classifier"]
 
     form = RunParams(core_instance_count=6, instance_type="m5.2xlarge", use_spot=True)
     assert cluster_params("features_and_pca", form, 10**6) == form
@@ -219,3 +228,17 @@ def test_the_latest_pca_output_is_the_newest_successful_report_with_a_pca(tmp_pa
 
     assert latest_pca_output(lake, None) == {"run_key": "legacy", "pca_target": {"k": 8}, "pca_uri": "file:///p/legacy"}
     assert latest_pca_output(lake, None, exclude_run_key="legacy")["run_key"] == "old"
+
+
+def test_the_latest_classifier_is_found_like_the_latest_pca(tmp_path):
+    from fruits_pipeline.lake import Lake
+    from fruits_pipeline.report import latest_classifier_output
+
+    lake = Lake(f"file://{tmp_path}")
+    assert latest_classifier_output(lake, None) is None
+    _write_report(tmp_path, "old", status="success", classifier={"uri": "file:///c/old", "accuracy": 0.9})
+    _write_report(tmp_path, "failed", status="failed", classifier={"uri": "file:///c/failed", "accuracy": 0.1})
+    _write_report(tmp_path, "young", status="success", classifier=None, classifier_not_trained="too few images")
+    assert latest_classifier_output(lake, None) == {"run_key": "old", "classifier_uri": "file:///c/old",
+                                                    "accuracy": 0.9}
+    assert latest_classifier_output(lake, None, exclude_run_key="old") is None

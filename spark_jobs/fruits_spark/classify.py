@@ -1,0 +1,200 @@
+"""Classify photos with a run's classifier export: no Spark, no Airflow, no TensorFlow.
+
+    python -m fruits_spark.classify --model URI [--feature-model FILE] IMAGE...
+
+``--model``: the classifier of a run, ``classifier/<run_key>/`` of the lake (``s3://...``,
+``file://...`` or a plain folder), or its ``export/`` folder. Each image goes through the feature
+job's own decode function (``fruits_spark.features.decode_image``) and the LiteRT model the
+repository ships (or ``--feature-model``), then the export's PCA and classifier weights, with NumPy.
+Prints one JSON line per image: ``{"image", "top": [{"label", "probability"} x 3]}``, or
+``{"image", "error"}`` for a file that cannot be classified (also said on stderr). Exit code: 0 when
+at least one image was classified, 1 when none was, 2 when the model cannot be used.
+
+The export (docs/classifier.md, "Export format"): ``export/classifier.json`` (format, labels, k,
+feature model, decode settings, figures) and ``export/classifier.npz`` (NumPy arrays, float64:
+``pca_mean`` [dim], ``pca_components`` [dim, k], ``coefficients`` [labels, k], ``intercepts`` [labels]).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import numpy as np
+
+EXPORT_DIR = "export"
+EXPORT_JSON = "classifier.json"
+EXPORT_ARRAYS = "classifier.npz"
+EXPORT_FORMAT = "fruits-classifier/1"
+ARRAY_NAMES = ("pca_mean", "pca_components", "coefficients", "intercepts")
+TOP = 3
+
+
+class ExportError(ValueError):
+    """The export cannot be read or used; the message names the URI and what is wrong."""
+
+
+@dataclass(frozen=True)
+class ClassifierExport:
+    metadata: dict
+    pca_mean: np.ndarray  # [dim]
+    pca_components: np.ndarray  # [dim, k]
+    coefficients: np.ndarray  # [labels, k]
+    intercepts: np.ndarray  # [labels]
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.metadata["labels"])
+
+    def pca_features(self, features: np.ndarray) -> np.ndarray:
+        """The PCA job's projection, float32 as it stores it: what the Spark model was trained on."""
+        centred = np.asarray(features, dtype=np.float64) - self.pca_mean
+        return (centred @ self.pca_components).astype(np.float32)
+
+    def probabilities(self, pca_features: np.ndarray) -> np.ndarray:
+        """Multinomial logistic regression, as Spark ML's model computes it: softmax(W z + b)."""
+        logits = np.asarray(pca_features, dtype=np.float64) @ self.coefficients.T + self.intercepts
+        logits -= logits.max(axis=1, keepdims=True)
+        exp = np.exp(logits)
+        return exp / exp.sum(axis=1, keepdims=True)
+
+    def top(self, probabilities: np.ndarray, n: int = TOP) -> list[list[dict]]:
+        labels = self.labels
+        order = np.argsort(-probabilities, axis=1, kind="stable")[:, :n]
+        return [[{"label": labels[i], "probability": round(float(row[i]), 6)} for i in ranked]
+                for row, ranked in zip(probabilities, order)]
+
+
+def write_export(folder: Path, metadata: dict, arrays: dict[str, np.ndarray]) -> list[Path]:
+    """Write classifier.json and classifier.npz into ``folder``; returns the two files."""
+    missing = [name for name in ARRAY_NAMES if name not in arrays]
+    if missing:
+        raise ValueError(f"export arrays {missing} are missing")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    np.savez(folder / EXPORT_ARRAYS, **{name: np.asarray(arrays[name], dtype=np.float64) for name in ARRAY_NAMES})
+    payload = {"format": EXPORT_FORMAT, "arrays": EXPORT_ARRAYS, **metadata}
+    (folder / EXPORT_JSON).write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    return [folder / EXPORT_JSON, folder / EXPORT_ARRAYS]
+
+
+def _reader(uri: str):
+    """A function name -> bytes for the files of the folder at ``uri`` (s3://, file:// or a path)."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "s3":
+        try:
+            import boto3
+        except ImportError:
+            raise ExportError(f"--model {uri}: reading s3:// needs boto3 (pip install boto3), which is not "
+                              "installed; or copy the folder locally and give its path") from None
+        client, prefix = boto3.client("s3"), parsed.path.strip("/")
+
+        def read_s3(name: str) -> bytes:
+            key = f"{prefix}/{name}" if prefix else name
+            try:
+                return client.get_object(Bucket=parsed.netloc, Key=key)["Body"].read()
+            except client.exceptions.NoSuchKey:
+                raise FileNotFoundError(f"s3://{parsed.netloc}/{key}") from None
+        return read_s3
+    if parsed.scheme not in ("", "file"):
+        raise ExportError(f"--model {uri}: use s3://, file:// or a local folder")
+    root = Path(unquote(parsed.path) if parsed.scheme == "file" else uri)
+    return lambda name: (root / name).read_bytes()
+
+
+def load_export(uri: str) -> ClassifierExport:
+    """The export of ``uri``: a run's classifier folder (holding export/) or the export folder itself."""
+    read = _reader(uri)
+    metadata, prefix = None, ""
+    for prefix in (f"{EXPORT_DIR}/", ""):
+        try:
+            metadata = json.loads(read(prefix + EXPORT_JSON))
+            break
+        except FileNotFoundError:
+            continue
+        except (ValueError, UnicodeDecodeError) as error:
+            raise ExportError(f"--model {uri}: {prefix}{EXPORT_JSON} is not JSON ({error})") from None
+    if metadata is None:
+        raise ExportError(f"--model {uri}: no {EXPORT_DIR}/{EXPORT_JSON} (nor {EXPORT_JSON}) there; give a run's "
+                          "classifier/<run_key>/ folder of the lake")
+    if metadata.get("format") != EXPORT_FORMAT:
+        raise ExportError(f"--model {uri}: format {metadata.get('format')!r}, this command reads {EXPORT_FORMAT!r}")
+    try:
+        with np.load(io.BytesIO(read(prefix + metadata.get("arrays", EXPORT_ARRAYS))), allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in ARRAY_NAMES}
+    except (FileNotFoundError, KeyError, ValueError, OSError) as error:
+        raise ExportError(f"--model {uri}: {prefix}{EXPORT_ARRAYS} is missing or damaged ({error})") from None
+    export = ClassifierExport(metadata, **arrays)
+    dim, k = export.pca_components.shape
+    if export.pca_mean.shape != (dim,) or export.coefficients.shape != (len(export.labels), k) \
+            or export.intercepts.shape != (len(export.labels),):
+        raise ExportError(f"--model {uri}: array shapes do not agree (mean {export.pca_mean.shape}, components "
+                          f"{export.pca_components.shape}, coefficients {export.coefficients.shape}, "
+                          f"{len(export.labels)} labels)")
+    return export
+
+
+def check_feature_model(export: ClassifierExport, flatbuffer: bytes, model_path: Path) -> None:
+    """Refuse a feature model other than the one whose features the classifier was trained on."""
+    expected = (export.metadata.get("feature_model") or {}).get("sha256_prefix")
+    actual = hashlib.sha256(flatbuffer).hexdigest()
+    if expected and not actual.startswith(expected):
+        raise ExportError(f"--feature-model {model_path}: sha256 {actual[:16]}..., but the classifier was trained "
+                          f"on features of the model with sha256 {expected}... "
+                          f"({export.metadata['feature_model'].get('name')})")
+
+
+def classify_files(export: ClassifierExport, model, images: list[str]) -> list[dict]:
+    """One result per image, in order: {"image", "top"} or {"image", "error"}."""
+    from fruits_spark.features import RejectedImage, decode_image, preprocess
+
+    results = []
+    for image in images:
+        try:
+            pixels = decode_image(Path(image).read_bytes())
+        except RejectedImage as rejected:
+            why = "no image format Pillow reads" if rejected.reason == "not_an_image" else rejected.detail
+            results.append({"image": image, "error": f"not a usable image ({rejected.reason}: {why})"})
+            continue
+        except OSError as error:
+            results.append({"image": image, "error": f"cannot be read ({error.strerror or error})"})
+            continue
+        features = model.predict(preprocess(pixels[None].astype(np.float32)))
+        probabilities = export.probabilities(export.pca_features(features))
+        results.append({"image": image, "top": export.top(probabilities)[0]})
+    return results
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fruits_spark.classify", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="a run's classifier/<run_key>/ (s3://, file:// or a folder)")
+    parser.add_argument("--feature-model", type=Path, default=None,
+                        help="TFLite feature model (default: the one the repository ships)")
+    parser.add_argument("images", nargs="+", metavar="IMAGE")
+    args = parser.parse_args(argv)
+    from fruits_spark.common import DEFAULT_MODEL_PATH
+    from fruits_spark.features import LiteRTModel
+
+    model_path = args.feature_model or DEFAULT_MODEL_PATH
+    try:
+        export = load_export(args.model)
+        flatbuffer = model_path.read_bytes()
+        check_feature_model(export, flatbuffer, model_path)
+    except (ExportError, OSError) as error:
+        print(f"classify: error: {error}", file=sys.stderr)
+        return 2
+    results = classify_files(export, LiteRTModel(flatbuffer), args.images)
+    for result in results:
+        print(json.dumps(result), flush=True)
+        if "error" in result:
+            print(f"classify: {result['image']}: {result['error']}", file=sys.stderr)
+    return 0 if any("top" in result for result in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

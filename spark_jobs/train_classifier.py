@@ -1,0 +1,133 @@
+"""The fruit classifier on the PCA features: ``--pca`` (a PCA job's output) -> ``--output``.
+
+    spark-submit spark_jobs/train_classifier.py --pca URI --output URI
+
+Output (docs/classifier.md): ``model/`` (Spark ML LogisticRegressionModel), ``labels.json``,
+``export/`` (classifier.json + classifier.npz: NumPy only, what ``python -m fruits_spark.classify``
+reads), ``figures.json`` (held-out accuracy, macro F1, per label, confusion matrix, accuracy by
+number of components, labels left out), ``held_out/`` (Parquet: path, label, prediction,
+probability of each held-out image) and ``_job_result.json``. The last stderr line on success is
+``FRUITS_RESULT {...}``. Runs from the checkout and from ``--py-files fruits_spark.zip``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+try:
+    import fruits_spark  # noqa: F401  from --py-files fruits_spark.zip or an installed checkout
+except ImportError:
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from fruits_spark.classifier import (  # noqa: E402
+    ClassifierInputError, NotEnoughImages, pca_mean_and_components, read_pca_output, train,
+)
+from fruits_spark.classify import EXPORT_DIR, write_export  # noqa: E402
+from fruits_spark.common import build_session, get_logger  # noqa: E402
+from fruits_spark.features import IMAGE_SIZE  # noqa: E402
+from fruits_spark.io import copy_from_local, delete_tree, read_bytes, write_text  # noqa: E402
+
+JOB = "train_classifier"
+MODEL_NAME = "model"
+LABELS_NAME = "labels.json"
+FIGURES_NAME = "figures.json"
+HELD_OUT_NAME = "held_out"
+RESULT_NAME = "_job_result.json"
+PCA_MODEL_NAME = "_model"  # reduce_pca.py's names for its model and report
+PCA_REPORT_NAME = "_pca_report.json"
+# What decode_image and preprocess do (fruits_spark.features): recorded so that a reader of the export
+# knows how its features were made; the classify command calls those functions themselves.
+DECODE_SETTINGS = {
+    "function": "fruits_spark.features.decode_image",
+    "image_size": IMAGE_SIZE,
+    "resize": "bicubic",
+    "channels": "RGB",
+    "scaling": "x / 127.5 - 1 (fruits_spark.features.preprocess)",
+}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="train_classifier.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--pca", required=True, help="the PCA job's output folder (pca/<run_key>/)")
+    parser.add_argument("--output", required=True, help="output folder (classifier/<run_key>/; replaced on rerun)")
+    return parser.parse_args(argv)
+
+
+def output_uri(base: str, name: str) -> str:
+    return base.rstrip("/") + "/" + name
+
+
+def feature_model(spark, pca_uri: str) -> dict:
+    """Which feature model made the features the PCA was fitted on: the feature job's ``model``
+    column (``<family>/tflite-sha256-<first 16 hex digits>``), read through the PCA report's features_uri."""
+    report = json.loads(read_bytes(spark, output_uri(pca_uri, PCA_REPORT_NAME)))
+    names = sorted(row["model"] for row in spark.read.parquet(report["features_uri"]).select("model").distinct()
+                   .collect() if row["model"])
+    if len(names) != 1:
+        raise ClassifierInputError(f"--pca {pca_uri}: its features were made by {len(names)} models ({names}); "
+                                   "a classifier needs features of one model")
+    return {"name": names[0], "sha256_prefix": names[0].rsplit("sha256-", 1)[1] if "sha256-" in names[0] else None}
+
+
+def run(spark, pca: str, output: str, logger=None) -> dict:
+    """Train, measure, write everything under ``output``; return the job result."""
+    from pyspark.ml import PipelineModel
+
+    logger = logger or get_logger(JOB)
+    started = time.monotonic()
+    try:
+        trained = train(read_pca_output(spark, pca), pca, logger=logger)
+    except NotEnoughImages as why:
+        # Not a failure: a young lake has too few labelled images; the run reports why and goes on.
+        delete_tree(spark, output)  # no classifier of an earlier attempt may pass for this run's
+        job_result = {"job": JOB, "trained": False, "reason": str(why), "seconds": round(time.monotonic() - started, 1)}
+        write_text(spark, output_uri(output, RESULT_NAME), json.dumps(job_result) + "\n")
+        logger.warning("no classifier trained: %s", why)
+        return job_result
+    mean, components = pca_mean_and_components(PipelineModel.load(output_uri(pca, PCA_MODEL_NAME)))
+    # The held-out Parquet write replaces its folder; the model and small files go beside it.
+    trained.held_out.write.mode("overwrite").parquet(output_uri(output, HELD_OUT_NAME))
+    trained.model.write().overwrite().save(output_uri(output, MODEL_NAME))
+    write_text(spark, output_uri(output, LABELS_NAME), json.dumps(trained.labels) + "\n")
+    write_text(spark, output_uri(output, FIGURES_NAME), json.dumps(trained.figures, indent=2) + "\n")
+    metadata = {"labels": trained.labels, "k": trained.k, "input_dim": int(mean.shape[0]), "pca_uri": pca,
+                "feature_model": feature_model(spark, pca), "decode": DECODE_SETTINGS, "figures": trained.figures}
+    arrays = {"pca_mean": mean, "pca_components": components[:, : trained.k],
+              "coefficients": trained.model.coefficientMatrix.toArray(),
+              "intercepts": trained.model.interceptVector.toArray()}
+    with tempfile.TemporaryDirectory(prefix="fruits-export-") as tmp:
+        for file in write_export(Path(tmp), metadata, arrays):
+            copy_from_local(spark, file, output_uri(output, f"{EXPORT_DIR}/{file.name}"))
+    figures = trained.figures
+    job_result = {"job": JOB, "trained": True, "k": trained.k, "labels": len(trained.labels), "n_train": figures["n_train"],
+                  "n_test": figures["n_test"], "accuracy": figures["accuracy"], "macro_f1": figures["macro_f1"],
+                  "seconds": round(time.monotonic() - started, 1)}
+    write_text(spark, output_uri(output, RESULT_NAME), json.dumps(job_result) + "\n")
+    logger.info("classifier on %d labels, k=%d: held-out accuracy %.4f, macro F1 %.4f on %d images -> %s",
+                len(trained.labels), trained.k, figures["accuracy"], figures["macro_f1"], figures["n_test"], output)
+    return job_result
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    logger = get_logger(JOB)
+    spark = build_session(JOB)
+    try:
+        job_result = run(spark, args.pca, args.output, logger=logger)
+    except ClassifierInputError as error:
+        logger.error("train_classifier failed: %s", error)
+        print(f"train_classifier: error: {error}", file=sys.stderr, flush=True)
+        return 2
+    finally:
+        spark.stop()
+    print("FRUITS_RESULT " + json.dumps(job_result), file=sys.stderr, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
