@@ -44,8 +44,12 @@ def parquet_data_files(uri: str, conn_id: str | None) -> list[str]:
     without the files and folders whose name starts with ``_`` or ``.`` (``_rejects/``,
     ``_SUCCESS``, ``.crc``...)."""
     root = uri.rstrip("/")
-    return sorted(name for name in list_files(root, conn_id) if name.endswith(".parquet")
-                  and not any(part.startswith(("_", ".")) for part in name[len(root) + 1:].split("/")))
+    return sorted(name for name in list_files(root, conn_id) if is_parquet_data_file(root, name))
+
+
+def is_parquet_data_file(root: str, uri: str) -> bool:
+    """Whether Spark reads ``uri`` as data of the table at ``root`` (see ``parquet_data_files``)."""
+    return uri.endswith(".parquet") and not any(part.startswith(("_", ".")) for part in uri[len(root) + 1:].split("/"))
 
 
 def read_bytes(uri: str, conn_id: str | None) -> bytes:

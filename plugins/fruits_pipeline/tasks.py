@@ -18,12 +18,12 @@ from fruits_pipeline.routes import ROUTE_DRY_RUN, ROUTE_NOTHING, ROUTE_PCA_ONLY,
 from fruits_pipeline.settings import Settings
 from fruits_pipeline.steps import pipeline_steps, render_emr_steps, render_local_commands, local_job_env
 from fruits_pipeline.validation import validate_uploads, write_manifests
+from fruits_spark.common import JOB_RESULT_FILE
 
 log = logging.getLogger(__name__)
 
 # Which of pipeline_steps() each route runs (the step list itself is defined once, in steps.py).
 STEPS_OF_ROUTE = {ROUTE_RUN: ("extract_features", "reduce_pca"), ROUTE_PCA_ONLY: ("reduce_pca",)}
-JOB_RESULT_FILE = "_job_result.json"
 
 
 class PipelineFailed(RuntimeError):

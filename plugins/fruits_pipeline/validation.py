@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 
 from fruits_pipeline import storage
 from fruits_pipeline.lake import Lake
+from fruits_spark.common import JOB_RESULT_FILE
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ class ValidationResult:
     previously_rejected: int = 0
     valid: list[dict] = field(default_factory=list)
     rejected: list[dict] = field(default_factory=list)
+    partial_batches_ignored: list[str] = field(default_factory=list)  # features/batch=* left by a failed job
 
     def rejected_by_reason(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -54,7 +56,7 @@ class ValidationResult:
         return {"run_key": self.run_key, "total_in_raw": self.total_in_raw, "listed": self.listed,
                 "already_featurized": self.already_featurized, "previously_rejected": self.previously_rejected,
                 "valid": len(self.valid), "rejected": len(self.rejected),
-                "rejected_by_reason": self.rejected_by_reason()}
+                "rejected_by_reason": self.rejected_by_reason(), "partial_batches_ignored": self.partial_batches_ignored}
 
 
 def label_of(raw_root: str, uri: str) -> str | None:
@@ -113,25 +115,48 @@ def _read_paths(uris, conn_id: str | None) -> set[str]:
     return paths
 
 
-def featurized_paths(lake: Lake, *, exclude_run_key: str, conn_id: str | None) -> set[str]:
-    """Paths held by any ``features/batch=*`` other than this run's (read with pyarrow)."""
+@dataclass(frozen=True)
+class FeatureBatches:
+    """Other runs' ``features/batch=<run_key>/`` folders, run key -> the URIs of their files: committed
+    (the feature job wrote JOB_RESULT_FILE, its last file) or partial (a job that died after some of
+    its tasks committed; on S3 with EMR's committer their files are visible). Only committed batches
+    count: a partial batch's images are taken again, and the PCA job ignores it too."""
+
+    committed: dict[str, list[str]]
+    partial: dict[str, list[str]]
+
+
+def feature_batches(lake: Lake, *, exclude_run_key: str, conn_id: str | None) -> FeatureBatches:
     root = lake.features_root()
-    files = [uri for uri in storage.parquet_data_files(root, conn_id)
-             if _batch_of(uri, root) not in (None, exclude_run_key)]
-    return _read_paths(files, conn_id)
+    files: dict[str, list[str]] = {}
+    for uri in storage.list_files(root, conn_id):
+        run_key = _batch_of(uri, root)
+        if run_key not in (None, exclude_run_key):
+            files.setdefault(run_key, []).append(uri)
+    committed = {key: uris for key, uris in files.items() if f"{lake.features(key)}/{JOB_RESULT_FILE}" in uris}
+    return FeatureBatches(committed, {key: uris for key, uris in files.items() if key not in committed})
 
 
-def previously_rejected_paths(lake: Lake, *, exclude_run_key: str, conn_id: str | None) -> set[str]:
+def featurized_paths(lake: Lake, *, exclude_run_key: str, conn_id: str | None,
+                     batches: FeatureBatches | None = None) -> set[str]:
+    """Paths held by the committed ``features/batch=*`` other than this run's (read with pyarrow)."""
+    batches = batches or feature_batches(lake, exclude_run_key=exclude_run_key, conn_id=conn_id)
+    root = lake.features_root()
+    return _read_paths([uri for uris in batches.committed.values() for uri in uris
+                        if storage.is_parquet_data_file(root, uri)], conn_id)
+
+
+def previously_rejected_paths(lake: Lake, *, exclude_run_key: str, conn_id: str | None,
+                              batches: FeatureBatches | None = None) -> set[str]:
     """Paths rejected by another run: by validation (``manifests/*/rejected``) or by the
-    feature job (``features/batch=*/_rejects``)."""
+    feature job (``features/batch=*/_rejects`` of a committed batch)."""
     manifests = lake.uri("manifests")
     files = [uri for uri in storage.list_files(manifests, conn_id)
              if uri.endswith(".parquet") and "/rejected/" in uri
              and uri[len(manifests) + 1:].split("/", 1)[0] != exclude_run_key]
-    features = lake.features_root()
-    files += [uri for uri in storage.list_files(features, conn_id)
-              if uri.endswith(".parquet") and "/_rejects/" in uri
-              and _batch_of(uri, features) not in (None, exclude_run_key)]
+    batches = batches or feature_batches(lake, exclude_run_key=exclude_run_key, conn_id=conn_id)
+    files += [uri for uris in batches.committed.values() for uri in uris
+              if uri.endswith(".parquet") and "/_rejects/" in uri]
     return _read_paths(files, conn_id)
 
 
@@ -147,13 +172,18 @@ def validate_uploads(lake: Lake, run_key: str, *, full_refresh: bool, conn_id: s
     raw_root = lake.raw()
     listed = {uri: size for uri, size in storage.list_files(raw_root, conn_id).items()
               if not posixpath.basename(uri).startswith(".")}
-    featurized = set() if full_refresh else featurized_paths(lake, exclude_run_key=run_key, conn_id=conn_id)
+    batches = feature_batches(lake, exclude_run_key=run_key, conn_id=conn_id)
+    featurized = set() if full_refresh else featurized_paths(lake, exclude_run_key=run_key, conn_id=conn_id,
+                                                             batches=batches)
     rejected_before = set() if full_refresh else previously_rejected_paths(lake, exclude_run_key=run_key,
-                                                                          conn_id=conn_id)
+                                                                          conn_id=conn_id, batches=batches)
     selected = select_uploads(listed, featurized, rejected_before, full_refresh)
     result = ValidationResult(run_key=run_key, listed=len(selected), total_in_raw=len(listed),
                               already_featurized=len(featurized & listed.keys()),
-                              previously_rejected=len((rejected_before - featurized) & listed.keys()))
+                              previously_rejected=len((rejected_before - featurized) & listed.keys()),
+                              partial_batches_ignored=sorted(lake.features(key) for key in batches.partial))
+    for batch in result.partial_batches_ignored:
+        log.warning("ignoring %s: a feature job died before committing it; its images are taken again", batch)
     log.info("raw/ holds %d uploads; %d selected for run %s (%d already featurized, %d rejected before)",
              result.total_in_raw, result.listed, run_key, result.already_featurized, result.previously_rejected)
 

@@ -12,6 +12,11 @@ _FILE_URI_ONE_SLASH = re.compile(r"^file:/(?!/)")
 # The model the repository ships (DESIGN.md, "The model"): written by `make model`, its provenance
 # beside it; the feature job's default --model and what the DAG stages into the lake's models/.
 DEFAULT_MODEL_PATH = Path(__file__).resolve().parents[1] / "models" / "mobilenet_v2_1.0_224_no_top.tflite"
+# The file each job writes last, after its Parquet's job commit: an output folder counts only once it
+# holds this file (DESIGN.md, "The lake"). Spark's _SUCCESS would not do: on EMR's S3-optimized
+# committer a job that dies leaves its committed tasks' files visible, and _SUCCESS comes before the
+# feature job's _rejects/. One PUT, so on S3 it is there whole or not at all (docs/reliability.md).
+JOB_RESULT_FILE = "_job_result.json"
 
 
 def get_logger(name: str) -> logging.Logger:
