@@ -13,7 +13,7 @@ from fruits_pipeline.cost import estimate_cluster_cost, load_price_table
 from fruits_pipeline.job_flow import build_job_flow
 from fruits_pipeline.lake import run_key_for
 from fruits_pipeline.params import RunParams, describe_target
-from fruits_pipeline.report import build_report, latest_pca_output, step_timings_from_emr, summary_text
+from fruits_pipeline.report import build_report, faults_met, latest_pca_output, step_timings_from_emr, summary_text
 from fruits_pipeline.routes import ROUTE_DRY_RUN, ROUTE_NOTHING, ROUTE_PCA_ONLY, ROUTE_RUN, ROUTES_WITH_WORK
 from fruits_pipeline.settings import Settings
 from fruits_pipeline.steps import pipeline_steps, render_emr_steps, render_local_commands, local_job_env
@@ -100,6 +100,7 @@ def _run_params(settings: Settings, params: dict | None) -> RunParams:
 
 def validate(settings: Settings, params: dict, run_key: str) -> dict:
     run_params = _run_params(settings, params)
+    storage.take_s3_faults()  # only this task's
     result = validate_uploads(settings.lake, run_key, full_refresh=run_params.full_refresh,
                               conn_id=settings.aws_conn_id, max_image_bytes=settings.max_image_bytes,
                               min_image_side=settings.min_image_side)
@@ -111,7 +112,7 @@ def validate(settings: Settings, params: dict, run_key: str) -> dict:
                               latest_pca=latest, featurized_count=result.already_featurized)
     summary = result.summary() | {"manifests": manifests, "route": route, "route_reason": why,
                                   "pca_target": run_params.pca_target,
-                                  "latest_pca_run": latest and latest["run_key"]}
+                                  "latest_pca_run": latest and latest["run_key"], "s3_faults": storage.take_s3_faults()}
     log.info("route %s: %s", route, why)
     log.debug("validation: %s", summary)
     return summary
@@ -232,12 +233,15 @@ def write_run_report(settings: Settings, params: dict, run_key: str, *, validati
     featurized = ran and route == ROUTE_RUN
     pca_report = storage.read_json(lake.pca_report(run_key), conn) if ran else None
     picture_uri = write_picture(lake, run_key, pca_report, conn) if pca_report else None
+    feature_result = storage.read_json(f"{lake.features(run_key)}/{JOB_RESULT_FILE}", conn) if featurized else None
+    pca_result = storage.read_json(f"{lake.pca(run_key)}/{JOB_RESULT_FILE}", conn) if ran else None
     report = build_report(
         lake, run_key=run_key, status=status, compute=settings.compute, validation=validation,
-        feature_result=storage.read_json(f"{lake.features(run_key)}/{JOB_RESULT_FILE}", conn) if featurized else None,
-        pca_result=storage.read_json(f"{lake.pca(run_key)}/{JOB_RESULT_FILE}", conn) if ran else None,
+        feature_result=feature_result, pca_result=pca_result,
         pca_report=pca_report, step_timings=timings, cluster_id=cluster_id, cost=cost, message=message,
         pca_target=validation.get("pca_target") or run_params.pca_target, picture_uri=picture_uri,
+        faults=faults_met(validation=validation, feature_result=feature_result, pca_result=pca_result,
+                          s3_faults=storage.take_s3_faults()),
     )
     report["orphan_clusters_terminated"] = orphans_terminated or []
     storage.write_json(lake.report(run_key), report, conn)

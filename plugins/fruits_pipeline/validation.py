@@ -110,8 +110,7 @@ def _batch_of(uri: str, features_root: str) -> str | None:
 def _read_paths(uris, conn_id: str | None) -> set[str]:
     paths: set[str] = set()
     for uri in uris:
-        with storage.lake_path(uri, conn_id).open("rb") as handle:
-            paths.update(pq.read_table(handle, columns=["path"]).column("path").to_pylist())
+        paths.update(storage.read_parquet_column(uri, conn_id, "path"))
     return paths
 
 
