@@ -15,6 +15,7 @@ import hashlib
 import io
 import logging
 import posixpath
+import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -64,6 +65,23 @@ def label_of(raw_root: str, uri: str) -> str | None:
     relative = uri[len(raw_root.rstrip("/")) + 1:]
     parent = posixpath.dirname(relative)
     return posixpath.basename(parent) if parent else None
+
+
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def unsafe_name_reason(raw_root: str, uri: str) -> str | None:
+    """Why an upload's key cannot be processed under its literal name, or None. A ``.``, ``..``, empty
+    or blank segment would be resolved or dropped by the path handling of Hadoop and file systems
+    (raw/../../x.jpg read as another object); control characters break logs, globs and file systems.
+    Anything else (long names, any Unicode, in any normalisation) is processed under its literal key."""
+    relative = uri[len(raw_root.rstrip("/")) + 1:]
+    if _CONTROL_CHARACTERS.search(relative):
+        return f"control character in the name {relative!r}"
+    bad = [segment for segment in relative.split("/") if segment in (".", "..") or not segment.strip()]
+    if bad:
+        return f"path segment {bad[0]!r} ('.', '..', empty or blank) in {relative!r}"
+    return None
 
 
 def check_image(uri: str, size: int, data: bytes | None, *, label: str | None, max_bytes: int,
@@ -183,6 +201,9 @@ def validate_uploads(lake: Lake, run_key: str, *, full_refresh: bool, conn_id: s
                               partial_batches_ignored=sorted(lake.features(key) for key in batches.partial))
     for batch in result.partial_batches_ignored:
         log.warning("ignoring %s: a feature job died before committing it; its images are taken again", batch)
+    unsafe = {uri: reason for uri in selected if (reason := unsafe_name_reason(raw_root, uri))}
+    result.rejected += [{"path": uri, "reason": "unsafe_name", "detail": reason} for uri, reason in unsafe.items()]
+    selected = {uri: size for uri, size in selected.items() if uri not in unsafe}
     log.info("raw/ holds %d uploads; %d selected for run %s (%d already featurized, %d rejected before)",
              result.total_in_raw, result.listed, run_key, result.already_featurized, result.previously_rejected)
 

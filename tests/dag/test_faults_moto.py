@@ -77,3 +77,35 @@ def test_after_the_retries_the_task_fails_naming_the_object_and_the_error(faulty
                                                    r"after retries: .*reduce your request rate"):
         storage.write_json(settings.lake.report("throttled"), {"status": "success"}, settings.aws_conn_id)
     assert throttled.served == 5, "botocore's one attempt, then s3fs's own retries"
+
+
+def test_hostile_keys_on_s3_are_processed_literally_or_rejected(faulty_s3, monkeypatch, tmp_path):
+    from fruits_pipeline.lake import run_key_for
+    from fruits_pipeline.validation import validate_uploads, write_manifests
+
+    endpoint, injector, s3 = faulty_s3
+    injector.clear()
+    bucket = "fruits-hostile-names"
+    s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+    image = write_generated_images(tmp_path, per_label=1, labels=("kiwi",))[0].read_bytes()
+    keys = {"dots": "raw/../../x.jpg", "long": "raw/kiwi/" + "n" * 1000 + ".jpg", "plain": "raw/kiwi/a.jpg"}
+    for key in keys.values():
+        s3.put_object(Bucket=bucket, Key=key, Body=image)
+    s3.put_object(Bucket=bucket, Key="raw/label/", Body=b"")  # a console's "create folder"
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_NAMES", json.dumps({
+        "conn_type": "aws", "login": "testing", "password": "testing",
+        "extra": {"endpoint_url": endpoint, "region_name": REGION}}))
+    lake = Settings.from_env({"FRUITS_LAKE_URI": f"s3://{bucket}", "FRUITS_REGION": REGION}).lake
+    run_key = run_key_for("manual", "api run/../ 🍎", None)
+
+    result = validate_uploads(lake, run_key, full_refresh=False, conn_id="aws_names", max_image_bytes=10**6,
+                              min_image_side=32)
+    write_manifests(lake, result, "aws_names")
+
+    uri = {name: f"s3://{bucket}/{key}" for name, key in keys.items()}
+    assert {row["path"] for row in result.valid} == {uri["long"], uri["plain"]}
+    reasons = {row["path"]: row["reason"] for row in result.rejected}
+    assert reasons.pop(uri["dots"]) == "unsafe_name"
+    assert set(reasons) <= {f"s3://{bucket}/raw/label/"}, "the folder marker is skipped or rejected, nothing else"
+    written = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"] if not o["Key"].startswith("raw/"))
+    assert written == [f"manifests/{run_key}/rejected/part-00000.parquet", f"manifests/{run_key}/valid/part-00000.parquet"]
