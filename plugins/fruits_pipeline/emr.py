@@ -6,7 +6,8 @@ import ast
 import asyncio
 from typing import Any
 
-from airflow.providers.amazon.aws.operators.emr import EmrAddStepsOperator, EmrTerminateJobFlowOperator
+from airflow.providers.amazon.aws.operators.emr import (EmrAddStepsOperator, EmrCreateJobFlowOperator,
+                                                       EmrTerminateJobFlowOperator)
 from airflow.providers.amazon.aws.sensors.emr import EmrStepSensor
 from airflow.providers.amazon.aws.triggers.emr import EmrStepSensorTrigger
 
@@ -104,6 +105,26 @@ class FruitsAddStepsOperator(EmrAddStepsOperator):
             self.log.info("cluster %s already has this run's steps %s: not adding them again",
                           self.job_flow_id, existing)
             return existing
+        return super().execute(context)
+
+
+class FruitsCreateClusterOperator(EmrCreateJobFlowOperator):
+    """EmrCreateJobFlowOperator that never creates a run's cluster twice. RunJobFlow takes no
+    idempotency token, so a task killed after RunJobFlow and run again (a retry, a clear, a worker
+    lost) looks first for an active cluster tagged with the run's key, and returns its id if there is one."""
+
+    def execute(self, context) -> str | None:
+        from fruits_pipeline.orphans import run_clusters
+
+        overrides = self.job_flow_overrides
+        if isinstance(overrides, str):
+            overrides = ast.literal_eval(overrides)
+        run_key = {tag["Key"]: tag["Value"] for tag in overrides.get("Tags", [])}.get("run_key")
+        existing = run_clusters(self.hook.conn, run_key) if run_key else []
+        if existing:
+            self.log.warning("cluster %s tagged run_key=%s is already up (an earlier attempt created it): "
+                             "using it instead of creating another", existing[0], run_key)
+            return existing[0]
         return super().execute(context)
 
 
