@@ -39,7 +39,7 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 
-from fruits_spark.common import DEFAULT_MODEL_PATH, JOB_RESULT_FILE, canonical_uri, get_logger
+from fruits_spark.common import DEFAULT_MODEL_PATH, JOB_RESULT_FILE, canonical_uri, get_logger, lost_executors
 from fruits_spark.io import read_bytes, write_text
 
 IMAGE_SIZE = 224
@@ -493,6 +493,7 @@ def run(
         "featurized": counts["featurized"],
         "rejected": counts["rejected"],
         "seconds": round(time.monotonic() - started, 3),
+        "executors_lost": lost_executors(spark),  # their tasks ran again elsewhere: the run report lists them
     }
     write_text(spark, f"{output_uri}/{JOB_RESULT_FILE}", json.dumps(result))  # last: the batch counts from here
     log.info("read %d images, featurized %d, rejected %d (see %s/_rejects) in %.1f s",
