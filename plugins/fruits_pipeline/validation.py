@@ -177,6 +177,19 @@ def previously_rejected_paths(lake: Lake, *, exclude_run_key: str, conn_id: str 
     return _read_paths(files, conn_id)
 
 
+def remove_replaced_partial_batches(lake: Lake, batches: FeatureBatches, featurized: set[str],
+                                    conn_id: str | None) -> list[str]:
+    """Remove the partial batches whose every image a committed batch now holds (a later run took them
+    again), so that they are not met, and reported, again every day; returns the URIs removed."""
+    root = lake.features_root()
+    removed = []
+    for key, uris in sorted(batches.partial.items()):
+        if _read_paths([uri for uri in uris if storage.is_parquet_data_file(root, uri)], conn_id) <= featurized:
+            storage.remove_tree(lake.features(key), conn_id, raw_uri=lake.raw())
+            removed.append(lake.features(key))
+    return removed
+
+
 def select_uploads(listed: dict[str, int], featurized: set[str], rejected_before: set[str],
                    full_refresh: bool) -> dict[str, int]:
     if full_refresh:
@@ -199,6 +212,10 @@ def validate_uploads(lake: Lake, run_key: str, *, full_refresh: bool, conn_id: s
                               already_featurized=len(featurized & listed.keys()),
                               previously_rejected=len((rejected_before - featurized) & listed.keys()),
                               partial_batches_ignored=sorted(lake.features(key) for key in batches.partial))
+    if not full_refresh:
+        for batch in remove_replaced_partial_batches(lake, batches, featurized, conn_id):
+            log.info("removed %s: a feature job died before committing it; committed batches hold its images", batch)
+            result.partial_batches_ignored.remove(batch)
     for batch in result.partial_batches_ignored:
         log.warning("ignoring %s: a feature job died before committing it; its images are taken again", batch)
     unsafe = {uri: reason for uri in selected if (reason := unsafe_name_reason(raw_root, uri))}

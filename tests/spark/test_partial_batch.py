@@ -13,7 +13,6 @@ import pytest
 from fruits_pipeline.lake import Lake
 from fruits_pipeline.validation import validate_uploads, write_manifests
 from fruits_spark import features
-from fruits_spark.common import JOB_RESULT_FILE
 from generated_images import write_generated_images
 
 pytestmark = pytest.mark.spark
@@ -61,5 +60,5 @@ def test_a_partial_batch_is_ignored_and_its_images_are_taken_again_the_next_day(
 
     day3 = validate_uploads(lake, "day3", full_refresh=False, **LIMITS)
     assert day3.listed == 0 and day3.already_featurized == len(everything), "nothing featurized twice"
-    assert not (partial / JOB_RESULT_FILE).exists() and list(partial.glob("part-*.parquet")), \
-        "the partial batch is left as it was (ignored, never deleted)"
+    assert not partial.exists() and day3.partial_batches_ignored == [], \
+        "replaced by day2's batch, the partial batch is removed, not met again every day"
