@@ -47,7 +47,7 @@ def third_worker(standalone_cluster, tmp_path):
         while standalone_cluster.alive_workers() <= before:
             assert worker.poll() is None and time.monotonic() < deadline, (tmp_path / "worker.log").read_text()[-3000:]
             time.sleep(1)
-        yield worker, work
+        yield worker, work, standalone_cluster.alive_workers()
     finally:
         if worker.poll() is None:
             os.killpg(worker.pid, signal.SIGKILL)
@@ -76,8 +76,13 @@ def undisturbed_features(paths: list[Path]) -> np.ndarray:
 
 
 def test_a_worker_lost_mid_job_loses_no_image_and_duplicates_none(submit_to_cluster, third_worker, real_keras_features,
-                                                                  tmp_path):
-    worker, work = third_worker
+                                                                  tmp_path, monkeypatch):
+    worker, work, cores = third_worker
+    # The job sizes its partitions to the task slots it sees at start: it must see the third worker's
+    # executor too, or the job may never give it a task (the driver waits for every core; system
+    # properties of spark-submit's JVM are Spark settings).
+    monkeypatch.setenv("SPARK_SUBMIT_OPTS", f"-Dspark.cores.max={cores} -Dspark.scheduler.minRegisteredResourcesRatio=1.0"
+                                            " -Dspark.scheduler.maxRegisteredResourcesWaitingTime=120s")
     images = _images(real_keras_features, tmp_path / "raw")
     output = tmp_path / "lake" / "features" / "batch=lost-worker"
     submitted = {}
