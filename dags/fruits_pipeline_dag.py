@@ -22,11 +22,11 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from airflow.providers.amazon.aws.operators.emr import EmrCreateJobFlowOperator
 from airflow.sdk import DAG, Asset, Param, TriggerRule, chain, task
 
 from fruits_pipeline import tasks
-from fruits_pipeline.emr import FruitsAddStepsOperator, FruitsStepSensor, FruitsTerminateClusterOperator
+from fruits_pipeline.emr import (FruitsAddStepsOperator, FruitsCreateClusterOperator, FruitsStepSensor,
+                                 FruitsTerminateClusterOperator)
 from fruits_pipeline.params import param_specs
 from fruits_pipeline.settings import Settings
 
@@ -97,7 +97,7 @@ with DAG(
                                         context["ti"].xcom_pull(task_ids="validate"))
 
         plan = stage_and_plan()
-        create_cluster = EmrCreateJobFlowOperator(
+        create_cluster = FruitsCreateClusterOperator(
             task_id="create_cluster", emr_conn_id=None, job_flow_overrides=plan["job_flow"], **CONFIG
         )
         add_steps = FruitsAddStepsOperator(

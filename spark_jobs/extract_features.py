@@ -15,7 +15,7 @@ try:
 except ImportError:  # run from the checkout: the package sits beside this script
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from fruits_spark.common import build_session  # noqa: E402
+from fruits_spark.common import FAULT_TOLERANCE_CONFIG, build_session  # noqa: E402
 from fruits_spark.features import DEFAULT_BATCH_SIZE, run  # noqa: E402
 
 
@@ -33,7 +33,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    spark = build_session("fruits-extract-features")
+    spark = build_session("fruits-extract-features", FAULT_TOLERANCE_CONFIG)
     try:
         result = run(spark, args.images, args.output, args.manifest, args.model, args.batch_size)
     finally:

@@ -22,15 +22,15 @@ try:
 except ImportError:
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from fruits_spark.common import build_session, get_logger  # noqa: E402
+from fruits_spark.common import FAULT_TOLERANCE_CONFIG, JOB_RESULT_FILE, build_session, get_logger  # noqa: E402
 from fruits_spark.io import write_text  # noqa: E402
-from fruits_spark.pca import PcaInputError, fit_pca, preview, read_features  # noqa: E402
+from fruits_spark.pca import PcaInputError, feature_batches, fit_pca, preview, read_features  # noqa: E402
 
 JOB = "reduce_pca"
 REPORT_NAME = "_pca_report.json"
 MODEL_NAME = "_model"
 PREVIEW_NAME = "_preview"  # label, pc1, pc2 of at most 2,000 images, for the run's picture
-RESULT_NAME = "_job_result.json"
+RESULT_NAME = JOB_RESULT_FILE
 
 
 def _fraction(text: str) -> float:
@@ -65,7 +65,11 @@ def run(spark, features: str, output: str, k: int | None = None, variance: float
     """Fit, write Parquet + model + report + job result under ``output``; return the job result."""
     logger = logger or get_logger(JOB)
     started = time.monotonic()
-    result = fit_pca(read_features(spark, features), features, k=k, variance=variance, logger=logger)
+    batches = feature_batches(spark, features)
+    for partial in batches.partial:
+        logger.warning("ignoring %s: no %s, a feature job died before committing it (its images are taken "
+                       "again by the next run)", partial, JOB_RESULT_FILE)
+    result = fit_pca(read_features(spark, features, batches), features, k=k, variance=variance, logger=logger)
     report = result.report
     if report.get("capped"):
         logger.warning("--k %s is more than min(rows, dims) = %d: using k=%d", report["k_requested"],
@@ -74,13 +78,15 @@ def run(spark, features: str, output: str, k: int | None = None, variance: float
     result.reduced.write.mode("overwrite").parquet(output)
     result.model.write().overwrite().save(output_uri(output, MODEL_NAME))
     preview(spark.read.parquet(output)).coalesce(1).write.mode("overwrite").parquet(output_uri(output, PREVIEW_NAME))
-    report = {**report, "features_uri": features, "output_uri": output}
+    report = {**report, "features_uri": features, "output_uri": output, "batches_read": len(batches.committed),
+              "partial_batches_ignored": list(batches.partial)}
     write_text(spark, output_uri(output, REPORT_NAME), json.dumps(report, indent=2) + "\n")
     job_result = {
         "job": JOB,
         "n_images": report["n_images"],
         "k": report["k"],
         "variance_kept": report["cumulative"],
+        "partial_batches_ignored": report["partial_batches_ignored"],
         "seconds": round(time.monotonic() - started, 1),
     }
     write_text(spark, output_uri(output, RESULT_NAME), json.dumps(job_result) + "\n")
@@ -92,7 +98,7 @@ def run(spark, features: str, output: str, k: int | None = None, variance: float
 def main(argv=None) -> int:
     args = parse_args(argv)
     logger = get_logger(JOB)
-    spark = build_session(JOB)
+    spark = build_session(JOB, FAULT_TOLERANCE_CONFIG)
     try:
         job_result = run(spark, args.features, args.output, k=args.k, variance=args.variance, logger=logger)
     except PcaInputError as error:

@@ -28,7 +28,7 @@ from fruits_spark.classifier import (  # noqa: E402
     ClassifierInputError, NotEnoughImages, pca_mean_and_components, read_pca_output, train,
 )
 from fruits_spark.classify import EXPORT_DIR, write_export  # noqa: E402
-from fruits_spark.common import build_session, get_logger  # noqa: E402
+from fruits_spark.common import FAULT_TOLERANCE_CONFIG, JOB_RESULT_FILE, build_session, get_logger  # noqa: E402
 from fruits_spark.features import IMAGE_SIZE  # noqa: E402
 from fruits_spark.io import copy_from_local, delete_tree, read_bytes, write_text  # noqa: E402
 
@@ -37,7 +37,7 @@ MODEL_NAME = "model"
 LABELS_NAME = "labels.json"
 FIGURES_NAME = "figures.json"
 HELD_OUT_NAME = "held_out"
-RESULT_NAME = "_job_result.json"
+RESULT_NAME = JOB_RESULT_FILE
 PCA_MODEL_NAME = "_model"  # reduce_pca.py's names for its model and report
 PCA_REPORT_NAME = "_pca_report.json"
 # What decode_image and preprocess do (fruits_spark.features): recorded so that a reader of the export
@@ -45,8 +45,9 @@ PCA_REPORT_NAME = "_pca_report.json"
 DECODE_SETTINGS = {
     "function": "fruits_spark.features.decode_image",
     "image_size": IMAGE_SIZE,
-    "resize": "bicubic",
-    "channels": "RGB",
+    "orientation": "EXIF applied first (fruits_spark.images)",
+    "framing": "largest centred square, bicubic resize; JPEG decoded at the smallest libjpeg scale >= 2x",
+    "channels": "RGB, transparent pixels on white",
     "scaling": "x / 127.5 - 1 (fruits_spark.features.preprocess)",
 }
 
@@ -116,7 +117,7 @@ def run(spark, pca: str, output: str, logger=None) -> dict:
 def main(argv=None) -> int:
     args = parse_args(argv)
     logger = get_logger(JOB)
-    spark = build_session(JOB)
+    spark = build_session(JOB, FAULT_TOLERANCE_CONFIG)
     try:
         job_result = run(spark, args.pca, args.output, logger=logger)
     except ClassifierInputError as error:

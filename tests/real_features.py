@@ -52,6 +52,7 @@ def write_real_features(root: Path, paths: list[str], matrix: np.ndarray) -> tup
             "features": pa.array(list(matrix[part]), type=pa.list_(pa.float32())),
             "model": ["keras"] * len(paths[part]),
         }), root / f"batch={name}" / "part-00000.parquet")
+        (root / f"batch={name}" / "_job_result.json").write_text("{}")  # committed, as the job leaves it
     return root, ["file://" + p for p in paths], matrix
 
 

@@ -8,7 +8,8 @@ import asyncio
 from typing import Any
 
 from airflow.providers.amazon.aws.links.emr import EmrClusterLink, EmrLogsLink, get_log_uri
-from airflow.providers.amazon.aws.operators.emr import EmrAddStepsOperator, EmrTerminateJobFlowOperator
+from airflow.providers.amazon.aws.operators.emr import (EmrAddStepsOperator, EmrCreateJobFlowOperator,
+                                                       EmrTerminateJobFlowOperator)
 from airflow.providers.amazon.aws.sensors.emr import EmrStepSensor
 from airflow.providers.amazon.aws.triggers.emr import EmrStepSensorTrigger
 
@@ -117,6 +118,27 @@ class FruitsAddStepsOperator(EmrAddStepsOperator):
                           self.job_flow_id, existing)
             persist_cluster_links(self, context, self.job_flow_id)
             return existing
+        return super().execute(context)
+
+
+class FruitsCreateClusterOperator(EmrCreateJobFlowOperator):
+    """EmrCreateJobFlowOperator that never creates a run's cluster twice. RunJobFlow takes no
+    idempotency token, so a task killed after RunJobFlow and run again (a retry, a clear, a worker
+    lost) looks first for an active cluster tagged with the run's key, and returns its id if there is one."""
+
+    def execute(self, context) -> str | None:
+        from fruits_pipeline.orphans import run_clusters
+
+        overrides = self.job_flow_overrides
+        if isinstance(overrides, str):
+            overrides = ast.literal_eval(overrides)
+        run_key = {tag["Key"]: tag["Value"] for tag in overrides.get("Tags", [])}.get("run_key")
+        existing = run_clusters(self.hook.conn, run_key) if run_key else []
+        if existing:
+            self.log.warning("cluster %s tagged run_key=%s is already up (an earlier attempt created it): "
+                             "using it instead of creating another", existing[0], run_key)
+            persist_cluster_links(self, context, existing[0])  # what super().execute stores for a new one
+            return existing[0]
         return super().execute(context)
 
 

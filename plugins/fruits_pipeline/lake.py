@@ -5,23 +5,36 @@ serves EMR and a laptop.
 """
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import urlparse
 
+from fruits_spark.common import JOB_RESULT_FILE
+
 _UNSAFE_KEY_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
+SCHEDULED_KEY_FORMAT = "%Y-%m-%dT%H%M%SZ"
+_SCHEDULED_KEY = re.compile(r"^\d{4}-\d\d-\d\dT\d{6}Z$")
+# Room for "batch=" and a suffix within a file system's 255-byte name limit, and short enough to read.
+_MAX_SLUG = 100
 
 
 def run_key_for(run_type: str, run_id: str, data_interval_end: datetime | None) -> str:
     """A filesystem- and S3-safe key for one run.
 
     Scheduled runs are keyed by their data interval end, so a rerun of the same day
-    overwrites its own outputs; manual runs by their run id.
+    overwrites its own outputs; manual runs by their run id, as it is when it is already safe,
+    else (any character of an id given through the API) by a readable part and a digest of it.
     """
     if run_type == "scheduled" and data_interval_end is not None:
-        return data_interval_end.strftime("%Y-%m-%dT%H%M%SZ")
-    return _UNSAFE_KEY_CHARS.sub("-", run_id).strip("-.")
+        return data_interval_end.strftime(SCHEDULED_KEY_FORMAT)
+    slug = _UNSAFE_KEY_CHARS.sub("-", run_id).strip("-.")[:_MAX_SLUG].strip("-.")
+    if slug and slug == run_id and not _SCHEDULED_KEY.match(slug):
+        return slug
+    # Changed on the way (or shaped like a scheduled run's key): a digest of the run id itself keeps two
+    # run ids that read alike ("a/b", "a b", "a..b", "été", "ete") on two keys.
+    return f"{slug or 'run'}-{hashlib.sha256(run_id.encode('utf-8', 'surrogatepass')).hexdigest()[:12]}"
 
 
 @dataclass(frozen=True)
@@ -91,7 +104,7 @@ class Lake:
 
     def classifier_result(self, run_key: str) -> str:
         """train_classifier.py's _job_result.json: says why no classifier was trained, when none was."""
-        return self.uri("classifier", run_key, "_job_result.json")
+        return self.uri("classifier", run_key, JOB_RESULT_FILE)
 
     def report(self, run_key: str) -> str:
         return self.uri("reports", f"{run_key}.json")

@@ -22,12 +22,13 @@ log = logging.getLogger(__name__)
 ACTIVE_STATES = ("STARTING", "BOOTSTRAPPING", "RUNNING", "WAITING")
 
 
-def project_clusters(emr, states=ACTIVE_STATES) -> list[dict]:
-    """Active clusters tagged project=fruits-pipeline: id, name, state, created, tags."""
+def project_clusters(emr, states=ACTIVE_STATES, name: str | None = None) -> list[dict]:
+    """Active clusters tagged project=fruits-pipeline (and called ``name``, when given): id, name, state,
+    created, tags."""
     found = []
     for page in emr.get_paginator("list_clusters").paginate(ClusterStates=list(states)):
         for summary in page["Clusters"]:
-            if not summary["Name"].startswith(cluster_name("")):
+            if not summary["Name"].startswith(cluster_name("")) or name not in (None, summary["Name"]):
                 continue  # not ours: the Airflow role may not even describe it
             try:
                 cluster = emr.describe_cluster(ClusterId=summary["Id"])["Cluster"]
@@ -72,7 +73,8 @@ def terminate_orphan_clusters(emr, *, run_key: str, min_age_seconds: float, now:
 
 def run_clusters(emr, run_key: str) -> list[str]:
     """Ids of the active clusters tagged with this run_key (the teardown's fallback)."""
-    return [c["cluster_id"] for c in project_clusters(emr) if c["tags"].get("run_key") == run_key]
+    return [c["cluster_id"] for c in project_clusters(emr, name=cluster_name(run_key))
+            if c["tags"].get("run_key") == run_key]
 
 
 def clusters_to_terminate(job_flow_id: str | None, find_by_tags) -> list[str]:

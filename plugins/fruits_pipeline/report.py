@@ -99,11 +99,28 @@ def latest_classifier_output(lake: Lake, conn_id: str | None, *, exclude_run_key
     return None
 
 
+def faults_met(*, validation: dict, feature_result: dict | None = None, pca_result: dict | None = None,
+               s3_faults: list[dict] | None = None) -> list[dict]:
+    """The faults a run met and survived, as {"kind", "detail"}: S3 errors retried (validation's and the
+    report task's own), partial feature batches ignored (by validation or the PCA job), executors lost
+    during the feature job (their tasks ran again elsewhere)."""
+    faults = [*validation.get("s3_faults", []), *(s3_faults or [])]
+    partial = {*validation.get("partial_batches_ignored", []), *(pca_result or {}).get("partial_batches_ignored", [])}
+    faults += [{"kind": "partial_batch_ignored",
+                "detail": f"{batch}: a feature job died before committing it; ignored, its images taken again"}
+               for batch in sorted(partial)]
+    faults += [{"kind": "executor_lost", "detail": f"executor {lost['id']} on {lost['host']}: {lost['reason']}; "
+                                                   "its tasks ran again on the other executors"}
+               for lost in (feature_result or {}).get("executors_lost", [])]
+    return faults
+
+
 def build_report(lake: Lake, *, run_key: str, status: str, compute: str, validation: dict,
                  feature_result: dict | None = None, pca_report: dict | None = None, pca_result: dict | None = None,
                  step_timings: list[dict] | None = None, cluster_id: str | None = None, cost: dict | None = None,
                  message: str | None = None, pca_target: dict | None = None, picture_uri: str | None = None,
-                 classifier_figures: dict | None = None, classifier_not_trained: str | None = None) -> dict:
+                 classifier_figures: dict | None = None, classifier_not_trained: str | None = None,
+                 faults: list[dict] | None = None) -> dict:
     counts = {
         "listed": validation["listed"],
         "valid": validation["valid"],
@@ -142,6 +159,7 @@ def build_report(lake: Lake, *, run_key: str, status: str, compute: str, validat
         "steps": step_timings or [],
         "cluster_id": cluster_id,
         "estimated_cost": cost,
+        "faults": faults or [],
         "uris": {
             "raw": lake.raw(),
             "manifest_valid": lake.manifest_valid(run_key),
@@ -202,6 +220,9 @@ def summary_text(report: dict) -> str:
     if cost:
         lines.append(f"  estimated cost {cost['amount']} {cost['currency']} for {cost['instance_hours']} "
                      f"instance-hours (prices {cost['price_table']['region']} as of {cost['price_table']['as_of']})")
+    faults = report.get("faults") or []
+    if faults:
+        lines.append(f"  faults met ({len(faults)}): " + "; ".join(f"{f['kind']}: {f['detail']}" for f in faults))
     for problem in report["reconciliation"]:
         lines.append(f"  COUNTS DO NOT RECONCILE: {problem}")
     lines.append(f"  report: {report['uris']['report']}")

@@ -5,15 +5,72 @@ Paths written into manifests use the canonical spelling shared with the Spark jo
 """
 from __future__ import annotations
 
+import functools
 import json
+import threading
 from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+# Retryable errors the S3 client met in this process (throttling, 5xx, dropped connections), by
+# operation: each was retried by botocore (its retry config: the connection's config_kwargs) and, when
+# botocore gave up, by s3fs (5 tries). What the run report lists as faults (take_s3_faults).
+_S3_FAULTS: dict[str, dict[str, int]] = {}
+_S3_FAULTS_LOCK = threading.Lock()
+
+
+class LakeIOError(OSError):
+    """A lake operation that still failed after the S3 client's retries; names the object and the error."""
+
+
+def _names_the_object(action: str):
+    """Decorator: an I/O error of ``function(uri, ...)`` becomes a LakeIOError naming ``uri`` (a missing
+    object stays FileNotFoundError)."""
+    def decorate(function):
+        @functools.wraps(function)
+        def wrapper(uri, *args, **kwargs):
+            try:
+                return function(uri, *args, **kwargs)
+            except (FileNotFoundError, LakeIOError):
+                raise
+            except (OSError, BotoCoreError, ClientError) as error:
+                raise LakeIOError(f"{action} {uri} failed after retries: {type(error).__name__}: {error}") from error
+        return wrapper
+    return decorate
+
+
+def _note_s3_fault(response=None, operation=None, caught_exception=None, **_) -> None:
+    """botocore's needs-retry event, once per attempt: remember the attempts that failed retryably."""
+    if caught_exception is not None:
+        error = type(caught_exception).__name__
+    elif response is not None and (response[0].status_code >= 500 or response[0].status_code == 429):
+        error = (response[1].get("Error") or {}).get("Code") or f"HTTP {response[0].status_code}"
+    else:
+        return
+    name = getattr(operation, "name", str(operation))
+    with _S3_FAULTS_LOCK:
+        by_error = _S3_FAULTS.setdefault(name, {})
+        by_error[error] = by_error.get(error, 0) + 1
+
+
+def take_s3_faults() -> list[dict]:
+    """The retryable S3 errors met since the last call, as report faults, and forget them."""
+    with _S3_FAULTS_LOCK:
+        met = {operation: dict(errors) for operation, errors in _S3_FAULTS.items()}
+        _S3_FAULTS.clear()
+    return [{"kind": "s3_retried", "detail": f"{operation}: " + ", ".join(f"{error} x{count}" for error, count
+                                                                        in sorted(errors.items()))
+             + " (retried with backoff)"} for operation, errors in sorted(met.items())]
 
 
 def lake_path(uri: str, conn_id: str | None):
     from airflow.sdk import ObjectStoragePath
 
     # file:// needs no connection; s3:// uses the AWS connection (endpoint, region, credentials).
-    return ObjectStoragePath(uri, conn_id=conn_id if uri.startswith("s3://") else None)
+    path = ObjectStoragePath(uri, conn_id=conn_id if uri.startswith("s3://") else None)
+    if uri.startswith("s3://"):  # the filesystem is cached per connection: registered once (unique_id)
+        path.fs.s3.meta.events.register("needs-retry.s3", _note_s3_fault, unique_id="fruits-s3-faults")
+    return path
 
 
 def canonical(protocol: str, fs_name: str) -> str:
@@ -23,6 +80,7 @@ def canonical(protocol: str, fs_name: str) -> str:
     return f"{protocol}://{fs_name.lstrip('/')}"
 
 
+@_names_the_object("listing")
 def list_file_info(uri: str, conn_id: str | None, maxdepth: int | None = None) -> dict[str, dict]:
     """Every object under ``uri`` (recursively, or ``maxdepth`` levels down) as canonical URI ->
     its file system's info (size, modification time...)."""
@@ -44,20 +102,36 @@ def parquet_data_files(uri: str, conn_id: str | None) -> list[str]:
     without the files and folders whose name starts with ``_`` or ``.`` (``_rejects/``,
     ``_SUCCESS``, ``.crc``...)."""
     root = uri.rstrip("/")
-    return sorted(name for name in list_files(root, conn_id) if name.endswith(".parquet")
-                  and not any(part.startswith(("_", ".")) for part in name[len(root) + 1:].split("/")))
+    return sorted(name for name in list_files(root, conn_id) if is_parquet_data_file(root, name))
 
 
+def is_parquet_data_file(root: str, uri: str) -> bool:
+    """Whether Spark reads ``uri`` as data of the table at ``root`` (see ``parquet_data_files``)."""
+    return uri.endswith(".parquet") and not any(part.startswith(("_", ".")) for part in uri[len(root) + 1:].split("/"))
+
+
+@_names_the_object("reading")
+def read_parquet_column(uri: str, conn_id: str | None, column: str) -> list:
+    """One column of a Parquet file, reading only that column's pages (a seekable handle)."""
+    import pyarrow.parquet as pq
+
+    with lake_path(uri, conn_id).open("rb") as handle:
+        return pq.read_table(handle, columns=[column]).column(column).to_pylist()
+
+
+@_names_the_object("reading")
 def read_bytes(uri: str, conn_id: str | None) -> bytes:
     return lake_path(uri, conn_id).read_bytes()
 
 
+@_names_the_object("reading")
 def read_range(uri: str, conn_id: str | None, start: int, end: int) -> bytes:
     """Bytes ``start`` to ``end`` (exclusive) of an object: one ranged GET on S3, a seek on file://."""
     path = lake_path(uri, conn_id)
     return path.fs.cat_file(path.path, start=start, end=end)
 
 
+@_names_the_object("writing")
 def write_bytes(uri: str, data: bytes, conn_id: str | None) -> None:
     path = lake_path(uri, conn_id)
     if uri.startswith("file://"):
@@ -65,10 +139,12 @@ def write_bytes(uri: str, data: bytes, conn_id: str | None) -> None:
     path.write_bytes(data)
 
 
+@_names_the_object("checking")
 def exists(uri: str, conn_id: str | None) -> bool:
     return lake_path(uri, conn_id).exists()
 
 
+@_names_the_object("reading")
 def read_json(uri: str, conn_id: str | None) -> dict[str, Any] | None:
     path = lake_path(uri, conn_id)
     if not path.exists():
@@ -80,6 +156,7 @@ def write_json(uri: str, payload: dict, conn_id: str | None) -> None:
     write_bytes(uri, json.dumps(payload, indent=2, sort_keys=True).encode(), conn_id)
 
 
+@_names_the_object("removing")
 def remove_tree(uri: str, conn_id: str | None, *, raw_uri: str) -> None:
     """Remove an output folder this pipeline wrote; refuses anything inside ``raw_uri``."""
     if uri.rstrip("/") == raw_uri.rstrip("/") or uri.startswith(raw_uri.rstrip("/") + "/"):

@@ -14,18 +14,18 @@ from fruits_pipeline.cost_projection import classifier_step_seconds
 from fruits_pipeline.job_flow import build_job_flow
 from fruits_pipeline.lake import run_key_for
 from fruits_pipeline.params import RunParams, describe_target
-from fruits_pipeline.report import build_report, latest_pca_output, step_timings_from_emr, summary_text
+from fruits_pipeline.report import build_report, faults_met, latest_pca_output, step_timings_from_emr, summary_text
 from fruits_pipeline.routes import ROUTE_DRY_RUN, ROUTE_NOTHING, ROUTE_PCA_ONLY, ROUTE_RUN, ROUTES_WITH_WORK
 from fruits_pipeline.settings import Settings
 from fruits_pipeline.steps import pipeline_steps, render_emr_steps, render_local_commands, local_job_env
 from fruits_pipeline.validation import validate_uploads, write_manifests
+from fruits_spark.common import JOB_RESULT_FILE
 
 log = logging.getLogger(__name__)
 
 # Which of pipeline_steps() each route runs (the step list itself is defined once, in steps.py).
 STEPS_OF_ROUTE = {ROUTE_RUN: ("extract_features", "reduce_pca", "train_classifier"),
                   ROUTE_PCA_ONLY: ("reduce_pca", "train_classifier")}
-JOB_RESULT_FILE = "_job_result.json"
 
 
 class PipelineFailed(RuntimeError):
@@ -105,6 +105,7 @@ def _run_params(settings: Settings, params: dict | None) -> RunParams:
 
 def validate(settings: Settings, params: dict, run_key: str) -> dict:
     run_params = _run_params(settings, params)
+    storage.take_s3_faults()  # only this task's
     result = validate_uploads(settings.lake, run_key, full_refresh=run_params.full_refresh,
                               conn_id=settings.aws_conn_id, max_image_bytes=settings.max_image_bytes,
                               min_image_side=settings.min_image_side)
@@ -116,7 +117,7 @@ def validate(settings: Settings, params: dict, run_key: str) -> dict:
                               latest_pca=latest, featurized_count=result.already_featurized)
     summary = result.summary() | {"manifests": manifests, "route": route, "route_reason": why,
                                   "pca_target": run_params.pca_target,
-                                  "latest_pca_run": latest and latest["run_key"]}
+                                  "latest_pca_run": latest and latest["run_key"], "s3_faults": storage.take_s3_faults()}
     log.info("route %s: %s", route, why)
     log.debug("validation: %s", summary)
     return summary
@@ -238,15 +239,18 @@ def write_run_report(settings: Settings, params: dict, run_key: str, *, validati
     pca_report = storage.read_json(lake.pca_report(run_key), conn) if ran else None
     classifier_figures = storage.read_json(lake.classifier_figures(run_key), conn) if ran else None
     classifier_result = storage.read_json(lake.classifier_result(run_key), conn) if ran else None
+    feature_result = storage.read_json(f"{lake.features(run_key)}/{JOB_RESULT_FILE}", conn) if featurized else None
+    pca_result = storage.read_json(f"{lake.pca(run_key)}/{JOB_RESULT_FILE}", conn) if ran else None
     picture_uri = write_picture(lake, run_key, pca_report, conn, classifier_figures) if pca_report else None
     report = build_report(
         lake, run_key=run_key, status=status, compute=settings.compute, validation=validation,
-        feature_result=storage.read_json(f"{lake.features(run_key)}/{JOB_RESULT_FILE}", conn) if featurized else None,
-        pca_result=storage.read_json(f"{lake.pca(run_key)}/{JOB_RESULT_FILE}", conn) if ran else None,
+        feature_result=feature_result, pca_result=pca_result,
         pca_report=pca_report, step_timings=timings, cluster_id=cluster_id, cost=cost, message=message,
         pca_target=validation.get("pca_target") or run_params.pca_target, picture_uri=picture_uri,
         classifier_figures=classifier_figures,
         classifier_not_trained=(classifier_result or {}).get("reason") if not classifier_figures else None,
+        faults=faults_met(validation=validation, feature_result=feature_result, pca_result=pca_result,
+                          s3_faults=storage.take_s3_faults()),
     )
     report["orphan_clusters_terminated"] = orphans_terminated or []
     storage.write_json(lake.report(run_key), report, conn)

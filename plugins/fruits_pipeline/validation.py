@@ -20,6 +20,7 @@ from __future__ import annotations
 import io
 import logging
 import posixpath
+import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -30,6 +31,7 @@ from fruits_pipeline import storage
 from fruits_pipeline.lake import Lake
 from fruits_spark import images
 from fruits_spark.features import DUPLICATES_FOLDER
+from fruits_spark.common import JOB_RESULT_FILE
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,7 @@ class ValidationResult:
     previously_rejected: int = 0
     valid: list[dict] = field(default_factory=list)
     rejected: list[dict] = field(default_factory=list)
+    partial_batches_ignored: list[str] = field(default_factory=list)  # features/batch=* left by a failed job
 
     def rejected_by_reason(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -76,7 +79,8 @@ class ValidationResult:
                 "already_featurized": self.already_featurized, "previously_rejected": self.previously_rejected,
                 "valid": len(self.valid), "rejected": len(self.rejected),
                 "rejected_by_reason": self.rejected_by_reason(), "valid_by_format": self.valid_by_format(),
-                "rejected_examples": self.rejected_examples()}
+                "rejected_examples": self.rejected_examples(),
+                "partial_batches_ignored": self.partial_batches_ignored}
 
 
 def label_of(raw_root: str, uri: str) -> str | None:
@@ -84,6 +88,23 @@ def label_of(raw_root: str, uri: str) -> str | None:
     relative = uri[len(raw_root.rstrip("/")) + 1:]
     parent = posixpath.dirname(relative)
     return posixpath.basename(parent) if parent else None
+
+
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def unsafe_name_reason(raw_root: str, uri: str) -> str | None:
+    """Why an upload's key cannot be processed under its literal name, or None. A ``.``, ``..``, empty
+    or blank segment would be resolved or dropped by the path handling of Hadoop and file systems
+    (raw/../../x.jpg read as another object); control characters break logs, globs and file systems.
+    Anything else (long names, any Unicode, in any normalisation) is processed under its literal key."""
+    relative = uri[len(raw_root.rstrip("/")) + 1:]
+    if _CONTROL_CHARACTERS.search(relative):
+        return f"control character in the name {relative!r}"
+    bad = [segment for segment in relative.split("/") if segment in (".", "..") or not segment.strip()]
+    if bad:
+        return f"path segment {bad[0]!r} ('.', '..', empty or blank) in {relative!r}"
+    return None
 
 
 def check_image(uri: str, size: int, read_range, *, label: str | None, max_bytes: int,
@@ -126,41 +147,75 @@ def _batch_of(uri: str, features_root: str) -> str | None:
 def _read_paths(uris, conn_id: str | None) -> set[str]:
     paths: set[str] = set()
     for uri in uris:
-        with storage.lake_path(uri, conn_id).open("rb") as handle:
-            paths.update(pq.read_table(handle, columns=["path"]).column("path").to_pylist())
+        paths.update(storage.read_parquet_column(uri, conn_id, "path"))
     return paths
 
 
-def featurized_paths(lake: Lake, *, exclude_run_key: str, conn_id: str | None) -> set[str]:
-    """Paths held by any ``features/batch=*`` other than this run's (read with pyarrow)."""
+@dataclass(frozen=True)
+class FeatureBatches:
+    """Other runs' ``features/batch=<run_key>/`` folders, run key -> the URIs of their files: committed
+    (the feature job wrote JOB_RESULT_FILE, its last file) or partial (a job that died after some of
+    its tasks committed; on S3 with EMR's committer their files are visible). Only committed batches
+    count: a partial batch's images are taken again, and the PCA job ignores it too."""
+
+    committed: dict[str, list[str]]
+    partial: dict[str, list[str]]
+
+
+def feature_batches(lake: Lake, *, exclude_run_key: str, conn_id: str | None) -> FeatureBatches:
     root = lake.features_root()
-    files = [uri for uri in storage.parquet_data_files(root, conn_id)
-             if _batch_of(uri, root) not in (None, exclude_run_key)]
-    return _read_paths(files, conn_id)
+    files: dict[str, list[str]] = {}
+    for uri in storage.list_files(root, conn_id):
+        run_key = _batch_of(uri, root)
+        if run_key not in (None, exclude_run_key):
+            files.setdefault(run_key, []).append(uri)
+    committed = {key: uris for key, uris in files.items() if f"{lake.features(key)}/{JOB_RESULT_FILE}" in uris}
+    return FeatureBatches(committed, {key: uris for key, uris in files.items() if key not in committed})
 
 
-def previously_rejected_paths(lake: Lake, *, exclude_run_key: str, conn_id: str | None) -> set[str]:
+def featurized_paths(lake: Lake, *, exclude_run_key: str, conn_id: str | None,
+                     batches: FeatureBatches | None = None) -> set[str]:
+    """Paths held by the committed ``features/batch=*`` other than this run's (read with pyarrow)."""
+    batches = batches or feature_batches(lake, exclude_run_key=exclude_run_key, conn_id=conn_id)
+    root = lake.features_root()
+    return _read_paths([uri for uris in batches.committed.values() for uri in uris
+                        if storage.is_parquet_data_file(root, uri)], conn_id)
+
+
+def previously_rejected_paths(lake: Lake, *, exclude_run_key: str, conn_id: str | None,
+                              batches: FeatureBatches | None = None) -> set[str]:
     """Paths rejected by another run: by validation (``manifests/*/rejected``) or by the
-    feature job (``features/batch=*/_rejects``)."""
+    feature job (``features/batch=*/_rejects`` of a committed batch)."""
     manifests = lake.uri("manifests")
     files = [uri for uri in storage.list_files(manifests, conn_id)
              if uri.endswith(".parquet") and "/rejected/" in uri
              and uri[len(manifests) + 1:].split("/", 1)[0] != exclude_run_key]
-    features = lake.features_root()
-    files += [uri for uri in storage.list_files(features, conn_id)
-              if uri.endswith(".parquet") and "/_rejects/" in uri
-              and _batch_of(uri, features) not in (None, exclude_run_key)]
+    batches = batches or feature_batches(lake, exclude_run_key=exclude_run_key, conn_id=conn_id)
+    files += [uri for uris in batches.committed.values() for uri in uris
+              if uri.endswith(".parquet") and "/_rejects/" in uri]
     return _read_paths(files, conn_id)
 
 
-def duplicate_paths(lake: Lake, *, exclude_run_key: str, conn_id: str | None) -> set[str]:
-    """Paths another run's feature job left out as duplicates (``features/batch=*/_duplicates``):
+def duplicate_paths(lake: Lake, *, exclude_run_key: str, conn_id: str | None,
+                    batches: FeatureBatches | None = None) -> set[str]:
+    """Paths another run's feature job left out as duplicates (``_duplicates`` of a committed batch):
     done as surely as the featurized ones, whose bytes they share."""
-    features = lake.features_root()
-    files = [uri for uri in storage.list_files(features, conn_id)
-             if uri.endswith(".parquet") and f"/{DUPLICATES_FOLDER}/" in uri
-             and _batch_of(uri, features) not in (None, exclude_run_key)]
-    return _read_paths(files, conn_id)
+    batches = batches or feature_batches(lake, exclude_run_key=exclude_run_key, conn_id=conn_id)
+    return _read_paths([uri for uris in batches.committed.values() for uri in uris
+                        if uri.endswith(".parquet") and f"/{DUPLICATES_FOLDER}/" in uri], conn_id)
+
+
+def remove_replaced_partial_batches(lake: Lake, batches: FeatureBatches, featurized: set[str],
+                                    conn_id: str | None) -> list[str]:
+    """Remove the partial batches whose every image a committed batch now holds (a later run took them
+    again), so that they are not met, and reported, again every day; returns the URIs removed."""
+    root = lake.features_root()
+    removed = []
+    for key, uris in sorted(batches.partial.items()):
+        if _read_paths([uri for uri in uris if storage.is_parquet_data_file(root, uri)], conn_id) <= featurized:
+            storage.remove_tree(lake.features(key), conn_id, raw_uri=lake.raw())
+            removed.append(lake.features(key))
+    return removed
 
 
 def select_uploads(listed: dict[str, int], featurized: set[str], rejected_before: set[str],
@@ -175,14 +230,26 @@ def validate_uploads(lake: Lake, run_key: str, *, full_refresh: bool, conn_id: s
     raw_root = lake.raw()
     listed = {uri: size for uri, size in storage.list_files(raw_root, conn_id).items()
               if not posixpath.basename(uri).startswith(".")}
-    featurized = set() if full_refresh else (featurized_paths(lake, exclude_run_key=run_key, conn_id=conn_id)
-                                             | duplicate_paths(lake, exclude_run_key=run_key, conn_id=conn_id))
+    batches = feature_batches(lake, exclude_run_key=run_key, conn_id=conn_id)
+    featurized = set() if full_refresh else (
+        featurized_paths(lake, exclude_run_key=run_key, conn_id=conn_id, batches=batches)
+        | duplicate_paths(lake, exclude_run_key=run_key, conn_id=conn_id, batches=batches))
     rejected_before = set() if full_refresh else previously_rejected_paths(lake, exclude_run_key=run_key,
-                                                                          conn_id=conn_id)
+                                                                          conn_id=conn_id, batches=batches)
     selected = select_uploads(listed, featurized, rejected_before, full_refresh)
     result = ValidationResult(run_key=run_key, listed=len(selected), total_in_raw=len(listed),
                               already_featurized=len(featurized & listed.keys()),
-                              previously_rejected=len((rejected_before - featurized) & listed.keys()))
+                              previously_rejected=len((rejected_before - featurized) & listed.keys()),
+                              partial_batches_ignored=sorted(lake.features(key) for key in batches.partial))
+    if not full_refresh:
+        for batch in remove_replaced_partial_batches(lake, batches, featurized, conn_id):
+            log.info("removed %s: a feature job died before committing it; committed batches hold its images", batch)
+            result.partial_batches_ignored.remove(batch)
+    for batch in result.partial_batches_ignored:
+        log.warning("ignoring %s: a feature job died before committing it; its images are taken again", batch)
+    unsafe = {uri: reason for uri in selected if (reason := unsafe_name_reason(raw_root, uri))}
+    result.rejected += [{"path": uri, "reason": "unsafe_name", "detail": reason} for uri, reason in unsafe.items()]
+    selected = {uri: size for uri, size in selected.items() if uri not in unsafe}
     log.info("raw/ holds %d uploads; %d selected for run %s (%d already featurized, %d rejected before)",
              result.total_in_raw, result.listed, run_key, result.already_featurized, result.previously_rejected)
 

@@ -12,6 +12,16 @@ _FILE_URI_ONE_SLASH = re.compile(r"^file:/(?!/)")
 # The model the repository ships (DESIGN.md, "The model"): written by `make model`, its provenance
 # beside it; the feature job's default --model and what the DAG stages into the lake's models/.
 DEFAULT_MODEL_PATH = Path(__file__).resolve().parents[1] / "models" / "mobilenet_v2_1.0_224_no_top.tflite"
+# The file each job writes last, after its Parquet's job commit: an output folder counts only once it
+# holds this file (DESIGN.md, "The lake"). Spark's _SUCCESS would not do: on EMR's S3-optimized
+# committer a job that dies leaves its committed tasks' files visible, and _SUCCESS comes before the
+# feature job's _rejects/. One PUT, so on S3 it is there whole or not at all (docs/reliability.md).
+JOB_RESULT_FILE = "_job_result.json"
+# A node lost mid-step (a spot node reclaimed, a worker killed): its running tasks fail and run again
+# on the other executors, up to maxFailures attempts each; only one attempt of a task commits its
+# output (Spark's output commit coordinator), and accumulators count successful attempts only.
+# No speculation: a duplicate attempt would run the model twice for nothing (docs/reliability.md).
+FAULT_TOLERANCE_CONFIG = {"spark.task.maxFailures": "4", "spark.speculation": "false"}
 
 
 def get_logger(name: str) -> logging.Logger:
@@ -63,6 +73,19 @@ def _put_package_on_local_workers_path(sc) -> None:
     paths = [p for p in sc.environment.get("PYTHONPATH", "").split(os.pathsep) if p]
     if package_root not in paths:
         sc.environment["PYTHONPATH"] = os.pathsep.join([*paths, package_root])
+
+
+def lost_executors(spark) -> list[dict]:
+    """The executors this application lost (id, host, Spark's reason), from its status store."""
+    summaries = spark.sparkContext._jsc.sc().statusStore().executorList(False)
+    lost = []
+    for index in range(summaries.size()):
+        executor = summaries.apply(index)
+        if executor.id() != "driver" and not executor.isActive():
+            reason = executor.removeReason()
+            lost.append({"id": executor.id(), "host": executor.hostPort(),
+                         "reason": reason.get() if reason.isDefined() else "no reason given"})
+    return lost
 
 
 def canonical_uri(path: str) -> str:

@@ -37,7 +37,7 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 
-from fruits_spark.common import DEFAULT_MODEL_PATH, canonical_uri, get_logger
+from fruits_spark.common import DEFAULT_MODEL_PATH, JOB_RESULT_FILE, canonical_uri, get_logger, lost_executors
 from fruits_spark.images import IMAGE_SIZE, RejectedImage, model_pixels
 from fruits_spark.io import read_bytes, write_text
 
@@ -501,8 +501,9 @@ def run(
         "read": sum(counts.values()),
         **counts,
         "seconds": round(time.monotonic() - started, 3),
+        "executors_lost": lost_executors(spark),  # their tasks ran again elsewhere: the run report lists them
     }
-    write_text(spark, f"{output_uri}/_job_result.json", json.dumps(result))
+    write_text(spark, f"{output_uri}/{JOB_RESULT_FILE}", json.dumps(result))  # last: the batch counts from here
     log.info("read %d images, featurized %d, rejected %d (see %s/_rejects), %d duplicates (%s) in %.1f s",
              result["read"], result["featurized"], result["rejected"], output_uri, result["duplicates"],
              DUPLICATES_FOLDER, result["seconds"])

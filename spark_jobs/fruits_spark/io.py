@@ -53,3 +53,18 @@ def delete_tree(spark, uri: str) -> None:
     """Remove the file or folder at ``uri`` (nothing when absent)."""
     path, fs = _hadoop_path(spark, uri)
     fs.delete(path, True)
+
+
+def list_folders(spark, uri: str) -> list[str]:
+    """The URIs of the folders directly under ``uri`` (none when it does not exist), in name order."""
+    from fruits_spark.common import canonical_uri
+
+    path, fs = _hadoop_path(spark, uri)
+    if not fs.exists(path):
+        return []
+    return sorted(canonical_uri(status.getPath().toString()) for status in fs.listStatus(path) if status.isDirectory())
+
+
+def exists(spark, uri: str) -> bool:
+    path, fs = _hadoop_path(spark, uri)
+    return bool(fs.exists(path))

@@ -66,16 +66,50 @@ class PcaResult:
     report: dict = field(default_factory=dict)
 
 
-def read_features(spark, features_uri: str):
-    """Every Parquet partition under ``features_uri`` as one table: path, label, features.
+BATCH_FOLDER_PREFIX = "batch="
 
-    ``batch=<run_key>/`` folders are partitions of one table; Spark skips ``_rejects/``
-    and ``_job_result.json`` because their names start with an underscore.
+
+@dataclass(frozen=True)
+class FeatureBatches:
+    """The ``batch=<run_key>/`` folders of a features root: committed ones (their job wrote
+    ``JOB_RESULT_FILE``, its last file) and partial ones (a job that died after some of its tasks
+    committed: on S3 with EMR's committer their files are visible). Empty when the root holds no
+    batch folder (one batch, or a plain table, is read as it is)."""
+
+    committed: tuple[str, ...] = ()
+    partial: tuple[str, ...] = ()
+
+
+def feature_batches(spark, features_uri: str) -> FeatureBatches:
+    from fruits_spark.common import JOB_RESULT_FILE
+    from fruits_spark.io import exists, list_folders
+
+    folders = [uri for uri in list_folders(spark, features_uri)
+               if uri.rsplit("/", 1)[-1].startswith(BATCH_FOLDER_PREFIX)]
+    committed = tuple(uri for uri in folders if exists(spark, f"{uri}/{JOB_RESULT_FILE}"))
+    return FeatureBatches(committed, tuple(uri for uri in folders if uri not in committed))
+
+
+def read_features(spark, features_uri: str, batches: FeatureBatches | None = None):
+    """The committed rows under ``features_uri`` as one table: path, label, features.
+
+    ``batch=<run_key>/`` folders are partitions of one table, of which only the committed ones are
+    read (``batches``, else listed here); Spark skips ``_rejects/`` and ``_job_result.json`` because
+    their names start with an underscore.
     """
     from pyspark.errors import AnalysisException
 
+    from fruits_spark.common import JOB_RESULT_FILE
+
+    batches = feature_batches(spark, features_uri) if batches is None else batches
+    if batches.partial and not batches.committed:
+        raise PcaInputError(f"--features {features_uri}: no committed batch (partial, without {JOB_RESULT_FILE}: "
+                            f"{', '.join(batches.partial)})")
     try:
-        frame = spark.read.parquet(features_uri)
+        if batches.committed:
+            frame = spark.read.option("basePath", features_uri).parquet(*batches.committed)
+        else:
+            frame = spark.read.parquet(features_uri)
     except AnalysisException as error:
         message = str(error)
         if "PATH_NOT_FOUND" in message or "Path does not exist" in message:

@@ -33,6 +33,7 @@ def seed_past_run(s3, bucket, tmp_path, pca_target: dict):
     sink = io.BytesIO()
     pq.write_table(features, sink)
     s3.put_object(Bucket=bucket, Key=f"features/batch={PAST_RUN}/part-00000.parquet", Body=sink.getvalue())
+    s3.put_object(Bucket=bucket, Key=f"features/batch={PAST_RUN}/_job_result.json", Body=b"{}")  # committed
     report = {"run_key": PAST_RUN, "status": "success", "route": "features_and_pca", "pca_target": pca_target,
               "uris": {"pca": f"s3://{bucket}/pca/{PAST_RUN}"}}
     s3.put_object(Bucket=bucket, Key=f"reports/{PAST_RUN}.json", Body=json.dumps(report).encode())

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from sklearn.decomposition import PCA as SklearnPCA
 
+from fruits_spark.common import JOB_RESULT_FILE
 from fruits_spark.pca import PcaInputError, choose_k, fit_pca, read_features
 from real_features import assert_same_axes
 
@@ -102,6 +103,7 @@ def test_choose_k_by_variance_uses_ratios_of_all_components():
 def test_k_larger_than_rows_is_capped_and_reported(spark, reduce_pca_entry, tmp_path):
     features = tmp_path / "features" / "batch=r1"
     feature_frame(spark, feature_matrix(5, 12, seed=2)).write.parquet(str(features))
+    (features / JOB_RESULT_FILE).write_text("{}")
 
     job_result = reduce_pca_entry.run(spark, str(tmp_path / "features"), str(tmp_path / "pca"), k=20)
 
@@ -118,6 +120,7 @@ def test_all_batches_are_one_table_and_outputs_follow_the_contract(spark, reduce
     features_root = tmp_path / "features"
     matrix = feature_matrix(30, 16, seed=3)
     feature_frame(spark, matrix[:18]).write.parquet(str(features_root / "batch=2026-11-20T000000Z"))
+    (features_root / "batch=2026-11-20T000000Z" / JOB_RESULT_FILE).write_text("{}")
     feature_frame(spark, matrix[18:], label="banana", first=18).write.parquet(
         str(features_root / "batch=manual__2026-11-21")
     )
@@ -162,6 +165,7 @@ def test_all_batches_are_one_table_and_outputs_follow_the_contract(spark, reduce
 def test_no_rows_names_the_features_uri(spark, tmp_path):
     empty = tmp_path / "features"
     spark.createDataFrame([], FEATURE_SCHEMA).write.parquet(str(empty / "batch=r1"))
+    (empty / "batch=r1" / JOB_RESULT_FILE).write_text("{}")
     with pytest.raises(PcaInputError, match=f"--features {empty}: no rows"):
         fit_pca(read_features(spark, str(empty)), str(empty), k=2)
     missing = tmp_path / "nothing here"
@@ -200,6 +204,7 @@ def test_entry_script_runs_under_spark_submit(tmp_path):
         }
     )
     pq.write_table(table, batch / "part-0.parquet")
+    (batch / JOB_RESULT_FILE).write_text("{}")
     output = tmp_path / "lake" / "pca" / "r1"
     spark_submit = Path(sys.executable).parent / "spark-submit"
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}

@@ -45,6 +45,8 @@ COMPOSE_SETTINGS = {
     "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "true",
     # The deferred-task "state mismatch" (apache/airflow #71580, #72716) workaround; docker-compose.yaml says why.
     "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
+    # Tasks outlast an api-server restart (docker-compose.yaml says why; tests/ui/test_ui_faults.py).
+    "AIRFLOW__WORKERS__EXECUTION_API_RETRIES": "10",
     "FRUITS_COMPUTE": "local",
     "FRUITS_REGION": "eu-west-3",
     "AWS_CONN_ID": "aws_default",
@@ -100,12 +102,23 @@ class Airflow:
     def start(self, timeout: float = 240) -> None:
         self.run_cli(*INIT_COMMAND)
         for component in COMPONENTS:
-            out = open(self.log_file(component), "ab")
-            self.processes[component] = subprocess.Popen(
-                [str(_airflow_bin()), component], env=self.env, cwd=self.home, stdout=out,
-                stderr=subprocess.STDOUT, start_new_session=True)
-            out.close()
+            self.launch(component)
         self.wait_ready(timeout)
+
+    def launch(self, component: str) -> None:
+        """Start one component in a process group of its own, its output appended to its log."""
+        out = open(self.log_file(component), "ab")
+        self.processes[component] = subprocess.Popen(
+            [str(_airflow_bin()), component], env=self.env, cwd=self.home, stdout=out,
+            stderr=subprocess.STDOUT, start_new_session=True)
+        out.close()
+
+    def kill(self, component: str) -> None:
+        """SIGKILL one component and its process group (the processes it started), as an orchestrator
+        that restarts a container does: no shutdown, no heartbeat after."""
+        process = self.processes[component]
+        _signal_group(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
 
     def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -1,5 +1,6 @@
 """Validation on real files: good, corrupt and odd uploads; exactly-once selection; manifests."""
 import io
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -10,6 +11,7 @@ from generated_images import write_generated_images
 from phone_photos import hostile_uploads
 from fruits_pipeline import storage
 from fruits_pipeline.lake import Lake
+from fruits_spark.common import JOB_RESULT_FILE
 from fruits_pipeline.validation import REJECTED_SCHEMA, VALID_SCHEMA, label_of, validate_uploads, write_manifests
 
 LIMITS = dict(conn_id=None, max_image_bytes=200_000, min_image_side=32)
@@ -72,6 +74,7 @@ def test_exactly_once_selection(lake):
     pq.write_table(pa.table({"path": done, "label": ["x", "x"]}), f"{batch}/part-0.parquet")
     job_rejected = sorted(row["path"] for row in first.valid)[2]  # the feature job could not decode it
     pq.write_table(pa.table({"path": [job_rejected], "reason": ["decode"]}), f"{batch}/_rejects/part-0.parquet")
+    Path(batch, JOB_RESULT_FILE).write_text("{}")  # the job's last write: the batch is committed
 
     rerun = validate_uploads(lake, "run1", full_refresh=False, **LIMITS)
     assert sorted(r["path"] for r in rerun.valid) == sorted(r["path"] for r in first.valid)  # same run, same input
