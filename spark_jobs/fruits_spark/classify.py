@@ -158,8 +158,7 @@ def classify_files(export: ClassifierExport, model, images: list[str]) -> list[d
         try:
             pixels = decode_image(Path(image).read_bytes())
         except RejectedImage as rejected:
-            why = "no image format Pillow reads" if rejected.reason == "not_an_image" else rejected.detail
-            results.append({"image": image, "error": f"not a usable image ({rejected.reason}: {why})"})
+            results.append({"image": image, "error": f"not a usable image ({rejected.reason}: {rejected.detail})"})
             continue
         except OSError as error:
             results.append({"image": image, "error": f"cannot be read ({error.strerror or error})"})
