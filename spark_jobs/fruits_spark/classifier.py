@@ -53,22 +53,10 @@ class NotEnoughImages(ClassifierInputError):
 def read_pca_output(spark, pca_uri: str):
     """path, label, pca_features of the PCA job's output at ``pca_uri`` (its _model/ and other
     underscore folders are not part of the table)."""
-    from pyspark.errors import AnalysisException
+    from fruits_spark.io import read_job_output
 
-    try:
-        frame = spark.read.parquet(pca_uri)
-    except AnalysisException as error:
-        message = str(error)
-        if "PATH_NOT_FOUND" in message or "Path does not exist" in message:
-            raise ClassifierInputError(f"--pca {pca_uri}: no such folder") from None
-        if "UNABLE_TO_INFER_SCHEMA" in message or "Unable to infer schema" in message:
-            raise ClassifierInputError(f"--pca {pca_uri}: no Parquet files (no rows to train on)") from None
-        raise
-    missing = [name for name in ("path", "label", PCA_COLUMN) if name not in frame.columns]
-    if missing:
-        raise ClassifierInputError(f"--pca {pca_uri}: columns {missing} are missing (found {frame.columns}); "
-                                   "expected the PCA job's output: path, label, pca_features")
-    return frame.select("path", "label", PCA_COLUMN)
+    return read_job_output(spark, pca_uri, ("path", "label", PCA_COLUMN), flag="--pca", made_by="the PCA job",
+                           error=ClassifierInputError)
 
 
 def with_split(frame, held_out_percent: int = HELD_OUT_PERCENT):

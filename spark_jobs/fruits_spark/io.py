@@ -68,3 +68,25 @@ def list_folders(spark, uri: str) -> list[str]:
 def exists(spark, uri: str) -> bool:
     path, fs = _hadoop_path(spark, uri)
     return bool(fs.exists(path))
+
+
+def read_job_output(spark, uri: str, columns: tuple[str, ...], *, flag: str, made_by: str, error: type[Exception],
+                    partitions: tuple[str, ...] = ()):
+    """``columns`` of the Parquet table another job wrote at ``uri`` (only its ``partitions`` folders
+    when given), or ``error`` with a message naming the flag, the URI and what is wrong with it."""
+    from pyspark.errors import AnalysisException
+
+    try:
+        frame = spark.read.option("basePath", uri).parquet(*partitions) if partitions else spark.read.parquet(uri)
+    except AnalysisException as exc:
+        message = str(exc)
+        if "PATH_NOT_FOUND" in message or "Path does not exist" in message:
+            raise error(f"{flag} {uri}: no such folder") from None
+        if "UNABLE_TO_INFER_SCHEMA" in message or "Unable to infer schema" in message:
+            raise error(f"{flag} {uri}: no Parquet files (no rows)") from None
+        raise
+    missing = [name for name in columns if name not in frame.columns]
+    if missing:
+        raise error(f"{flag} {uri}: columns {missing} are missing (found {frame.columns}); "
+                    f"expected {made_by}'s output: {', '.join(columns)}")
+    return frame.select(*columns)

@@ -97,33 +97,15 @@ def read_features(spark, features_uri: str, batches: FeatureBatches | None = Non
     read (``batches``, else listed here); Spark skips ``_rejects/`` and ``_job_result.json`` because
     their names start with an underscore.
     """
-    from pyspark.errors import AnalysisException
-
     from fruits_spark.common import JOB_RESULT_FILE
+    from fruits_spark.io import read_job_output
 
     batches = feature_batches(spark, features_uri) if batches is None else batches
     if batches.partial and not batches.committed:
         raise PcaInputError(f"--features {features_uri}: no committed batch (partial, without {JOB_RESULT_FILE}: "
                             f"{', '.join(batches.partial)})")
-    try:
-        if batches.committed:
-            frame = spark.read.option("basePath", features_uri).parquet(*batches.committed)
-        else:
-            frame = spark.read.parquet(features_uri)
-    except AnalysisException as error:
-        message = str(error)
-        if "PATH_NOT_FOUND" in message or "Path does not exist" in message:
-            raise PcaInputError(f"--features {features_uri}: no such folder") from None
-        if "UNABLE_TO_INFER_SCHEMA" in message or "Unable to infer schema" in message:
-            raise PcaInputError(f"--features {features_uri}: no Parquet files (no rows to reduce)") from None
-        raise
-    missing = [name for name in ("path", "label", FEATURES_COLUMN) if name not in frame.columns]
-    if missing:
-        raise PcaInputError(
-            f"--features {features_uri}: columns {missing} are missing (found {frame.columns}); "
-            "expected the feature job's output: path, label, features"
-        )
-    return frame.select("path", "label", FEATURES_COLUMN)
+    return read_job_output(spark, features_uri, ("path", "label", FEATURES_COLUMN), flag="--features",
+                           made_by="the feature job", error=PcaInputError, partitions=tuple(batches.committed))
 
 
 def check_features(frame, features_uri: str) -> tuple[int, int]:
