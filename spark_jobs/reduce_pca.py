@@ -22,7 +22,7 @@ try:
 except ImportError:
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from fruits_spark.common import FAULT_TOLERANCE_CONFIG, JOB_RESULT_FILE, build_session, get_logger  # noqa: E402
+from fruits_spark.common import JOB_RESULT_FILE, get_logger, run_job  # noqa: E402
 from fruits_spark.io import write_text  # noqa: E402
 from fruits_spark.pca import PcaInputError, feature_batches, fit_pca, preview, read_features  # noqa: E402
 
@@ -97,18 +97,8 @@ def run(spark, features: str, output: str, k: int | None = None, variance: float
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    logger = get_logger(JOB)
-    spark = build_session(JOB, FAULT_TOLERANCE_CONFIG)
-    try:
-        job_result = run(spark, args.features, args.output, k=args.k, variance=args.variance, logger=logger)
-    except PcaInputError as error:
-        logger.error("reduce_pca failed: %s", error)
-        print(f"reduce_pca: error: {error}", file=sys.stderr, flush=True)
-        return 2
-    finally:
-        spark.stop()
-    print("FRUITS_RESULT " + json.dumps(job_result), file=sys.stderr, flush=True)
-    return 0
+    return run_job(JOB, lambda spark, logger: run(spark, args.features, args.output, k=args.k,
+                                                  variance=args.variance, logger=logger), PcaInputError)
 
 
 if __name__ == "__main__":

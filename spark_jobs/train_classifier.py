@@ -28,7 +28,7 @@ from fruits_spark.classifier import (  # noqa: E402
     ClassifierInputError, NotEnoughImages, pca_mean_and_components, read_pca_output, train,
 )
 from fruits_spark.classify import EXPORT_DIR, write_export  # noqa: E402
-from fruits_spark.common import FAULT_TOLERANCE_CONFIG, JOB_RESULT_FILE, build_session, get_logger  # noqa: E402
+from fruits_spark.common import JOB_RESULT_FILE, get_logger, run_job  # noqa: E402
 from fruits_spark.features import IMAGE_SIZE  # noqa: E402
 from fruits_spark.io import copy_from_local, delete_tree, read_bytes, write_text  # noqa: E402
 
@@ -116,18 +116,7 @@ def run(spark, pca: str, output: str, logger=None) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    logger = get_logger(JOB)
-    spark = build_session(JOB, FAULT_TOLERANCE_CONFIG)
-    try:
-        job_result = run(spark, args.pca, args.output, logger=logger)
-    except ClassifierInputError as error:
-        logger.error("train_classifier failed: %s", error)
-        print(f"train_classifier: error: {error}", file=sys.stderr, flush=True)
-        return 2
-    finally:
-        spark.stop()
-    print("FRUITS_RESULT " + json.dumps(job_result), file=sys.stderr, flush=True)
-    return 0
+    return run_job(JOB, lambda spark, logger: run(spark, args.pca, args.output, logger=logger), ClassifierInputError)
 
 
 if __name__ == "__main__":

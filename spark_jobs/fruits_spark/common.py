@@ -1,4 +1,4 @@
-"""Session, logging and path helpers shared by the two Spark jobs."""
+"""Session, logging and path helpers shared by the Spark jobs."""
 from __future__ import annotations
 
 import logging
@@ -55,6 +55,25 @@ def build_session(app_name: str, config: dict[str, str] | None = None):
     spark.sparkContext.setLogLevel("WARN")
     _put_package_on_local_workers_path(spark.sparkContext)
     return spark
+
+
+def run_job(job: str, work, input_error: type[Exception]) -> int:
+    """A job's main: ``work(spark, logger)`` on a new session, stopped after; its result printed as the
+    ``FRUITS_RESULT`` line the local runner reads. Bad input (``input_error``) is logged and exits 2."""
+    import json
+
+    logger = get_logger(job)
+    spark = build_session(job, FAULT_TOLERANCE_CONFIG)
+    try:
+        job_result = work(spark, logger)
+    except input_error as error:
+        logger.error("%s failed: %s", job, error)
+        print(f"{job}: error: {error}", file=sys.stderr, flush=True)
+        return 2
+    finally:
+        spark.stop()
+    print("FRUITS_RESULT " + json.dumps(job_result), file=sys.stderr, flush=True)
+    return 0
 
 
 def _put_package_on_local_workers_path(sc) -> None:
