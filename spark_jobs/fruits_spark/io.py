@@ -70,6 +70,12 @@ def exists(spark, uri: str) -> bool:
     return bool(fs.exists(path))
 
 
+def modified_ms(spark, uri: str) -> int | None:
+    """The modification time of the file at ``uri`` in milliseconds, or None when there is none."""
+    path, fs = _hadoop_path(spark, uri)
+    return int(fs.getFileStatus(path).getModificationTime()) if fs.exists(path) else None
+
+
 def read_job_output(spark, uri: str, columns: tuple[str, ...], *, flag: str, made_by: str, error: type[Exception],
                     partitions: tuple[str, ...] = ()):
     """``columns`` of the Parquet table another job wrote at ``uri`` (only its ``partitions`` folders

@@ -67,12 +67,13 @@ class PcaResult:
 
 
 BATCH_FOLDER_PREFIX = "batch="
+BATCH_COLUMN = "batch"  # the partition column Spark reads from the batch=<run_key> folders
 
 
 @dataclass(frozen=True)
 class FeatureBatches:
     """The ``batch=<run_key>/`` folders of a features root: committed ones (their job wrote
-    ``JOB_RESULT_FILE``, its last file) and partial ones (a job that died after some of its tasks
+    ``JOB_RESULT_FILE``, its last file), oldest commit first, and partial ones (a job that died after some of its tasks
     committed: on S3 with EMR's committer their files are visible). Empty when the root holds no
     batch folder (one batch, or a plain table, is read as it is)."""
 
@@ -82,11 +83,13 @@ class FeatureBatches:
 
 def feature_batches(spark, features_uri: str) -> FeatureBatches:
     from fruits_spark.common import JOB_RESULT_FILE
-    from fruits_spark.io import exists, list_folders
+    from fruits_spark.io import list_folders, modified_ms
 
     folders = [uri for uri in list_folders(spark, features_uri)
                if uri.rsplit("/", 1)[-1].startswith(BATCH_FOLDER_PREFIX)]
-    committed = tuple(uri for uri in folders if exists(spark, f"{uri}/{JOB_RESULT_FILE}"))
+    committed_at = {uri: modified_ms(spark, f"{uri}/{JOB_RESULT_FILE}") for uri in folders}
+    committed = tuple(sorted((uri for uri in folders if committed_at[uri] is not None),
+                             key=lambda uri: (committed_at[uri], uri)))
     return FeatureBatches(committed, tuple(uri for uri in folders if uri not in committed))
 
 
@@ -104,8 +107,29 @@ def read_features(spark, features_uri: str, batches: FeatureBatches | None = Non
     if batches.partial and not batches.committed:
         raise PcaInputError(f"--features {features_uri}: no committed batch (partial, without {JOB_RESULT_FILE}: "
                             f"{', '.join(batches.partial)})")
-    return read_job_output(spark, features_uri, ("path", "label", FEATURES_COLUMN), flag="--features",
-                           made_by="the feature job", error=PcaInputError, partitions=tuple(batches.committed))
+    columns = ("path", "label", FEATURES_COLUMN)
+    if len(batches.committed) < 2:
+        return read_job_output(spark, features_uri, columns, flag="--features", made_by="the feature job",
+                               error=PcaInputError, partitions=batches.committed)
+    frame = read_job_output(spark, features_uri, (*columns, BATCH_COLUMN), flag="--features",
+                            made_by="the feature job", error=PcaInputError, partitions=batches.committed)
+    return latest_row_per_path(frame, [uri.rsplit("/", 1)[-1][len(BATCH_FOLDER_PREFIX):]
+                                       for uri in batches.committed]).select(*columns)
+
+
+def latest_row_per_path(frame, batches_oldest_first: list[str]):
+    """Each path once, from the last committed of the batches that hold it: a full refresh (or a
+    photo taken again after its batch was ignored) features an image in a second batch while the
+    first still holds it. Only path and batch are grouped; the features are not shuffled, the few
+    superseded (path, batch) pairs are broadcast to leave their rows out."""
+    from pyspark.sql import functions as F
+
+    order = F.create_map(*[F.lit(x) for pair in enumerate(batches_oldest_first) for x in pair[::-1]])
+    ranked = frame.select("path", BATCH_COLUMN).withColumn("commit_order", order[F.col(BATCH_COLUMN)])
+    newest = ranked.groupBy("path").agg(F.max("commit_order").alias("newest"), F.count("*").alias("copies"))
+    superseded = (ranked.join(newest.where("copies > 1"), "path")
+                  .where(F.col("commit_order") < F.col("newest")).select("path", BATCH_COLUMN))
+    return frame.join(F.broadcast(superseded), ["path", BATCH_COLUMN], "left_anti")
 
 
 def check_features(frame, features_uri: str) -> tuple[int, int]:

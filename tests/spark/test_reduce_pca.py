@@ -162,6 +162,28 @@ def test_all_batches_are_one_table_and_outputs_follow_the_contract(spark, reduce
     np.testing.assert_allclose(saved, recomputed, rtol=1e-5, atol=1e-5)
 
 
+def test_an_image_in_two_committed_batches_is_read_once_from_the_later_commit(spark, tmp_path):
+    """A full refresh features every upload again into its own batch while the older batches still
+    hold them: the PCA must read each image once (the newest features), not twice."""
+    features_root = tmp_path / "features"
+    old, new = feature_matrix(12, 8, seed=5), feature_matrix(12, 8, seed=6)
+    # Named so that the name order is the opposite of the commit order.
+    for name, matrix, first in (("batch=z-first", old, 0), ("batch=a-refresh", new[:8], 0),
+                                ("batch=m-later-day", new[8:], 12)):
+        feature_frame(spark, matrix, first=first).write.parquet(str(features_root / name))
+        (features_root / name / JOB_RESULT_FILE).write_text("{}")
+        os.utime(features_root / name / JOB_RESULT_FILE, (0, {"z": 1000, "a": 2000, "m": 3000}[name[6]]))
+
+    read = read_features(spark, str(features_root))
+    by_path = {row["path"]: row["features"] for row in read.collect()}
+
+    assert sorted(by_path) == sorted(path_of(i) for i in [*range(12), *range(12, 16)]), "each image once"
+    for i in range(8):  # in both batches: the refresh, committed last of the two, wins
+        np.testing.assert_array_equal(by_path[path_of(i)], new[i])
+    for i in range(8, 12):  # only in the first batch
+        np.testing.assert_array_equal(by_path[path_of(i)], old[i])
+
+
 def test_no_rows_names_the_features_uri(spark, tmp_path):
     empty = tmp_path / "features"
     spark.createDataFrame([], FEATURE_SCHEMA).write.parquet(str(empty / "batch=r1"))
