@@ -8,7 +8,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from fruits_pipeline.lake import Lake
+from fruits_pipeline.lake import Lake, run_key_for
 from fruits_pipeline.report import build_report
 from fruits_pipeline.run_report_view import (
     NO_REPORT_SENTENCE, UnsafeId, check_id, lake_link, lake_of_outlets, render_no_report, render_report, report_uris,
@@ -63,7 +63,8 @@ def test_a_runs_report_is_where_the_dag_wrote_it_under_reports():
     assert report_uris(LAKE, "scheduled", "scheduled__2026-11-30T00:00:00+00:00", end) == (
         "s3://fruits-lake/reports/2026-11-30T000000Z.json", "s3://fruits-lake/reports/2026-11-30T000000Z.png")
     json_uri, png_uri = report_uris(LAKE, "manual", "manual__2026-12-01T05:37:39+00:00", end)
-    assert json_uri == "s3://fruits-lake/reports/manual__2026-12-01T05-37-39-00-00.json"
+    assert json_uri == LAKE.report(run_key_for("manual", "manual__2026-12-01T05:37:39+00:00", None))
+    assert json_uri.startswith("s3://fruits-lake/reports/manual__2026-12-01T05-37-39-00-00")
     # whatever a run id holds, its key stays one name directly under reports/
     for run_id in ("a/../../b", "x/y/z", "é?#1"):
         for uri in report_uris(LAKE, "manual", run_id, None):

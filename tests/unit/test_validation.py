@@ -193,5 +193,6 @@ def test_uploads_the_job_left_out_as_duplicates_are_done(lake):
     pq.write_table(pa.table({"path": [kept], "label": ["x"]}), f"{batch}/part-0.parquet")
     pq.write_table(pa.table({"path": [twin], "duplicate_of": [kept], "sha256": ["0" * 64]}),
                    f"{batch}/_duplicates/part-0.parquet")
+    Path(batch, JOB_RESULT_FILE).write_text("{}")  # the job finished: the batch counts
     second = validate_uploads(lake, "run2", full_refresh=False, **LIMITS)
     assert {kept, twin}.isdisjoint(row["path"] for row in second.valid) and second.already_featurized == 2
