@@ -161,6 +161,11 @@ class FeatureBatches:
     committed: dict[str, list[str]]
     partial: dict[str, list[str]]
 
+    def committed_files_of(self, folder: str) -> list[str]:
+        """The Parquet files of one side table (``_rejects``, ``_duplicates``) of the committed batches."""
+        return [uri for uris in self.committed.values() for uri in uris
+                if uri.endswith(".parquet") and f"/{folder}/" in uri]
+
 
 def feature_batches(lake: Lake, *, exclude_run_key: str, conn_id: str | None) -> FeatureBatches:
     root = lake.features_root()
@@ -191,9 +196,7 @@ def previously_rejected_paths(lake: Lake, *, exclude_run_key: str, conn_id: str 
              if uri.endswith(".parquet") and "/rejected/" in uri
              and uri[len(manifests) + 1:].split("/", 1)[0] != exclude_run_key]
     batches = batches or feature_batches(lake, exclude_run_key=exclude_run_key, conn_id=conn_id)
-    files += [uri for uris in batches.committed.values() for uri in uris
-              if uri.endswith(".parquet") and "/_rejects/" in uri]
-    return _read_paths(files, conn_id)
+    return _read_paths(files + batches.committed_files_of("_rejects"), conn_id)
 
 
 def duplicate_paths(lake: Lake, *, exclude_run_key: str, conn_id: str | None,
@@ -201,8 +204,7 @@ def duplicate_paths(lake: Lake, *, exclude_run_key: str, conn_id: str | None,
     """Paths another run's feature job left out as duplicates (``_duplicates`` of a committed batch):
     done as surely as the featurized ones, whose bytes they share."""
     batches = batches or feature_batches(lake, exclude_run_key=exclude_run_key, conn_id=conn_id)
-    return _read_paths([uri for uris in batches.committed.values() for uri in uris
-                        if uri.endswith(".parquet") and f"/{DUPLICATES_FOLDER}/" in uri], conn_id)
+    return _read_paths(batches.committed_files_of(DUPLICATES_FOLDER), conn_id)
 
 
 def remove_replaced_partial_batches(lake: Lake, batches: FeatureBatches, featurized: set[str],
