@@ -12,7 +12,7 @@ from PIL import Image
 from fruits_spark import images
 from fruits_spark.features import decode_image
 from phone_photos import (KINDS, STORE_FOR_ORIENTATION, hostile_uploads, jpeg_bytes, phone_frame, png_alpha_bytes,
-                          stored)
+                          stored, upload_bytes)
 
 HOSTILE_DECODE = {"truncated.heic": "truncated", "giant.jpg": "decompression_bomb", "ztxt_1gb.png": "truncated",
                   "zeros.heic": "not_an_image"}
@@ -145,6 +145,19 @@ def test_a_12mp_jpeg_is_decoded_at_a_quarter_within_cosine_0999_of_a_full_decode
     predict = _model()
     reduced, full = (images.model_pixels(phone_photo_12mp, reduced_decode=flag) for flag in (True, False))
     reduced_features, full_features = predict([reduced, full])
+    assert _cosine(reduced_features, full_features) >= 0.999
+
+
+@pytest.mark.parametrize("kind", ["heic", "webp"])
+def test_a_12mp_heic_or_webp_is_box_reduced_before_the_bicubic_within_cosine_0999(kind, phone_source, sample_dir):
+    """No reduced decode for these: the 3024-pixel square is box-reduced to 504 (a whole factor, no
+    less than twice 224) before the bicubic resize, instead of 13.5 source pixels per output pixel."""
+    if sample_dir is None:
+        pytest.skip("FRUITS_SAMPLE_DIR is not set: a real sample photo is needed to judge feature quality")
+    content = upload_bytes(phone_frame(phone_source), kind)
+    reduced, full = (images.model_pixels(content, reduced_decode=flag) for flag in (True, False))
+    assert not np.array_equal(reduced, full)  # the reduced path is taken
+    reduced_features, full_features = _model()([reduced, full])
     assert _cosine(reduced_features, full_features) >= 0.999
 
 
