@@ -83,13 +83,22 @@ def stage_images(source: Path, scale: int | None, target: Path) -> list[Path]:
 
 
 class TreeSampler(threading.Thread):
-    """Peak RSS of the job's driver (JVM + Python driver) and of its Python workers."""
+    """Peak RSS of the job's driver (JVM + Python driver) and of its Python workers, and the CPU
+    seconds of the JVM, the Python driver and the Python workers (each process's last sample)."""
 
     def __init__(self, pid: int, every: float = 0.25):
         super().__init__(daemon=True)
         self.pid, self.every = pid, every
         self.driver_peak = self.workers_peak = 0
+        self.cpu_by_pid: dict[int, tuple[str, float]] = {}
         self.stop = threading.Event()
+
+    @property
+    def cpu_seconds(self) -> dict[str, float]:
+        totals = {"jvm": 0.0, "python_driver": 0.0, "python_workers": 0.0}
+        for kind, seconds in self.cpu_by_pid.values():
+            totals[kind] += seconds
+        return {kind: round(seconds, 1) for kind, seconds in totals.items()}
 
     def run(self):
         import psutil
@@ -105,12 +114,18 @@ class TreeSampler(threading.Thread):
                 try:
                     cmd = " ".join(proc.cmdline())
                     rss = proc.memory_info().rss
+                    cpu = proc.cpu_times()
                 except psutil.Error:
                     continue
                 if "pyspark.daemon" in cmd or "pyspark.worker" in cmd:
                     workers += rss
+                    kind = "python_workers"
                 elif "java" in cmd or "extract_features.py" in cmd:
                     driver += rss
+                    kind = "jvm" if "java" in cmd else "python_driver"
+                else:
+                    continue
+                self.cpu_by_pid[proc.pid] = (kind, cpu.user + cpu.system)
             self.driver_peak = max(self.driver_peak, driver)
             self.workers_peak = max(self.workers_peak, workers)
             self.stop.wait(self.every)
@@ -141,7 +156,8 @@ def run_job(images: Path, output: Path, model: str, master: str, batch_size: int
     return {**results[-1], "wall_seconds": wall, "steady_images_per_second": steady_rate(lines),
             "rate_from_model_build": rate_from_model_build(lines),
             "task_slots": int(next(m.group(1) for m in map(TASK_SLOTS_LOG.search, lines) if m)),
-            "driver_peak_rss_mb": sampler.driver_peak / 2**20, "workers_peak_rss_mb": sampler.workers_peak / 2**20}
+            "driver_peak_rss_mb": sampler.driver_peak / 2**20, "workers_peak_rss_mb": sampler.workers_peak / 2**20,
+            "cpu_seconds": sampler.cpu_seconds}
 
 
 TASK_SLOTS_LOG = re.compile(r"; (\d+) task slots, ")

@@ -10,11 +10,17 @@ differ), so the job's duplicate check leaves none out.
 1. The job: `spark-submit --master local[2] spark_jobs/extract_features.py` (bench_features.run_job).
 2. (a) Naive: one process decoding each photo at full size (EXIF, centred square, resize), then the
    same LiteRT model (two threads), batch after batch.
-3. (b) The same process decoding JPEGs at reduced size with one LiteRT thread: one core's limit,
-   times the job's task slots.
+3. (b) The same process on the reduced path (JPEGs decoded at reduced size, the others box-reduced
+   before the bicubic) with one LiteRT thread: one core's limit, times the job's task slots. Also
+   the ceiling of job / (a): the slots, each as fast as (b), with Spark costing nothing; and the
+   CPU seconds per upload of (b) and of the job's JVM, Python driver and Python workers.
 4. Validation: CPU and bytes read per upload, header-only (validate_uploads on a file:// lake,
    bytes counted through the storage layer) against today's whole-file check (read everything,
    Pillow verify, then a full decode), the latter on the JPEG uploads (today's refused the others).
+5. The job's fixed cost: the job again on PROBE_UPLOADS of the uploads. Its time is nearly all
+   what a job pays whatever the day's volume (a cold JVM's first queries, the Python workers'
+   start, the listing, the side tables); the difference of the two runs gives the job's rate per
+   extra upload, and with it the volume at which the end-to-end ratio to (b) reaches its target.
 Ratios are of end-to-end rates (imports and model build included; the job's JVM start excluded).
 Writes bench/results/phone.json.
 """
@@ -44,6 +50,7 @@ MIX = ("jpeg", "jpeg_sideways", "jpeg", "heic", "jpeg", "jpeg_sideways", "jpeg",
 UNIQUE_FRAMES = 24  # distinct sample images; each upload is one of them with a few pixels of its own
 CACHE = REPO / "bench" / ".phone-set"
 TARGETS = {"naive_full_decode": 4.0, "reduced_decode_one_core_times_slots": 0.8}
+PROBE_UPLOADS = 16  # one Arrow batch per task slot: the fixed-cost probe
 
 
 def parse_args(argv=None):
@@ -93,9 +100,19 @@ def make_phone_set(sample: Path, count: int, raw: Path, mix=MIX) -> list[Path]:
     return sorted(p for p in raw.rglob("*") if p.is_file())
 
 
+def probe_folder(raw: Path, files: list[Path]) -> Path:
+    """A raw/ of its own holding ``files`` (copies, same labels): the fixed-cost probe's input."""
+    probe = raw.parent / "probe-raw"
+    for path in files:
+        target = probe / path.relative_to(raw)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
+    return probe
+
+
 def run_phone_loop(folder: str, model: str, batch_size: int, threads: int, reduced: bool) -> dict:
     """read + model_pixels (full or reduced JPEG decode) + preprocess + predict, in this one process."""
-    started = time.monotonic()
+    started, cpu = time.monotonic(), time.process_time()
     import numpy as np
 
     from fruits_spark.features import LiteRTModel, preprocess
@@ -108,7 +125,7 @@ def run_phone_loop(folder: str, model: str, batch_size: int, threads: int, reduc
         batch = files[start:start + batch_size]
         pixels = np.stack([model_pixels(p.read_bytes(), reduced_decode=reduced) for p in batch])
         done += len(interpreter.predict(preprocess(pixels.astype(np.float32))))
-    return {"seconds": time.monotonic() - started, "featurized": done}
+    return {"seconds": time.monotonic() - started, "featurized": done, "cpu_seconds": time.process_time() - cpu}
 
 
 def todays_check(data: bytes) -> tuple[int, int]:
@@ -195,10 +212,16 @@ def main(argv=None) -> int:
         print(f"bench: naive full decode {naive['featurized']} in {naive['seconds']:.1f} s", flush=True)
         reduced = in_subprocess("run_phone_loop", raw, args.model, args.batch_size, 1, True, module="bench_phone")
         print(f"bench: one core, reduced decode {reduced['featurized']} in {reduced['seconds']:.1f} s", flush=True)
+        probe = run_job(probe_folder(raw, files[:: max(1, len(files) // PROBE_UPLOADS)][:PROBE_UPLOADS]),
+                        tmp / "probe-features", args.model, args.master, args.batch_size)
+        print(f"bench: the job on {probe['featurized']} uploads in {probe['seconds']:.1f} s", flush=True)
     slots = job["task_slots"]
     job_rate = job["featurized"] / job["seconds"]
     naive_rate = naive["featurized"] / naive["seconds"]
     reduced_rate = reduced["featurized"] / reduced["seconds"]
+    target = TARGETS["reduced_decode_one_core_times_slots"] * reduced_rate * slots
+    extra_rate = (job["featurized"] - probe["featurized"]) / (job["seconds"] - probe["seconds"])
+    fixed_seconds = job["seconds"] - job["featurized"] / extra_rate
     result = {
         "uploads": len(files),
         "kinds": kinds,
@@ -211,6 +234,20 @@ def main(argv=None) -> int:
         "ratio_job_to_reduced_decode_one_core_times_slots": round(job_rate / (reduced_rate * slots), 3),
         "targets": TARGETS,
         "job_seconds": job["seconds"],
+        "job_probe": {"uploads": probe["featurized"], "seconds": probe["seconds"]},
+        "job_fixed_seconds": round(fixed_seconds, 1),
+        "job_images_per_second_per_extra_upload": round(extra_rate, 2),
+        "ratio_job_per_extra_upload_to_reduced_decode_one_core_times_slots": round(extra_rate / (reduced_rate * slots), 3),
+        # uploads / (fixed + uploads / extra_rate) >= target, solved for uploads
+        "uploads_for_the_end_to_end_target": (round(target * fixed_seconds / (1 - target / extra_rate))
+                                              if extra_rate > target else None),
+        # What the job could reach against (a) if Spark cost nothing: its slots, each as fast as (b).
+        "ceiling_job_to_naive_full_decode": round(slots * reduced_rate / naive_rate, 3),
+        # Where the job's CPU goes: its Python workers do (b)'s work; the JVM's is on the same cores.
+        "cpu_seconds_per_upload": {
+            **{f"job_{kind}": round(seconds / job["featurized"], 4) for kind, seconds in job["cpu_seconds"].items()},
+            "reduced_decode_one_core": round(reduced["cpu_seconds"] / reduced["featurized"], 4),
+        },
         "naive_seconds": round(naive["seconds"], 2),
         "reduced_seconds": round(reduced["seconds"], 2),
         "workers_peak_rss_mb": round(job["workers_peak_rss_mb"], 1),
@@ -226,10 +263,17 @@ def main(argv=None) -> int:
           f"job                          {job_rate:6.2f} images/s end to end ({slots} task slots)\n"
           f"(a) naive, full decode       {naive_rate:6.2f} images/s: "
           f"job / (a) = {result['ratio_job_to_naive_full_decode']}"
-          f" (target >= {TARGETS['naive_full_decode']})\n"
+          f" (target >= {TARGETS['naive_full_decode']}; {slots} slots as fast as (b) would give "
+          f"{result['ceiling_job_to_naive_full_decode']})\n"
           f"(b) reduced decode, one core {reduced_rate:6.2f} images/s: job / ((b) x {slots}) = "
           f"{result['ratio_job_to_reduced_decode_one_core_times_slots']} "
           f"(target >= {TARGETS['reduced_decode_one_core_times_slots']})\n"
+          f"job's fixed cost {result['job_fixed_seconds']} s (the job on {probe['featurized']} uploads: "
+          f"{probe['seconds']:.1f} s); per extra upload {extra_rate:.2f} images/s = "
+          f"{result['ratio_job_per_extra_upload_to_reduced_decode_one_core_times_slots']} x (b) x {slots}; "
+          f"end to end >= {TARGETS['reduced_decode_one_core_times_slots']} from "
+          f"{result['uploads_for_the_end_to_end_target']} uploads\n"
+          f"CPU seconds per upload: {result['cpu_seconds_per_upload']}\n"
           f"validate: {validation['header_only_cpu_ms_per_upload']} ms CPU and "
           f"{validation['header_only_bytes_per_upload']} bytes per upload; today's "
           f"{validation['todays_cpu_ms_per_upload']} ms and {validation['todays_bytes_per_upload']} bytes\n"

@@ -3,7 +3,7 @@
 Raw objects are deleted (on S3 with every old version and delete marker: with versioning on,
 a plain delete only hides the object). Derived rows live in Parquet files under
 ``manifests/``, ``features/``, ``pca/`` and ``classifier/`` (held-out predictions); each file holding a
-matching ``path`` is rewritten without those rows, and on S3 the old versions of the rewritten file are
+matching ``path`` (or ``duplicate_of``) is rewritten without those rows, and on S3 the old versions of the rewritten file are
 deleted too. Models fitted on erased images (``pca/<run>/_model/`` and the whole ``classifier/<run>/``
 of the same run: its Spark model and its export, which carries that PCA's mean and components) stay
 until the next run refits without them, or go now with ``drop_pca_models``.
@@ -242,12 +242,21 @@ def _parquet_keys(store) -> list[str]:
     return keys
 
 
+# Columns naming an upload besides ``path``: a row of the feature job's ``_duplicates`` (path,
+# duplicate_of, sha256) names the upload whose bytes it repeats. Erasing that upload erases the row:
+# the other copy, still in raw/, then counts as new and is featurized by the next run.
+PATH_COLUMNS = ("path", "duplicate_of")
+
+
 def _filtered(data: bytes, selection: Selection) -> tuple[pa.Table, int] | None:
     """The table without the erased rows and how many went, or None when the file has no ``path``."""
     table = pq.read_table(io.BytesIO(data))
     if "path" not in table.column_names:
         return None
     erase = selection.mask(table.column("path"))
+    for column in PATH_COLUMNS[1:]:
+        if column in table.column_names:
+            erase = pc.or_(erase, selection.mask(table.column(column)))
     removed = pc.sum(erase).as_py() or 0
     return table.filter(pc.invert(erase)), removed
 

@@ -312,7 +312,7 @@ def manifest_paths(spark, manifest_uri: str) -> list[str]:
     return sorted({row.path for row in frame.select("path").distinct().collect() if row.path})
 
 
-def read_images(spark, images_uri: str, paths: list[str] | None = None):
+def read_images(spark, images_uri: str | None, paths: list[str] | None = None):
     """path (as Spark lists it), length, content of the files; featurize makes the path canonical.
 
     Every file is read, whatever its name: formats are recognised by content (fruits_spark.images),
@@ -363,8 +363,7 @@ def find_duplicates(spark, images) -> tuple[list[str], list[tuple[str, str, str]
     candidates = same_size_paths((row.path, row.length) for row in images.select("path", "length").collect())
     if not candidates:
         return [], []
-    hashed = (spark.read.format("binaryFile").load([escape_hadoop_glob(p) for p in candidates])
-              .select("path", F.sha2("content", 256).alias("sha256")).collect())
+    hashed = read_images(spark, None, candidates).select("path", F.sha2("content", 256).alias("sha256")).collect()
     listed_as = {canonical_uri(row.path): row.path for row in hashed}
     rows = duplicates_of((canonical_uri(row.path), row.sha256) for row in hashed)
     return [listed_as[path] for path, _, _ in rows], rows

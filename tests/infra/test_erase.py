@@ -176,6 +176,27 @@ def test_erasure_removes_raw_objects_and_every_derived_row_and_is_safe_to_rerun(
     assert lake_env.snapshot() == before
 
 
+def test_a_duplicate_row_naming_an_erased_upload_as_its_original_goes_with_it(lake_env):
+    """raw/Kiwi/k1.jpg was featurized; raw/Kiwi/k1-again.jpg, the same bytes, is in _duplicates with
+    duplicate_of = k1. Erasing k1 removes that row too: no derived row names it any more, and the
+    copy, still in raw/, is no longer marked done (the next run featurizes it)."""
+    store, lake = lake_env.store, lake_env.lake
+    original, copy = lake_env.paths["Kiwi"][0], lake.uri("raw", "Kiwi", "k1-again.jpg")
+    other_original, other_copy = lake_env.paths["Banana"][1], lake.uri("raw", "Banana", "b2-again.jpg")
+    lake_env.put("raw/Kiwi/k1-again.jpg", b"jpeg bytes of Kiwi/k1.jpg")
+    key = f"features/batch={RUNS[1]}/_duplicates/part-00000.parquet"
+    _parquet(lake_env.put, key, pa.table({"path": [copy, other_copy], "duplicate_of": [original, other_original],
+                                          "sha256": ["1" * 64, "2" * 64]}))
+    lines = []
+    erase(store, select(lake, paths=["Kiwi/k1.jpg"]), confirm=True, out=lines.append)
+
+    left = pq.read_table(io.BytesIO(store.read(key)))
+    assert left.column("path").to_pylist() == [other_copy]
+    assert left.column("duplicate_of").to_pylist() == [other_original]
+    assert any(line.startswith(f"rows {lake.uri(key)}: removed 1, kept 1") for line in lines), lines
+    assert "raw/Kiwi/k1-again.jpg" in store.list("raw/"), "only the selected upload's raw object goes"
+
+
 def test_drop_pca_models_deletes_models_fitted_on_erased_images(lake_env):
     erase(lake_env.store, select(lake_env.lake, paths=["Kiwi/k1.jpg"]), confirm=True, drop_pca_models=True, out=lambda _: None)
     assert lake_env.store.list(f"pca/{RUNS[1]}/_model/") == []

@@ -4,17 +4,13 @@ from __future__ import annotations
 
 from unittest import mock
 
-import boto3
-import pytest
-from moto import mock_aws
-
 from airflow.providers.amazon.aws.links.emr import EmrClusterLink, EmrLogsLink
 
 from fruits_pipeline.emr import FruitsCreateClusterOperator
 from fruits_pipeline.job_flow import PROJECT_TAG, cluster_name
 from fruits_pipeline.orphans import run_clusters
+from moto_emr import REGION
 
-REGION = "eu-west-3"
 RUN_KEY = "2026-11-22T000000Z"
 
 
@@ -23,15 +19,6 @@ def job_flow(run_key: str) -> dict:
             "ServiceRole": "EMR_DefaultRole",
             "Instances": {"MasterInstanceType": "m5.xlarge", "InstanceCount": 1, "KeepJobFlowAliveWhenNoSteps": True},
             "Tags": [{"Key": "project", "Value": PROJECT_TAG}, {"Key": "run_key", "Value": run_key}]}
-
-
-@pytest.fixture
-def emr(monkeypatch):
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                        "AWS_DEFAULT_REGION": REGION}.items():
-        monkeypatch.setenv(name, value)
-    with mock_aws():
-        yield boto3.client("emr", region_name=REGION)
 
 
 def operator(run_key: str) -> FruitsCreateClusterOperator:

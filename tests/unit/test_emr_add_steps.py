@@ -1,13 +1,11 @@
 """Adding a run's steps is idempotent: running add_steps again on the same cluster adds nothing."""
 from __future__ import annotations
 
-import boto3
 import pytest
-from moto import mock_aws
 
 from fruits_pipeline.emr import FruitsAddStepsOperator, steps_already_added
+from moto_emr import REGION
 
-REGION = "eu-west-3"
 STEPS = [
     {"Name": f"{name} 2026-11-22T000000Z", "ActionOnFailure": "CANCEL_AND_WAIT",
      "HadoopJarStep": {"Jar": "command-runner.jar", "Args": ["spark-submit", f"{name}.py"]}}
@@ -16,18 +14,13 @@ STEPS = [
 
 
 @pytest.fixture
-def emr(monkeypatch):
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                        "AWS_DEFAULT_REGION": REGION}.items():
-        monkeypatch.setenv(name, value)
-    with mock_aws():
-        client = boto3.client("emr", region_name=REGION)
-        cluster_id = client.run_job_flow(
-            Name="fruits test", ReleaseLabel="emr-7.10.0", JobFlowRole="EMR_EC2_DefaultRole",
-            ServiceRole="EMR_DefaultRole",
-            Instances={"MasterInstanceType": "m5.xlarge", "InstanceCount": 1, "KeepJobFlowAliveWhenNoSteps": True},
-        )["JobFlowId"]
-        yield client, cluster_id
+def emr_cluster(emr):
+    cluster_id = emr.run_job_flow(
+        Name="fruits test", ReleaseLabel="emr-7.10.0", JobFlowRole="EMR_EC2_DefaultRole",
+        ServiceRole="EMR_DefaultRole",
+        Instances={"MasterInstanceType": "m5.xlarge", "InstanceCount": 1, "KeepJobFlowAliveWhenNoSteps": True},
+    )["JobFlowId"]
+    return emr, cluster_id
 
 
 def _operator(cluster_id):
@@ -35,8 +28,8 @@ def _operator(cluster_id):
                                   aws_conn_id=None, region_name=REGION)
 
 
-def test_steps_already_added_finds_this_runs_steps_in_order(emr):
-    client, cluster_id = emr
+def test_steps_already_added_finds_this_runs_steps_in_order(emr_cluster):
+    client, cluster_id = emr_cluster
     names = [step["Name"] for step in STEPS]
     assert steps_already_added(client, cluster_id, names) is None
     added = client.add_job_flow_steps(JobFlowId=cluster_id, Steps=STEPS)["StepIds"]
@@ -44,8 +37,8 @@ def test_steps_already_added_finds_this_runs_steps_in_order(emr):
     assert steps_already_added(client, cluster_id, ["reduce_pca another-run"]) is None
 
 
-def test_running_add_steps_again_returns_the_existing_steps_instead_of_adding_them(emr):
-    client, cluster_id = emr
+def test_running_add_steps_again_returns_the_existing_steps_instead_of_adding_them(emr_cluster):
+    client, cluster_id = emr_cluster
     first = client.add_job_flow_steps(JobFlowId=cluster_id, Steps=STEPS)["StepIds"]
     pushed = {}
     ti = type("TaskInstance", (), {"xcom_push": lambda self, key, value: pushed.update({key: value})})()
