@@ -31,7 +31,7 @@ from fruits_pipeline import storage
 from fruits_pipeline.lake import Lake
 from fruits_spark import images
 from fruits_spark.features import DUPLICATES_FOLDER
-from fruits_spark.common import JOB_RESULT_FILE
+from fruits_spark.common import JOB_RESULT_FILE, hadoop_name_problem
 
 log = logging.getLogger(__name__)
 
@@ -96,15 +96,17 @@ _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 def unsafe_name_reason(raw_root: str, uri: str) -> str | None:
     """Why an upload's key cannot be processed under its literal name, or None. A ``.``, ``..``, empty
     or blank segment would be resolved or dropped by the path handling of Hadoop and file systems
-    (raw/../../x.jpg read as another object); control characters break logs, globs and file systems.
-    Anything else (long names, any Unicode, in any normalisation) is processed under its literal key."""
+    (raw/../../x.jpg read as another object); control characters break logs, globs and file systems;
+    a ':' or a '%' with two hex digits Hadoop cannot read literally (common.hadoop_name_problem).
+    Anything else (long names, any Unicode, in any normalisation, other punctuation, a '%' not
+    followed by two hex digits) is processed under its literal key."""
     relative = uri[len(raw_root.rstrip("/")) + 1:]
     if _CONTROL_CHARACTERS.search(relative):
         return f"control character in the name {relative!r}"
     bad = [segment for segment in relative.split("/") if segment in (".", "..") or not segment.strip()]
     if bad:
         return f"path segment {bad[0]!r} ('.', '..', empty or blank) in {relative!r}"
-    return None
+    return hadoop_name_problem(relative)
 
 
 def check_image(uri: str, size: int, read_range, *, label: str | None, max_bytes: int,

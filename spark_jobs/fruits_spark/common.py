@@ -118,3 +118,26 @@ def canonical_uri(path: str) -> str:
     if path.startswith("/"):
         return "file://" + path
     return _FILE_URI_ONE_SLASH.sub("file:///", path)
+
+
+# Hadoop paths (every Spark file read, on S3 as on local disks) cannot hold every key literally.
+_ESCAPE_LIKE = re.compile(r"%[0-9A-Fa-f]{2}")
+
+
+def hadoop_name_problem(uri: str) -> str | None:
+    """Why Spark cannot read the object at ``uri`` (a canonical URI: its key, decoded) under that
+    name, or None. One rule for validation and the feature job:
+
+    - a ':' in the key: Hadoop refuses the path ("Relative path in absolute URI"), and the read
+      failed the whole job;
+    - '%' and two hex digits: Hadoop reads them as an escaped character, so the features would be
+      recorded under another name (50%41.jpg as 50A.jpg) and the upload never counted as done.
+    """
+    key = uri.split("://", 1)[-1]
+    if ":" in key:
+        return f"':' in {key!r}: Hadoop paths, which Spark reads through, refuse a colon in a name"
+    escape = _ESCAPE_LIKE.search(key)
+    if escape:
+        return (f"{escape.group(0)!r} in {key!r}: Hadoop paths read it as the escaped character "
+                f"{unquote(escape.group(0))!r}, so Spark would record another name")
+    return None

@@ -37,7 +37,8 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 
-from fruits_spark.common import DEFAULT_MODEL_PATH, JOB_RESULT_FILE, canonical_uri, get_logger, lost_executors
+from fruits_spark.common import (DEFAULT_MODEL_PATH, JOB_RESULT_FILE, canonical_uri, get_logger, hadoop_name_problem,
+                                 lost_executors)
 from fruits_spark.images import IMAGE_SIZE, RejectedImage, model_pixels
 from fruits_spark.io import read_bytes, write_text
 
@@ -420,6 +421,19 @@ def rejects_table(spark, rejects: list):
     return spark.createDataFrame(sorted(rejects), REJECTS_DDL)
 
 
+def split_unreadable(uris: list[str]) -> tuple[list[str], list[tuple[str, str, str]]]:
+    """Canonical URIs -> (those Spark can read under their names, rejects (uri, "unsafe_name", why)
+    for the others): common.hadoop_name_problem, the rule validation applies before the job."""
+    readable, rejects = [], []
+    for uri in uris:
+        why = hadoop_name_problem(uri)
+        if why:
+            rejects.append((uri, "unsafe_name", why))
+        else:
+            readable.append(uri)
+    return readable, rejects
+
+
 def empty_files(listed_paths: list[str], seen_paths) -> list[tuple[str, str, str]]:
     """Listed files that never reached the model (Spark's file scan silently skips zero-byte
     files), as rejects. ``listed_paths``: the listing Spark already made (``DataFrame.inputFiles()``);
@@ -466,8 +480,16 @@ def run(
     log.info("model read on the driver (%.1f MB) and broadcast in %.1f s; %d task slots, %d LiteRT thread(s) each",
              len(model) / 1e6, time.monotonic() - started, slots, threads)
 
+    # Names Spark cannot read literally are rejected unread: reading one failed the whole job.
+    unreadable = []
+    if paths is not None:
+        paths, unreadable = split_unreadable(paths)
     images = read_images(spark, images_uri, paths)
     listed = images.inputFiles()  # the listing Spark made: paths only, on the driver
+    if paths is None:
+        readable, unreadable = split_unreadable([canonical_uri(path) for path in listed])
+        if unreadable:  # the others, by name
+            images = read_images(spark, None, readable)
     duplicate_listed, duplicates = find_duplicates(spark, images)
     if duplicate_listed:
         from pyspark.sql import functions as F
@@ -484,7 +506,7 @@ def run(
          .option(f"parquet.enable.dictionary#{FEATURES_PARQUET_COLUMN}", "false").parquet(output_uri))
     finally:
         broadcast.destroy()
-    rejects = list(tally.rejects.value)
+    rejects = list(tally.rejects.value) + unreadable
     counts = {"featurized": int(tally.featurized.value), "rejected": len(rejects), "duplicates": len(duplicates)}
     if len(listed) > sum(counts.values()):  # Spark's scan skips zero-byte files
         written = [row.path for row in spark.read.parquet(output_uri).select("path").collect()]

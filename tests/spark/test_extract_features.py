@@ -359,6 +359,41 @@ def test_manifest_reads_only_listed_files_and_executors_never_open_the_model(spa
     assert "mixed bag" in set(table.label)
 
 
+# Distinct bytes each (duplicates would hide a wrong name); names every file system here accepts.
+LITERAL_NAMES = ["a b.jpg", "50%off.jpg", "a%b.jpg", "a#b.jpg", "a?b.jpg", "a+b&c=d.jpg", "é ñ.jpg", "a{1}.jpg"]
+UNREADABLE_NAMES = {"50%41.jpg": "'%41'", "a%20b.jpg": "'%20'", "12:30:05.jpg": "':'"}
+
+
+@pytest.mark.parametrize("route", ["listing", "manifest"])
+def test_every_name_is_recorded_literally_or_rejected_unread(spark, driver_model, tmp_path, route):
+    """Hadoop read 50%41.jpg as 50A.jpg (the upload then never counted as done, and erasing it missed
+    its features) and failed the whole job on a ':' in a name: those are rejected, unread, with a
+    reason; every other name is recorded as the file system spells it."""
+    folder = tmp_path / "raw" / "kiwi"
+    folder.mkdir(parents=True)
+    names = LITERAL_NAMES + list(UNREADABLE_NAMES)
+    for seed, name in enumerate(names):
+        (folder / name).write_bytes(_jpeg_bytes(seed))
+    uri = {name: f"file://{folder / name}" for name in names}  # as validation spells them (not unquoted)
+    manifest = None
+    if route == "manifest":
+        manifest = tmp_path / "manifest"
+        manifest.mkdir()
+        pd.DataFrame({"path": list(uri.values())}).to_parquet(manifest / "part-0.parquet")
+
+    output = tmp_path / "out"
+    result = features.run(spark, str(tmp_path / "raw"), str(output), manifest_uri=manifest and str(manifest),
+                          model=driver_model)
+    assert sorted(pd.read_parquet(output).path) == sorted(uri[name] for name in LITERAL_NAMES)
+    rejects = pd.read_parquet(output / "_rejects")
+    assert sorted(rejects.path) == sorted(uri[name] for name in UNREADABLE_NAMES)
+    for path, reason, detail in zip(rejects.path, rejects.reason, rejects.detail):
+        name = path.rsplit("/", 1)[1]
+        assert reason == "unsafe_name" and UNREADABLE_NAMES[name] in detail and "Hadoop" in detail
+    assert (result["read"], result["featurized"], result["rejected"]) == (len(names), len(LITERAL_NAMES),
+                                                                         len(UNREADABLE_NAMES))
+
+
 def test_empty_manifest_writes_an_empty_table(spark, lake, driver_model, tmp_path):
     manifest = tmp_path / "manifest"
     manifest.mkdir()

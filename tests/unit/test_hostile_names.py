@@ -41,7 +41,13 @@ def test_a_safe_run_id_keeps_its_name():
     ("kiwi/a.jpg", None),
     ("kiwi/" + "n" * 1000 + ".jpg", None),
     ("kiwi/" + unicodedata.normalize("NFD", "café.jpg"), None),
-    ("kiwi/50%41 (1).jpg", None),
+    ("kiwi/50%off (1).jpg", None),
+    ("kiwi/100%.jpg", None),
+    ("kiwi/a#b?c+d&e=f;g[1]{2}.jpg", None),
+    ("kiwi/50%41 (1).jpg", "'%41'"),  # Hadoop reads it as 50A (1).jpg
+    ("kiwi/a%2Fb.jpg", "'%2F'"),
+    ("kiwi/12:30:05.jpg", "':'"),  # Hadoop refuses the path
+    ("kiwi:2/a.jpg", "':'"),
     ("../../x.jpg", "'..'"),
     ("kiwi/./a.jpg", "'.'"),
     (" /a.jpg", "' '"),
@@ -60,7 +66,8 @@ def test_hostile_uploads_are_processed_literally_or_rejected_with_a_reason(tmp_p
     names = {"blank label": Path(" ", "a.jpg"), "control": Path("kiwi", "a\x01b.jpg"),
              "nfc": Path("kiwi", unicodedata.normalize("NFC", "café.jpg")),
              "nfd": Path("kiwi", unicodedata.normalize("NFD", "café.jpg")),
-             "percent": Path("kiwi", "50%41.jpg")}
+             "percent": Path("kiwi", "50%off.jpg"), "escape-like": Path("kiwi", "50%41.jpg"),
+             "colon": Path("kiwi", "12:30.jpg")}
     for relative in names.values():
         (raw / relative).parent.mkdir(parents=True, exist_ok=True)
         (raw / relative).write_bytes(image)
@@ -74,7 +81,8 @@ def test_hostile_uploads_are_processed_literally_or_rejected_with_a_reason(tmp_p
 
     rejected = {row["path"]: row for row in result.rejected}
     uri = {name: f"{lake.raw()}/{relative.as_posix()}" for name, relative in names.items()}
-    assert rejected[uri["blank label"]]["reason"] == rejected[uri["control"]]["reason"] == "unsafe_name"
+    assert {rejected[uri[name]]["reason"] for name in ("blank label", "control", "escape-like", "colon")} == {
+        "unsafe_name"}
     valid = {row["path"] for row in result.valid}
     assert {uri["nfc"], uri["nfd"], uri["percent"]} <= valid, "two normalisations are two uploads, each literal"
     assert result.listed == len(result.valid) + len(result.rejected)
