@@ -469,10 +469,6 @@ def run(
     # Rows per Arrow batch: bounds the image bytes and pixels held per task.
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(batch_size))
     slots = task_slots(spark)
-    # Files named one by one (a manifest, the files hashed for duplicates) are listed by a Spark job
-    # with, by default, one task per file up to 10,000: 4,000 tasks took 10 of a 4,000-image job's
-    # 35 s here. A few tasks per slot list them as fast, each taking its share of the names.
-    spark.conf.set("spark.sql.sources.parallelPartitionDiscovery.parallelism", str(slots * PARTITIONS_PER_SLOT))
 
     paths = manifest_paths(spark, manifest_uri) if manifest_uri else None
     if paths is not None:

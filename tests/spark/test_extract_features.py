@@ -20,9 +20,9 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from fruits_spark import features, images
-from fruits_spark.common import DEFAULT_MODEL_PATH, canonical_uri
-from phone_photos import hostile_uploads, jpeg_bytes, phone_frame, stored
+from fruits_spark import features
+from fruits_spark.common import DEFAULT_MODEL_PATH, LISTING_TASKS_PER_CORE, canonical_uri
+from phone_photos import hostile_uploads
 
 BAD_FILES = {
     # file name -> expected reason
@@ -420,7 +420,7 @@ def test_files_named_one_by_one_are_listed_in_a_few_tasks_not_one_each(spark, dr
     tasks = [tracker.getStageInfo(stage).numTasks for job in tracker.getJobIdsForGroup("listing-tasks")
              for stage in tracker.getJobInfo(job).stageIds]
     assert result["featurized"] + result["rejected"] == 60 and result["duplicates"] == 0
-    assert max(tasks) <= features.task_slots(spark) * features.PARTITIONS_PER_SLOT, tasks
+    assert max(tasks) <= spark.sparkContext.defaultParallelism * LISTING_TASKS_PER_CORE, tasks
 
 
 def test_empty_manifest_writes_an_empty_table(spark, lake, driver_model, tmp_path):
