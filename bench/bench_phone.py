@@ -111,7 +111,7 @@ def probe_folder(raw: Path, files: list[Path]) -> Path:
 
 
 def run_phone_loop(folder: str, model: str, batch_size: int, threads: int, reduced: bool) -> dict:
-    """read + model_pixels (full or reduced JPEG decode) + preprocess + predict, in this one process."""
+    """read + model_pixels (the full path, or the job's reduced one) + preprocess + predict, in this one process."""
     started, cpu = time.monotonic(), time.process_time()
     import numpy as np
 
