@@ -242,10 +242,10 @@ def _parquet_keys(store) -> list[str]:
     return keys
 
 
-# Columns naming an upload besides ``path``: a row of the feature job's ``_duplicates`` (path,
+# The column naming an upload besides ``path``: a row of the feature job's ``_duplicates`` (path,
 # duplicate_of, sha256) names the upload whose bytes it repeats. Erasing that upload erases the row:
 # the other copy, still in raw/, then counts as new and is featurized by the next run.
-PATH_COLUMNS = ("path", "duplicate_of")
+DUPLICATE_OF = "duplicate_of"
 
 
 def _filtered(data: bytes, selection: Selection) -> tuple[pa.Table, int] | None:
@@ -254,9 +254,8 @@ def _filtered(data: bytes, selection: Selection) -> tuple[pa.Table, int] | None:
     if "path" not in table.column_names:
         return None
     erase = selection.mask(table.column("path"))
-    for column in PATH_COLUMNS[1:]:
-        if column in table.column_names:
-            erase = pc.or_(erase, selection.mask(table.column(column)))
+    if DUPLICATE_OF in table.column_names:
+        erase = pc.or_(erase, selection.mask(table.column(DUPLICATE_OF)))
     removed = pc.sum(erase).as_py() or 0
     return table.filter(pc.invert(erase)), removed
 
