@@ -481,7 +481,6 @@ def run(
              len(model) / 1e6, time.monotonic() - started, slots, threads)
 
     # Names Spark cannot read literally are rejected unread: reading one failed the whole job.
-    unreadable = []
     if paths is not None:
         paths, unreadable = split_unreadable(paths)
     images = read_images(spark, images_uri, paths)
