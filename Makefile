@@ -44,7 +44,7 @@ bench: install
 # Regenerate the shipped model (spark_jobs/models/*.tflite + .provenance.json) from Keras' MobileNetV2:
 # FRUITS_WEIGHTS=/path/to/x.weights.h5, else Keras' ImageNet weights; refused unless equal to Keras.
 model: install
-	$(BIN)/python -m fruits_pipeline.model_conversion $(MODEL_ARGS)
+	$(BIN)/python -m fruits_spark.model_conversion $(MODEL_ARGS)
 
 # dist/code: what the DAG stages to code/<version>/, with dist/wheelhouse (the nodes' wheels for x86_64
 # and aarch64, downloaded once; EMR nodes install from it with --no-index). FRUITS_WHEELHOUSE defaults to it.
@@ -65,7 +65,7 @@ classify: install
 	@test "$(origin IMAGES)" = "command line" || { echo "make classify: give IMAGES=, one or more image files: make classify IMAGES=photo.jpg [MODEL=...]" >&2; exit 2; }
 	@model="$(MODEL)"; \
 	if [ -z "$$model" ]; then \
-	  model=$$($(BIN)/python -c 'import sys; from fruits_pipeline.lake import Lake; from fruits_pipeline.report import latest_classifier_output as latest; found = latest(Lake(sys.argv[1]), None); print(found["classifier_uri"] if found else "")' "file://$(abspath $(LAKE))"); \
+	  model=$$($(BIN)/python -c 'import sys; from fruits_contract.lake import Lake; from fruits_pipeline.report import latest_classifier_output as latest; found = latest(Lake(sys.argv[1]), None); print(found["classifier_uri"] if found else "")' "file://$(abspath $(LAKE))"); \
 	  test -n "$$model" || { echo "make classify: no MODEL= and no run of the lake $(LAKE) trained a classifier: run make demo first" >&2; exit 2; }; \
 	fi; \
 	$(BIN)/python -m fruits_spark.classify --model "$$model" $(IMAGES)

@@ -34,7 +34,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "spark_jobs"))
 
-from fruits_spark.common import DEFAULT_MODEL_PATH  # noqa: E402
+from fruits_contract.model import SHIPPED_MODEL_PATH  # noqa: E402
 
 BENCH_IMAGES = 4000  # the sample has 2,714: stage_images replicates it up to this
 # Steady state starts after each process's first images: in the job's first ~10 s the JVM compiles
@@ -48,7 +48,7 @@ def parse_args(argv=None):
     parser.add_argument("--scale", type=int, default=BENCH_IMAGES, help="replicate the images to this many (in a temp dir)")
     parser.add_argument("--weights", default=os.environ.get("FRUITS_WEIGHTS"),
                         help="the model's source .weights.h5, for the TensorFlow baseline")
-    parser.add_argument("--model", default=str(DEFAULT_MODEL_PATH), help="TFLite flatbuffer the job and LiteRT run")
+    parser.add_argument("--model", default=str(SHIPPED_MODEL_PATH), help="TFLite flatbuffer the job and LiteRT run")
     parser.add_argument("--master", default="local[2]", help="Spark master of the job (the DAG's local default)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--litert-threads", type=int, default=2, help="threads of the LiteRT baseline's interpreter")

@@ -42,7 +42,7 @@ sys.path.insert(0, str(REPO / "spark_jobs"))
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "bench"))
 
-from fruits_spark.common import DEFAULT_MODEL_PATH  # noqa: E402
+from fruits_contract.model import SHIPPED_MODEL_PATH  # noqa: E402
 
 PHONE_SET_COUNT = 400
 # Kinds in turn: 1/2 JPEG, 1/4 JPEG stored sideways (EXIF 6), 1/8 HEIC, 1/8 WebP.
@@ -59,7 +59,7 @@ def parse_args(argv=None):
     parser.add_argument("--count", type=int, default=PHONE_SET_COUNT, help="phone-style uploads to make")
     parser.add_argument("--kinds", default=",".join(dict.fromkeys(MIX)),
                         help="the kinds of upload to make, taken in MIX's proportions (e.g. jpeg,jpeg_sideways)")
-    parser.add_argument("--model", default=str(DEFAULT_MODEL_PATH))
+    parser.add_argument("--model", default=str(SHIPPED_MODEL_PATH))
     parser.add_argument("--master", default="local[2]")
     parser.add_argument("--batch-size", type=int, default=16, help="rows per Arrow batch (12 MP uploads: 2-6 MB each)")
     parser.add_argument("--naive-threads", type=int, default=2, help="LiteRT threads of the naive process")
@@ -144,7 +144,7 @@ def measure_validation(lake_root: Path, files: list[Path]) -> dict:
     """CPU seconds and bytes read per upload: header-only validate_uploads (this process, through the
     storage layer) and today's check on the JPEG uploads."""
     from fruits_pipeline import storage
-    from fruits_pipeline.lake import Lake
+    from fruits_contract.lake import Lake
     from fruits_pipeline.validation import validate_uploads
 
     read = {"bytes": 0}

@@ -22,15 +22,13 @@ try:
 except ImportError:
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from fruits_spark.common import JOB_RESULT_FILE, get_logger, run_job  # noqa: E402
+from fruits_contract.lake import (JOB_RESULT_FILE, PCA_MODEL_FOLDER, PCA_PREVIEW_FOLDER, PCA_REPORT_FILE,  # noqa: E402
+                                  REDUCE_PCA, join_uri)
+from fruits_spark.common import get_logger, run_job  # noqa: E402
 from fruits_spark.io import write_text  # noqa: E402
 from fruits_spark.pca import PcaInputError, feature_batches, fit_pca, preview, read_features  # noqa: E402
 
-JOB = "reduce_pca"
-REPORT_NAME = "_pca_report.json"
-MODEL_NAME = "_model"
-PREVIEW_NAME = "_preview"  # label, pc1, pc2 of at most 2,000 images, for the run's picture
-RESULT_NAME = JOB_RESULT_FILE
+JOB = REDUCE_PCA
 
 
 def _fraction(text: str) -> float:
@@ -57,10 +55,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def output_uri(base: str, name: str) -> str:
-    return base.rstrip("/") + "/" + name
-
-
 def run(spark, features: str, output: str, k: int | None = None, variance: float | None = None, logger=None) -> dict:
     """Fit, write Parquet + model + report + job result under ``output``; return the job result."""
     logger = logger or get_logger(JOB)
@@ -76,11 +70,11 @@ def run(spark, features: str, output: str, k: int | None = None, variance: float
                        report["max_k"], report["k"])
     # The Parquet write replaces the whole output folder, so it goes first.
     result.reduced.write.mode("overwrite").parquet(output)
-    result.model.write().overwrite().save(output_uri(output, MODEL_NAME))
-    preview(spark.read.parquet(output)).coalesce(1).write.mode("overwrite").parquet(output_uri(output, PREVIEW_NAME))
+    result.model.write().overwrite().save(join_uri(output, PCA_MODEL_FOLDER))
+    preview(spark.read.parquet(output)).coalesce(1).write.mode("overwrite").parquet(join_uri(output, PCA_PREVIEW_FOLDER))
     report = {**report, "features_uri": features, "output_uri": output, "batches_read": len(batches.committed),
               "partial_batches_ignored": list(batches.partial)}
-    write_text(spark, output_uri(output, REPORT_NAME), json.dumps(report, indent=2) + "\n")
+    write_text(spark, join_uri(output, PCA_REPORT_FILE), json.dumps(report, indent=2) + "\n")
     job_result = {
         "job": JOB,
         "n_images": report["n_images"],
@@ -89,7 +83,7 @@ def run(spark, features: str, output: str, k: int | None = None, variance: float
         "partial_batches_ignored": report["partial_batches_ignored"],
         "seconds": round(time.monotonic() - started, 1),
     }
-    write_text(spark, output_uri(output, RESULT_NAME), json.dumps(job_result) + "\n")
+    write_text(spark, join_uri(output, JOB_RESULT_FILE), json.dumps(job_result) + "\n")
     logger.info("reduced %d images from %d to %d dims keeping %.4f of the variance -> %s",
                 report["n_images"], report["input_dim"], report["k"], report["cumulative"], output)
     return job_result

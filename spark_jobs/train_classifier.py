@@ -27,19 +27,15 @@ except ImportError:
 from fruits_spark.classifier import (  # noqa: E402
     ClassifierInputError, NotEnoughImages, pca_mean_and_components, read_pca_output, train,
 )
-from fruits_spark.classify import EXPORT_DIR, write_export  # noqa: E402
-from fruits_spark.common import JOB_RESULT_FILE, get_logger, run_job  # noqa: E402
+from fruits_spark.classify import write_export  # noqa: E402
+from fruits_contract.lake import (CLASSIFIER_EXPORT_FOLDER, CLASSIFIER_FIGURES_FILE,  # noqa: E402
+                                  CLASSIFIER_HELD_OUT_FOLDER, CLASSIFIER_LABELS_FILE, CLASSIFIER_MODEL_FOLDER,
+                                  JOB_RESULT_FILE, PCA_MODEL_FOLDER, PCA_REPORT_FILE, TRAIN_CLASSIFIER, join_uri)
+from fruits_spark.common import get_logger, run_job  # noqa: E402
 from fruits_spark.features import IMAGE_SIZE  # noqa: E402
 from fruits_spark.io import copy_from_local, delete_tree, read_bytes, write_text  # noqa: E402
 
-JOB = "train_classifier"
-MODEL_NAME = "model"
-LABELS_NAME = "labels.json"
-FIGURES_NAME = "figures.json"
-HELD_OUT_NAME = "held_out"
-RESULT_NAME = JOB_RESULT_FILE
-PCA_MODEL_NAME = "_model"  # reduce_pca.py's names for its model and report
-PCA_REPORT_NAME = "_pca_report.json"
+JOB = TRAIN_CLASSIFIER
 # What decode_image and preprocess do (fruits_spark.features): recorded so that a reader of the export
 # knows how its features were made; the classify command calls those functions themselves.
 DECODE_SETTINGS = {
@@ -59,14 +55,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def output_uri(base: str, name: str) -> str:
-    return base.rstrip("/") + "/" + name
-
-
 def feature_model(spark, pca_uri: str) -> dict:
     """Which feature model made the features the PCA was fitted on: the feature job's ``model``
     column (``<family>/tflite-sha256-<first 16 hex digits>``), read through the PCA report's features_uri."""
-    report = json.loads(read_bytes(spark, output_uri(pca_uri, PCA_REPORT_NAME)))
+    report = json.loads(read_bytes(spark, join_uri(pca_uri, PCA_REPORT_FILE)))
     names = sorted(row["model"] for row in spark.read.parquet(report["features_uri"]).select("model").distinct()
                    .collect() if row["model"])
     if len(names) != 1:
@@ -87,15 +79,15 @@ def run(spark, pca: str, output: str, logger=None) -> dict:
         # Not a failure: a young lake has too few labelled images; the run reports why and goes on.
         delete_tree(spark, output)  # no classifier of an earlier attempt may pass for this run's
         job_result = {"job": JOB, "trained": False, "reason": str(why), "seconds": round(time.monotonic() - started, 1)}
-        write_text(spark, output_uri(output, RESULT_NAME), json.dumps(job_result) + "\n")
+        write_text(spark, join_uri(output, JOB_RESULT_FILE), json.dumps(job_result) + "\n")
         logger.warning("no classifier trained: %s", why)
         return job_result
-    mean, components = pca_mean_and_components(PipelineModel.load(output_uri(pca, PCA_MODEL_NAME)))
+    mean, components = pca_mean_and_components(PipelineModel.load(join_uri(pca, PCA_MODEL_FOLDER)))
     # The held-out Parquet write replaces its folder; the model and small files go beside it.
-    trained.held_out.write.mode("overwrite").parquet(output_uri(output, HELD_OUT_NAME))
-    trained.model.write().overwrite().save(output_uri(output, MODEL_NAME))
-    write_text(spark, output_uri(output, LABELS_NAME), json.dumps(trained.labels) + "\n")
-    write_text(spark, output_uri(output, FIGURES_NAME), json.dumps(trained.figures, indent=2) + "\n")
+    trained.held_out.write.mode("overwrite").parquet(join_uri(output, CLASSIFIER_HELD_OUT_FOLDER))
+    trained.model.write().overwrite().save(join_uri(output, CLASSIFIER_MODEL_FOLDER))
+    write_text(spark, join_uri(output, CLASSIFIER_LABELS_FILE), json.dumps(trained.labels) + "\n")
+    write_text(spark, join_uri(output, CLASSIFIER_FIGURES_FILE), json.dumps(trained.figures, indent=2) + "\n")
     metadata = {"labels": trained.labels, "k": trained.k, "input_dim": int(mean.shape[0]), "pca_uri": pca,
                 "feature_model": feature_model(spark, pca), "decode": DECODE_SETTINGS, "figures": trained.figures}
     arrays = {"pca_mean": mean, "pca_components": components[:, : trained.k],
@@ -103,12 +95,12 @@ def run(spark, pca: str, output: str, logger=None) -> dict:
               "intercepts": trained.model.interceptVector.toArray()}
     with tempfile.TemporaryDirectory(prefix="fruits-export-") as tmp:
         for file in write_export(Path(tmp), metadata, arrays):
-            copy_from_local(spark, file, output_uri(output, f"{EXPORT_DIR}/{file.name}"))
+            copy_from_local(spark, file, join_uri(output, CLASSIFIER_EXPORT_FOLDER, file.name))
     figures = trained.figures
     job_result = {"job": JOB, "trained": True, "k": trained.k, "labels": len(trained.labels), "n_train": figures["n_train"],
                   "n_test": figures["n_test"], "accuracy": figures["accuracy"], "macro_f1": figures["macro_f1"],
                   "seconds": round(time.monotonic() - started, 1)}
-    write_text(spark, output_uri(output, RESULT_NAME), json.dumps(job_result) + "\n")
+    write_text(spark, join_uri(output, JOB_RESULT_FILE), json.dumps(job_result) + "\n")
     logger.info("classifier on %d labels, k=%d: held-out accuracy %.4f, macro F1 %.4f on %d images -> %s",
                 len(trained.labels), trained.k, figures["accuracy"], figures["macro_f1"], figures["n_test"], output)
     return job_result

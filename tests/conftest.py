@@ -88,7 +88,8 @@ def host_wheelhouse(tmp_path_factory) -> Path:
     """The bootstrap's wheels for this machine's architecture: `make package`'s dist/wheelhouse when it
     has them, else downloaded once for the session (pip's own cache makes that quick after the first time).
     Used by tests/unit/test_code_package.py and tests/cluster's node_python."""
-    from fruits_pipeline.code_package import bootstrap_pins, build_wheelhouse, missing_wheels
+    from fruits_pipeline.code_package import build_wheelhouse
+    from fruits_pipeline.job_code import bootstrap_pins, missing_wheels
 
     repo_root = Path(__file__).resolve().parents[1]
     jobs_dir = repo_root / "spark_jobs"

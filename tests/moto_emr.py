@@ -40,7 +40,7 @@ def moto_server(verbose: bool = True):
 
 def write_fake_wheelhouse(folder: Path) -> Path:
     """A wheel file name per bootstrap pin and architecture: what staging the code for EMR checks and ships."""
-    from fruits_pipeline.code_package import ARCHITECTURES, bootstrap_pins
+    from fruits_pipeline.job_code import ARCHITECTURES, bootstrap_pins
     from fruits_pipeline.settings import REPO_ROOT
 
     folder.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from fruits_pipeline.lake import Lake
+from fruits_contract.lake import Lake
 
 DERIVED_ROOTS = ("manifests", "features", "pca", "classifier")
 

@@ -1,72 +1,28 @@
-"""What an EMR cluster needs to run the jobs, with a content-hash version.
-
-``build_code_package(jobs_dir, out_dir) -> CodePackage`` writes into ``out_dir``:
-
-    extract_features.py                 entry script of step 1
-    reduce_pca.py                       entry script of step 2
-    train_classifier.py                 entry script of step 3
-    fruits_spark.zip                    the jobs' shared library, for ``spark-submit --py-files``
-    bootstrap/install_python_deps.sh    EMR bootstrap action (pinned Python packages)
-    wheelhouse/*.whl                    when a wheelhouse is given: the bootstrap's pins and their
-                                        dependencies for manylinux x86_64 and aarch64, cp311, so
-                                        that nodes install with ``pip --no-index`` (no internet)
-
-``CodePackage.version`` is the first 12 hex digits of a sha256 over those names and
-contents. The zip is deterministic (sorted entries, fixed timestamps and modes), so the
-version changes exactly when the code does: the DAG uploads ``files`` to
-``code/<version>/<name>`` (``Lake.code(version)``) only when that prefix is missing, and
-every run records which code it ran. ``CodePackage.files`` maps each name (the key
-under ``code/<version>/``) to its local path.
+"""The packager (``make package``): fills the wheelhouse EMR nodes install from, then builds the job code.
 
 ``build_wheelhouse(dest)`` fills a wheelhouse with ``pip download --platform ... --only-binary=:all:``:
 the bootstrap's PINNED list (the single source of the nodes' packages), their dependencies at the
 versions of ``requirements.lock`` (given as constraints), for every architecture in ARCHITECTURES.
 
-``python -m fruits_pipeline.code_package OUT_DIR [--wheelhouse DIR]`` (``make package``) builds the
-wheelhouse in DIR when it is not complete, then the package, and prints the version. Pure standard
-library: no pyspark, TensorFlow or Airflow import.
+``python -m fruits_pipeline.code_package OUT_DIR [--wheelhouse DIR]`` builds the wheelhouse in DIR when
+it is not complete, then the package (``fruits_pipeline.job_code``), and prints the version. A
+development tool: the DAG's tasks never import it.
 """
 from __future__ import annotations
 
-import hashlib
-import io
-import os
-import re
-import shutil
 import subprocess
 import sys
-import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
-LIBRARY = "fruits_spark"
-LIBRARY_ZIP = f"{LIBRARY}.zip"
-ENTRY_SCRIPTS = ("extract_features.py", "reduce_pca.py", "train_classifier.py")
-BOOTSTRAP_SCRIPT = "bootstrap/install_python_deps.sh"
-WHEELHOUSE = "wheelhouse"
-VERSION_LENGTH = 12
+from fruits_contract.lake import WHEELHOUSE
+from fruits_pipeline.job_code import (ARCHITECTURES, CodePackageError, bootstrap_pins, build_code_package,
+                                      default_jobs_dir, missing_wheels)
+
 # EMR 7 nodes: x86_64 (m5, c5, r5) and Graviton (m6g, m7g, c7g, r7g); Amazon Linux 2023 has glibc 2.34,
 # so any manylinux_2_17..2_34 wheel runs there. pip does not widen a --platform tag to older glibc
 # versions itself, hence one --platform per version.
-ARCHITECTURES = ("x86_64", "aarch64")
 GLIBC_MINORS = range(17, 35)
 NODE_PYTHON = "3.11"
-# The earliest time a zip entry can carry; any fixed value keeps the archive's bytes stable.
-_ZIP_TIMESTAMP = (1980, 1, 1, 0, 0, 0)
-
-
-class CodePackageError(RuntimeError):
-    """A file the cluster needs is missing; the message names it."""
-
-
-def bootstrap_pins(jobs_dir: Path) -> list[str]:
-    """``name==version`` of the bootstrap's PINNED list: the one place the nodes' packages are named."""
-    script = Path(jobs_dir) / BOOTSTRAP_SCRIPT
-    block = re.search(r"^PINNED=\((.*?)\)", script.read_text(), re.S | re.M)
-    pins = re.findall(r'"([A-Za-z0-9_.-]+==[^"]+)"', block.group(1)) if block else []
-    if not pins:
-        raise CodePackageError(f"{script} has no PINNED=(\"name==version\" ...) list")
-    return pins
 
 
 def wheel_platforms(arch: str) -> list[str]:
@@ -84,30 +40,6 @@ def pip_download_command(pins: list[str], dest: Path, arch: str, constraints: Pa
     # backports-strenum 1.3.1 (locked, a dependency of ai-edge-litert) declares Requires-Python <3.11
     # although it works there (this venv runs it); the bootstrap installs with the same flag.
     return [*command, "--ignore-requires-python", *pins]
-
-
-def _normalized(project: str) -> str:
-    """A project name as PEP 503 compares them (wheel file names spell ai-edge-litert ai_edge_litert)."""
-    return re.sub(r"[-_.]+", "-", project).lower()
-
-
-def _wheel_name(path: Path) -> tuple[str, str, str]:
-    """(normalized project, version, platform tag) of a wheel file name."""
-    parts = path.name[:-len(".whl")].split("-")
-    return _normalized(parts[0]), parts[1], parts[-1]
-
-
-def missing_wheels(wheelhouse: Path, pins: list[str], architectures=ARCHITECTURES) -> list[str]:
-    """``pin (arch)`` for each pin that has no wheel for that architecture in ``wheelhouse``."""
-    wheels = [_wheel_name(p) for p in Path(wheelhouse).glob("*.whl")] if Path(wheelhouse).is_dir() else []
-    missing = []
-    for pin in pins:
-        name, version = pin.split("==")
-        name = _normalized(name)
-        for arch in architectures:
-            if not any(n == name and v == version and (tag == "any" or tag.endswith(arch)) for n, v, tag in wheels):
-                missing.append(f"{pin} ({arch})")
-    return missing
 
 
 def build_wheelhouse(dest: Path, jobs_dir: Path | None = None, *, architectures=ARCHITECTURES,
@@ -135,106 +67,6 @@ def build_wheelhouse(dest: Path, jobs_dir: Path | None = None, *, architectures=
     if missing:
         raise CodePackageError(f"wheelhouse {dest} lacks wheels for: {', '.join(missing)}")
     return sorted(dest.glob("*.whl"))
-
-
-@dataclass(frozen=True)
-class CodePackage:
-    version: str
-    files: dict[str, Path]  # name under code/<version>/ -> local path
-
-    def keys(self, prefix: str) -> dict[str, Path]:
-        """``{prefix/name: local path}``, e.g. with prefix ``Lake.code(version)``."""
-        return {f"{prefix.rstrip('/')}/{name}": path for name, path in self.files.items()}
-
-
-def library_zip_bytes(jobs_dir: Path) -> bytes:
-    """``fruits_spark/*.py`` as a zip whose bytes depend only on the sources."""
-    package_dir = Path(jobs_dir) / LIBRARY
-    if not (package_dir / "__init__.py").is_file():
-        raise CodePackageError(f"{package_dir}/__init__.py not found: {jobs_dir} does not hold the {LIBRARY} library")
-    sources = sorted(path for path in package_dir.rglob("*.py") if "__pycache__" not in path.parts)
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for source in sources:
-            entry = zipfile.ZipInfo(source.relative_to(jobs_dir).as_posix(), date_time=_ZIP_TIMESTAMP)
-            entry.compress_type = zipfile.ZIP_DEFLATED
-            entry.external_attr = 0o644 << 16
-            entry.create_system = 3  # unix, whatever system builds it
-            archive.writestr(entry, source.read_bytes())
-    return buffer.getvalue()
-
-
-def package_contents(jobs_dir: Path) -> dict[str, bytes]:
-    jobs_dir = Path(jobs_dir)
-    contents = {}
-    for name in (*ENTRY_SCRIPTS, BOOTSTRAP_SCRIPT):
-        source = jobs_dir / name
-        if not source.is_file():
-            raise CodePackageError(f"{source} not found: the code package needs it")
-        contents[name] = source.read_bytes()
-    contents[LIBRARY_ZIP] = library_zip_bytes(jobs_dir)
-    return contents
-
-
-def _file_digest(path: Path) -> bytes:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as source:
-        for block in iter(lambda: source.read(1 << 20), b""):
-            digest.update(block)
-    return digest.digest()
-
-
-def content_version(contents: dict[str, bytes], wheels: dict[str, Path] | None = None) -> str:
-    digests = {name: hashlib.sha256(data).digest() for name, data in contents.items()}
-    digests |= {name: _file_digest(path) for name, path in (wheels or {}).items()}
-    digest = hashlib.sha256()
-    for name in sorted(digests):
-        digest.update(name.encode() + b"\0" + digests[name])
-    return digest.hexdigest()[:VERSION_LENGTH]
-
-
-def build_code_package(jobs_dir: Path, out_dir: Path, wheelhouse: Path | None = None) -> CodePackage:
-    """Write the package into ``out_dir`` (its files are replaced) and return its version.
-
-    With ``wheelhouse``, its wheels go to ``wheelhouse/`` and count in the version; it must hold
-    a wheel of every bootstrap pin for every architecture (EMR nodes have no package index)."""
-    contents = package_contents(jobs_dir)
-    wheels = {}
-    if wheelhouse is not None:
-        missing = missing_wheels(Path(wheelhouse), bootstrap_pins(jobs_dir))
-        if missing:
-            raise CodePackageError(
-                f"wheelhouse {wheelhouse} (FRUITS_WHEELHOUSE) lacks wheels for {', '.join(missing)}: "
-                "run `make package` on a machine that reaches the package index; EMR nodes install from it only")
-        wheels = {f"{WHEELHOUSE}/{path.name}": path for path in sorted(Path(wheelhouse).glob("*.whl"))}
-    out_dir = Path(out_dir)
-    for stale in (out_dir / WHEELHOUSE).glob("*.whl"):  # from an earlier build into the same folder
-        if f"{WHEELHOUSE}/{stale.name}" not in wheels:
-            stale.unlink()
-    files = {}
-    for name, data in sorted(contents.items()):
-        target = out_dir / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
-        if name == BOOTSTRAP_SCRIPT:
-            target.chmod(0o755)
-        files[name] = target
-    for name, source in wheels.items():
-        target = out_dir / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if target.resolve() != source.resolve():
-            shutil.copyfile(source, target)
-        files[name] = target
-    return CodePackage(version=content_version(contents, wheels), files=files)
-
-
-def default_jobs_dir() -> Path:
-    """``Settings().jobs_dir`` (FRUITS_JOBS_DIR or the checkout's spark_jobs/); packaging needs no lake."""
-    from fruits_pipeline.settings import Settings
-
-    env = dict(os.environ)
-    env.setdefault("FRUITS_LAKE_URI", "file:///packaging-needs-no-lake")
-    return Settings.from_env(env).jobs_dir
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from fruits_pipeline.cost import estimate_cluster_cost, load_price_table
+from fruits_pipeline.cost import (CLASSIFIER_FITS, FULL_DATASET_LABELS, classifier_step_seconds, estimate_cluster_cost,
+                                  load_price_table)
 from fruits_pipeline.settings import DEFAULT_PRICE_TABLE, REPO_ROOT
 
 DEFAULT_BENCH = REPO_ROOT / "bench" / "results" / "latest.json"
@@ -25,13 +26,6 @@ TYPICAL_DAY_IMAGES = 5_000  # assumption: a few thousand uploads a day from the 
 CLUSTER_STARTUP_SECONDS = 8 * 60  # provisioning + bootstrap, billed, before step 1 starts
 STEP_OVERHEAD_SECONDS = 60  # per step: YARN application start, model broadcast, Parquet commit
 PCA_STEP_SECONDS = 3 * 60  # fitting 1280-d PCA on ~150k rows is minutes, not hours, at any shape
-# train_classifier retrains on every featurized image, in one task for determinism (docs/classifier.md), so
-# its time grows with the lake, not with the day, and not faster on a bigger cluster. Measured: one fit
-# (k=100, 10 labels) took 10.7 s more for 108,560 images than for 27,140, i.e. ~7,600 images/s, and an
-# L-BFGS iteration costs in proportion to images x labels.
-CLASSIFIER_IMAGE_LABELS_PER_SECOND = 76_000
-CLASSIFIER_FITS = 6  # the run's k and up to 5 other numbers of components (accuracy by k)
-FULL_DATASET_LABELS = 131  # Fruits-360 as published (Mureşan & Oltean, 2020); more labels since
 STEPS = 3
 # (instance type, core node count): from the default (2 x m5.xlarge) up to a backfill cluster.
 SHAPES = (
@@ -92,18 +86,13 @@ def project(bench: dict, prices: dict, *, images: int, workload: str, instance_t
     cores = int(prices["instances"][instance_type]["vcpu"]) * core_nodes
     rate = images_per_second_per_core(bench) * cores
     seconds = (CLUSTER_STARTUP_SECONDS + STEPS * STEP_OVERHEAD_SECONDS + images / rate + PCA_STEP_SECONDS
-               + classifier_step_seconds())
+               + classifier_step_seconds(FULL_DATASET_IMAGES))
     estimate = estimate_cluster_cost(
         prices, instance_type=instance_type, core_instance_count=core_nodes, use_spot=spot,
         seconds=seconds,
     )
     return Projection(workload, images, instance_type, core_nodes, cores, spot, rate, seconds,
                       estimate["amount"], estimate["currency"])
-
-
-def classifier_step_seconds(lake_images: int = FULL_DATASET_IMAGES, labels: int = FULL_DATASET_LABELS) -> float:
-    """The classifier step: CLASSIFIER_FITS fits over every featurized image of the lake, in one task."""
-    return CLASSIFIER_FITS * lake_images * labels / CLASSIFIER_IMAGE_LABELS_PER_SECOND
 
 
 def project_all(bench: dict, prices: dict, *, daily_images: int) -> list[Projection]:
@@ -151,7 +140,7 @@ def render_markdown(rows: list[Projection], bench: dict, prices: dict, *, daily_
         f"typical day of {daily_images:,} new uploads (an assumption; pass `--daily-images N`).",
         f"- Each run pays {CLUSTER_STARTUP_SECONDS // 60} min of cluster startup (provisioning and bootstrap, billed), "
         f"{STEP_OVERHEAD_SECONDS} s overhead per step ({STEPS} steps), {PCA_STEP_SECONDS // 60} min for the PCA step, "
-        f"and {_duration(classifier_step_seconds())} for the classifier step: it retrains on every image of the lake "
+        f"and {_duration(classifier_step_seconds(FULL_DATASET_IMAGES))} for the classifier step: it retrains on every image of the lake "
         f"(here the full set, {FULL_DATASET_LABELS} labels) {CLASSIFIER_FITS} times (accuracy by number of "
         "components) in one task, so that it is deterministic; measured ~7,600 images/s per fit at 10 labels, "
         "time proportional to images x labels.",

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fruits_pipeline.settings import REPO_ROOT, SHIPPED_MODEL
-from fruits_spark.images import PHOTO_SUFFIXES
+from fruits_contract.headers import PHOTO_SUFFIXES
 
 DAG_ID = "fruits_pipeline"
 # A few labels of Fruits-360 (CC BY-SA 4.0, Mihai Oltean), about 0.7 MB: see demo_data/ATTRIBUTION.md.

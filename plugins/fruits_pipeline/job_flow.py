@@ -1,7 +1,7 @@
 """The EMR job flow (RunJobFlow request) of one run, built by one pure function."""
 from __future__ import annotations
 
-from fruits_pipeline.code_package import BOOTSTRAP_SCRIPT, WHEELHOUSE  # the bootstrap installs from code/<v>/wheelhouse
+from fruits_contract.lake import BOOTSTRAP_SCRIPT, WHEELHOUSE  # the bootstrap installs from code/<v>/wheelhouse
 from fruits_pipeline.params import RunParams
 from fruits_pipeline.settings import Settings
 

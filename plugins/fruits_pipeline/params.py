@@ -12,10 +12,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from fruits_contract.model import FEATURE_DIM
 from fruits_pipeline.settings import DEFAULT_PRICE_TABLE
 
 MAX_CORE_INSTANCES = 20
-FEATURE_DIM = 1280  # MobileNetV2's pooled output: the most components a PCA can keep
 EMR_ONLY = "EMR runs only: this deployment runs Spark locally (FRUITS_COMPUTE=local) and ignores it. "
 
 

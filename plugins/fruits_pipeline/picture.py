@@ -5,7 +5,7 @@ confusion matrix stops being readable beyond a few dozen labels, this panel does
 
 Drawn on the Airflow worker from what the PCA job writes for it (DESIGN.md, "PCA job"):
 ``pca/<run_key>/_pca_report.json`` and the small preview ``pca/<run_key>/_preview/`` (Parquet:
-label, pc1, pc2; at most PREVIEW_MAX_ROWS rows, a deterministic sample). The full PCA output is
+label, pc1, pc2; at most PCA_PREVIEW_MAX_ROWS rows, a deterministic sample). The full PCA output is
 never read here. Lake I/O goes through Airflow's object storage, so ``s3://`` and ``file://`` lakes
 are one code path; matplotlib's Agg backend needs no display.
 """
@@ -15,24 +15,17 @@ import io
 
 import numpy as np
 
-from fruits_pipeline.lake import Lake
+from fruits_contract.lake import PCA_PREVIEW_COLUMNS, PCA_PREVIEW_MAX_ROWS, Lake
 
 MAX_BARS = 50  # beyond that the bars are a grey smear; the cumulative line tells the rest
-PREVIEW_DIR = "_preview"
-PREVIEW_COLUMNS = ("label", "pc1", "pc2")
-PREVIEW_MAX_ROWS = 2_000  # the PCA job's promise; more is not read
 
 
 class PictureError(RuntimeError):
     """The picture cannot be drawn; the message says which input is missing or wrong."""
 
 
-def preview_uri(lake: Lake, run_key: str) -> str:
-    return f"{lake.pca(run_key)}/{PREVIEW_DIR}"
-
-
 def load_preview(uri: str, conn_id: str | None = None) -> tuple[np.ndarray, list[str]]:
-    """(points [n, 2], labels) from the preview Parquet folder at ``uri``, at most PREVIEW_MAX_ROWS rows."""
+    """(points [n, 2], labels) from the preview Parquet folder at ``uri``, at most PCA_PREVIEW_MAX_ROWS rows."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -45,14 +38,14 @@ def load_preview(uri: str, conn_id: str | None = None) -> tuple[np.ndarray, list
     for file in files:
         with storage.lake_path(file, conn_id).open("rb") as handle:
             table = pq.read_table(handle)
-        missing = [c for c in PREVIEW_COLUMNS if c not in table.column_names]
+        missing = [c for c in PCA_PREVIEW_COLUMNS if c not in table.column_names]
         if missing:
             raise PictureError(f"preview {file} has no column(s) {missing} (found {table.column_names})")
-        tables.append(table.select(list(PREVIEW_COLUMNS)))
+        tables.append(table.select(list(PCA_PREVIEW_COLUMNS)))
         rows += table.num_rows
-        if rows >= PREVIEW_MAX_ROWS:
+        if rows >= PCA_PREVIEW_MAX_ROWS:
             break
-    table = pa.concat_tables(tables, promote_options="permissive").slice(0, PREVIEW_MAX_ROWS)
+    table = pa.concat_tables(tables, promote_options="permissive").slice(0, PCA_PREVIEW_MAX_ROWS)
     labels = ["" if v is None else str(v) for v in table.column("label").to_pylist()]
     points = np.array([[0.0 if x is None else float(x) for x in pair]
                        for pair in zip(table.column("pc1").to_pylist(), table.column("pc2").to_pylist())],
@@ -143,7 +136,7 @@ def write_run_picture(lake: Lake, run_key: str, conn_id: str | None = None, *,
             raise PictureError(f"no PCA report at {lake.pca_report(run_key)}")
     if not pca_report.get("explained_variance_ratio"):
         raise PictureError(f"PCA report of run {run_key} has no explained_variance_ratio")
-    points, labels = load_preview(preview_uri(lake, run_key), conn_id)
+    points, labels = load_preview(lake.pca_preview(run_key), conn_id)
     png = render_run_picture(pca_report, points, labels, title=f"Fruits pipeline run {run_key}",
                              n_images=pca_report.get("n_images"), classifier_figures=classifier_figures)
     uri = lake.report_picture(run_key)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from fruits_pipeline.lake import Lake
+from fruits_contract.lake import Lake
 from fruits_pipeline.routes import ROUTE_TITLES
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ import os
 import re
 from urllib.parse import quote, urlencode, urlparse
 
-from fruits_pipeline.lake import Lake, run_key_for
+from fruits_contract.lake import Lake, run_key_for
 from fruits_pipeline.routes import ROUTE_TITLES
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fruits_pipeline.lake import Lake
+from fruits_contract.lake import Lake
+from fruits_contract.model import SHIPPED_MODEL_PATH
 
 # Commercial AWS regions inside the European Union (GDPR: the data never leaves the EU).
 EU_REGIONS = frozenset(
@@ -25,9 +26,8 @@ EU_REGIONS = frozenset(
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_PRICE_TABLE = Path(__file__).resolve().parent / "prices_eu_west_3.json"
-# The converted model in the jobs folder (fruits_spark.common.DEFAULT_MODEL_PATH; a test ties the two:
-# the Airflow side does not import the jobs' package).
-SHIPPED_MODEL = Path("models/mobilenet_v2_1.0_224_no_top.tflite")
+# The converted model, relative to the jobs folder (FRUITS_JOBS_DIR may point at another copy of it).
+SHIPPED_MODEL = SHIPPED_MODEL_PATH.relative_to(SHIPPED_MODEL_PATH.parents[1])
 COMPUTE_MODES = ("emr", "local")
 
 

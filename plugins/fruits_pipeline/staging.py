@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 
 from fruits_pipeline import storage
-from fruits_pipeline.lake import Lake
+from fruits_contract.lake import Lake
 
 log = logging.getLogger(__name__)
 
@@ -16,7 +16,7 @@ def stage_code(lake: Lake, jobs_dir: Path, conn_id: str | None, wheelhouse: Path
     """Upload the code package to code/<version>/ unless that version is already there; returns its URI.
 
     ``wheelhouse`` (Settings.wheelhouse_dir, EMR runs): the nodes' wheels, shipped in code/<version>/wheelhouse/."""
-    from fruits_pipeline.code_package import build_code_package  # written by the Spark-jobs side
+    from fruits_pipeline.job_code import build_code_package
 
     with tempfile.TemporaryDirectory(prefix="fruits-code-") as out_dir:
         package = build_code_package(Path(jobs_dir), Path(out_dir), wheelhouse)

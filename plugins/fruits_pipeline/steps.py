@@ -6,9 +6,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from fruits_pipeline.lake import Lake
-
-PY_FILES_ZIP = "fruits_spark.zip"
+from fruits_contract.lake import EXTRACT_FEATURES, PY_FILES_ZIP, REDUCE_PCA, TRAIN_CLASSIFIER, Lake
 
 
 @dataclass(frozen=True)
@@ -27,10 +25,10 @@ def pipeline_steps(lake: Lake, run_key: str, *, model_name: str | None, pca_k: i
         features_args += ["--model", lake.model(model_name)]
     target = ["--k", str(int(pca_k))] if pca_k is not None else ["--variance", repr(float(pca_variance))]
     return [
-        JobStep("extract_features", "extract_features.py", tuple(features_args), lake.features(run_key)),
-        JobStep("reduce_pca", "reduce_pca.py",
+        JobStep(EXTRACT_FEATURES, f"{EXTRACT_FEATURES}.py", tuple(features_args), lake.features(run_key)),
+        JobStep(REDUCE_PCA, f"{REDUCE_PCA}.py",
                 ("--features", lake.features_root(), "--output", lake.pca(run_key), *target), lake.pca(run_key)),
-        JobStep("train_classifier", "train_classifier.py",
+        JobStep(TRAIN_CLASSIFIER, f"{TRAIN_CLASSIFIER}.py",
                 ("--pca", lake.pca(run_key), "--output", lake.classifier(run_key)), lake.classifier(run_key)),
     ]
 

@@ -9,17 +9,15 @@ import logging
 from datetime import datetime, timezone
 
 from fruits_pipeline import storage
-from fruits_pipeline.cost import estimate_cluster_cost, load_price_table
-from fruits_pipeline.cost_projection import classifier_step_seconds
+from fruits_pipeline.cost import classifier_step_seconds, estimate_cluster_cost, load_price_table
 from fruits_pipeline.job_flow import build_job_flow
-from fruits_pipeline.lake import run_key_for
+from fruits_contract.lake import run_key_for
 from fruits_pipeline.params import RunParams, describe_target
 from fruits_pipeline.report import build_report, faults_met, latest_pca_output, step_timings_from_emr, summary_text
 from fruits_pipeline.routes import ROUTE_DRY_RUN, ROUTE_NOTHING, ROUTE_PCA_ONLY, ROUTE_RUN, ROUTES_WITH_WORK
 from fruits_pipeline.settings import Settings
 from fruits_pipeline.steps import pipeline_steps, render_emr_steps, render_local_commands, local_job_env
 from fruits_pipeline.validation import validate_uploads, write_manifests
-from fruits_spark.common import JOB_RESULT_FILE
 
 log = logging.getLogger(__name__)
 
@@ -238,9 +236,9 @@ def write_run_report(settings: Settings, params: dict, run_key: str, *, validati
     featurized = ran and route == ROUTE_RUN
     pca_report = storage.read_json(lake.pca_report(run_key), conn) if ran else None
     classifier_figures = storage.read_json(lake.classifier_figures(run_key), conn) if ran else None
-    classifier_result = storage.read_json(lake.classifier_result(run_key), conn) if ran else None
-    feature_result = storage.read_json(f"{lake.features(run_key)}/{JOB_RESULT_FILE}", conn) if featurized else None
-    pca_result = storage.read_json(f"{lake.pca(run_key)}/{JOB_RESULT_FILE}", conn) if ran else None
+    classifier_result = storage.read_json(lake.job_result(lake.classifier(run_key)), conn) if ran else None
+    feature_result = storage.read_json(lake.job_result(lake.features(run_key)), conn) if featurized else None
+    pca_result = storage.read_json(lake.job_result(lake.pca(run_key)), conn) if ran else None
     picture_uri = write_picture(lake, run_key, pca_report, conn, classifier_figures) if pca_report else None
     report = build_report(
         lake, run_key=run_key, status=status, compute=settings.compute, validation=validation,

@@ -1,7 +1,7 @@
 """Validate new uploads and write the run's manifests (DESIGN.md "The lake").
 
 Headers only: each upload costs one ranged read of its first 64 KiB (more only when its header
-needs it) and a header parse (fruits_spark.images, the same definition of the accepted formats as
+needs it) and a header parse (fruits_contract.headers, the same definition of the accepted formats as
 the feature job's): format, width and height as stored, and the checks that need no pixels. The
 pixels are decoded on the cluster, by the feature job, which rejects what it cannot decode.
 
@@ -20,24 +20,17 @@ from __future__ import annotations
 import io
 import logging
 import posixpath
-import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
+from fruits_contract import headers
+from fruits_contract.lake import (DUPLICATES_FOLDER, MANIFEST_REJECTED_COLUMNS, MANIFEST_VALID_COLUMNS, REJECTS_FOLDER,
+                                  Lake, batch_key_of, batch_states)
+from fruits_contract.names import label_of, unsafe_name_reason
 from fruits_pipeline import storage
-from fruits_pipeline.lake import Lake
-from fruits_spark import images
-from fruits_spark.features import DUPLICATES_FOLDER
-from fruits_spark.common import JOB_RESULT_FILE, hadoop_name_problem
 
 log = logging.getLogger(__name__)
 
-VALID_SCHEMA = pa.schema([("path", pa.string()), ("label", pa.string()), ("size", pa.int64()),
-                          ("format", pa.string()), ("width", pa.int32()), ("height", pa.int32())])
-REJECTED_SCHEMA = pa.schema([("path", pa.string()), ("reason", pa.string()), ("detail", pa.string())])
 MANIFEST_FILE = "part-00000.parquet"
 REJECTED_EXAMPLES_PER_REASON = 3  # in the run report; the rejected manifest lists them all
 
@@ -83,32 +76,6 @@ class ValidationResult:
                 "partial_batches_ignored": self.partial_batches_ignored}
 
 
-def label_of(raw_root: str, uri: str) -> str | None:
-    """The label folder of an upload (``raw/<label>/<file>``), or None when it sits directly in raw/."""
-    relative = uri[len(raw_root.rstrip("/")) + 1:]
-    parent = posixpath.dirname(relative)
-    return posixpath.basename(parent) if parent else None
-
-
-_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-def unsafe_name_reason(raw_root: str, uri: str) -> str | None:
-    """Why an upload's key cannot be processed under its literal name, or None. A ``.``, ``..``, empty
-    or blank segment would be resolved or dropped by the path handling of Hadoop and file systems
-    (raw/../../x.jpg read as another object); control characters break logs, globs and file systems;
-    a ':' or a '%' with two hex digits Hadoop cannot read literally (common.hadoop_name_problem).
-    Anything else (long names, any Unicode, in any normalisation, other punctuation, a '%' not
-    followed by two hex digits) is processed under its literal key."""
-    relative = uri[len(raw_root.rstrip("/")) + 1:]
-    if _CONTROL_CHARACTERS.search(relative):
-        return f"control character in the name {relative!r}"
-    bad = [segment for segment in relative.split("/") if segment in (".", "..") or not segment.strip()]
-    if bad:
-        return f"path segment {bad[0]!r} ('.', '..', empty or blank) in {relative!r}"
-    return hadoop_name_problem(relative)
-
-
 def check_image(uri: str, size: int, read_range, *, label: str | None, max_bytes: int,
                 min_side: int) -> tuple[str, dict]:
     """("valid", row) or ("rejected", row) for one upload, from its header alone.
@@ -128,8 +95,8 @@ def check_image(uri: str, size: int, read_range, *, label: str | None, max_bytes
     if size > max_bytes:
         return rejected("too_large", f"{size} bytes > limit {max_bytes}")
     try:
-        header = images.header_of(read_range, size)
-    except images.RejectedImage as error:
+        header = headers.header_of(read_range, size)
+    except headers.RejectedImage as error:
         return rejected(error.reason, error.detail)
     width, height = header.width, header.height
     # The decoders refuse at 2x MAX_IMAGE_PIXELS and the feature job at 1x: so do we, before any pixel.
@@ -141,11 +108,6 @@ def check_image(uri: str, size: int, read_range, *, label: str | None, max_bytes
                      "width": int(width), "height": int(height)}
 
 
-def _batch_of(uri: str, features_root: str) -> str | None:
-    first = uri[len(features_root.rstrip("/")) + 1:].split("/", 1)[0]
-    return first[len("batch="):] if first.startswith("batch=") else None
-
-
 def _read_paths(uris, conn_id: str | None) -> set[str]:
     paths: set[str] = set()
     for uri in uris:
@@ -155,10 +117,9 @@ def _read_paths(uris, conn_id: str | None) -> set[str]:
 
 @dataclass(frozen=True)
 class FeatureBatches:
-    """Other runs' ``features/batch=<run_key>/`` folders, run key -> the URIs of their files: committed
-    (the feature job wrote JOB_RESULT_FILE, its last file) or partial (a job that died after some of
-    its tasks committed; on S3 with EMR's committer their files are visible). Only committed batches
-    count: a partial batch's images are taken again, and the PCA job ignores it too."""
+    """Other runs' ``features/batch=<run_key>/`` folders, run key -> the URIs of their files, split by
+    the committed-batch rule (``fruits_contract.lake.batch_states``): only committed batches count; a
+    partial batch's images are taken again, and the PCA job ignores it too."""
 
     committed: dict[str, list[str]]
     partial: dict[str, list[str]]
@@ -173,11 +134,13 @@ def feature_batches(lake: Lake, *, exclude_run_key: str, conn_id: str | None) ->
     root = lake.features_root()
     files: dict[str, list[str]] = {}
     for uri in storage.list_files(root, conn_id):
-        run_key = _batch_of(uri, root)
+        run_key = batch_key_of(uri, root)
         if run_key not in (None, exclude_run_key):
             files.setdefault(run_key, []).append(uri)
-    committed = {key: uris for key, uris in files.items() if f"{lake.features(key)}/{JOB_RESULT_FILE}" in uris}
-    return FeatureBatches(committed, {key: uris for key, uris in files.items() if key not in committed})
+    # A listing gives no commit times, and exactly-once needs none: every committed batch counts.
+    states = batch_states({key: 0 if lake.job_result(lake.features(key)) in uris else None
+                           for key, uris in files.items()})
+    return FeatureBatches({key: files[key] for key in states.committed}, {key: files[key] for key in states.partial})
 
 
 def featurized_paths(lake: Lake, *, exclude_run_key: str, conn_id: str | None,
@@ -193,12 +156,12 @@ def previously_rejected_paths(lake: Lake, *, exclude_run_key: str, conn_id: str 
                               batches: FeatureBatches | None = None) -> set[str]:
     """Paths rejected by another run: by validation (``manifests/*/rejected``) or by the
     feature job (``features/batch=*/_rejects`` of a committed batch)."""
-    manifests = lake.uri("manifests")
+    manifests = lake.manifests_root()
     files = [uri for uri in storage.list_files(manifests, conn_id)
              if uri.endswith(".parquet") and "/rejected/" in uri
              and uri[len(manifests) + 1:].split("/", 1)[0] != exclude_run_key]
     batches = batches or feature_batches(lake, exclude_run_key=exclude_run_key, conn_id=conn_id)
-    return _read_paths(files + batches.committed_files_of("_rejects"), conn_id)
+    return _read_paths(files + batches.committed_files_of(REJECTS_FOLDER), conn_id)
 
 
 def duplicate_paths(lake: Lake, *, exclude_run_key: str, conn_id: str | None,
@@ -273,8 +236,13 @@ def validate_uploads(lake: Lake, run_key: str, *, full_refresh: bool, conn_id: s
 
 def write_manifests(lake: Lake, result: ValidationResult, conn_id: str | None) -> dict[str, str]:
     """Write (replace) ``manifests/<run_key>/valid`` and ``rejected``; returns their URIs."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     uris = {"valid": lake.manifest_valid(result.run_key), "rejected": lake.manifest_rejected(result.run_key)}
-    for kind, rows, schema in (("valid", result.valid, VALID_SCHEMA), ("rejected", result.rejected, REJECTED_SCHEMA)):
+    for kind, rows, columns in (("valid", result.valid, MANIFEST_VALID_COLUMNS),
+                                ("rejected", result.rejected, MANIFEST_REJECTED_COLUMNS)):
+        schema = pa.schema([(name, getattr(pa, arrow_type)()) for name, arrow_type in columns])
         storage.remove_tree(uris[kind], conn_id, raw_uri=lake.raw())  # a rerun replaces its own manifest
         table = pa.Table.from_pylist(rows, schema=schema)
         sink = io.BytesIO()

@@ -27,7 +27,8 @@ from urllib.parse import unquote, urlparse
 
 import numpy as np
 
-EXPORT_DIR = "export"
+from fruits_contract.lake import CLASSIFIER_EXPORT_FOLDER
+
 EXPORT_JSON = "classifier.json"
 EXPORT_ARRAYS = "classifier.npz"
 EXPORT_FORMAT = "fruits-classifier/1"
@@ -111,7 +112,7 @@ def load_export(uri: str) -> ClassifierExport:
     """The export of ``uri``: a run's classifier folder (holding export/) or the export folder itself."""
     read = _reader(uri)
     metadata, prefix = None, ""
-    for prefix in (f"{EXPORT_DIR}/", ""):
+    for prefix in (f"{CLASSIFIER_EXPORT_FOLDER}/", ""):
         try:
             metadata = json.loads(read(prefix + EXPORT_JSON))
             break
@@ -120,7 +121,7 @@ def load_export(uri: str) -> ClassifierExport:
         except (ValueError, UnicodeDecodeError) as error:
             raise ExportError(f"--model {uri}: {prefix}{EXPORT_JSON} is not JSON ({error})") from None
     if metadata is None:
-        raise ExportError(f"--model {uri}: no {EXPORT_DIR}/{EXPORT_JSON} (nor {EXPORT_JSON}) there; give a run's "
+        raise ExportError(f"--model {uri}: no {CLASSIFIER_EXPORT_FOLDER}/{EXPORT_JSON} (nor {EXPORT_JSON}) there; give a run's "
                           "classifier/<run_key>/ folder of the lake")
     if metadata.get("format") != EXPORT_FORMAT:
         raise ExportError(f"--model {uri}: format {metadata.get('format')!r}, this command reads {EXPORT_FORMAT!r}")
@@ -176,10 +177,10 @@ def main(argv=None) -> int:
                         help="TFLite feature model (default: the one the repository ships)")
     parser.add_argument("images", nargs="+", metavar="IMAGE")
     args = parser.parse_args(argv)
-    from fruits_spark.common import DEFAULT_MODEL_PATH
+    from fruits_contract.model import SHIPPED_MODEL_PATH
     from fruits_spark.features import LiteRTModel
 
-    model_path = args.feature_model or DEFAULT_MODEL_PATH
+    model_path = args.feature_model or SHIPPED_MODEL_PATH
     try:
         export = load_export(args.model)
         flatbuffer = model_path.read_bytes()

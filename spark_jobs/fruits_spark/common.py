@@ -3,20 +3,8 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import sys
-from pathlib import Path
-from urllib.parse import unquote
 
-_FILE_URI_ONE_SLASH = re.compile(r"^file:/(?!/)")
-# The model the repository ships (DESIGN.md, "The model"): written by `make model`, its provenance
-# beside it; the feature job's default --model and what the DAG stages into the lake's models/.
-DEFAULT_MODEL_PATH = Path(__file__).resolve().parents[1] / "models" / "mobilenet_v2_1.0_224_no_top.tflite"
-# The file each job writes last, after its Parquet's job commit: an output folder counts only once it
-# holds this file (DESIGN.md, "The lake"). Spark's _SUCCESS would not do: on EMR's S3-optimized
-# committer a job that dies leaves its committed tasks' files visible, and _SUCCESS comes before the
-# feature job's _rejects/. One PUT, so on S3 it is there whole or not at all (docs/reliability.md).
-JOB_RESULT_FILE = "_job_result.json"
 # A node lost mid-step (a spot node reclaimed, a worker killed): its running tasks fail and run again
 # on the other executors, up to maxFailures attempts each; only one attempt of a task commits its
 # output (Spark's output commit coordinator), and accumulators count successful attempts only.
@@ -113,39 +101,3 @@ def lost_executors(spark) -> list[dict]:
             lost.append({"id": executor.id(), "host": executor.hostPort(),
                          "reason": reason.get() if reason.isDefined() else "no reason given"})
     return lost
-
-
-def canonical_uri(path: str) -> str:
-    """One spelling per object, shared with the Airflow side's manifests.
-
-    Local files are ``file:///abs/path`` (Spark writes ``file:/abs/path``), S3 objects
-    ``s3://bucket/key``; percent-escapes are decoded so that label folders with spaces
-    compare equal whichever side listed them.
-    """
-    path = unquote(path)
-    if path.startswith("/"):
-        return "file://" + path
-    return _FILE_URI_ONE_SLASH.sub("file:///", path)
-
-
-# Hadoop paths (every Spark file read, on S3 as on local disks) cannot hold every key literally.
-_ESCAPE_LIKE = re.compile(r"%[0-9A-Fa-f]{2}")
-
-
-def hadoop_name_problem(uri: str) -> str | None:
-    """Why Spark cannot read the object at ``uri`` (a canonical URI: its key, decoded) under that
-    name, or None. One rule for validation and the feature job:
-
-    - a ':' in the key: Hadoop refuses the path ("Relative path in absolute URI"), and the read
-      failed the whole job;
-    - '%' and two hex digits: Hadoop reads them as an escaped character, so the features would be
-      recorded under another name (50%41.jpg as 50A.jpg) and the upload never counted as done.
-    """
-    key = uri.split("://", 1)[-1]
-    if ":" in key:
-        return f"':' in {key!r}: Hadoop paths, which Spark reads through, refuse a colon in a name"
-    escape = _ESCAPE_LIKE.search(key)
-    if escape:
-        return (f"{escape.group(0)!r} in {key!r}: Hadoop paths read it as the escaped character "
-                f"{unquote(escape.group(0))!r}, so Spark would record another name")
-    return None

@@ -37,13 +37,13 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 
-from fruits_spark.common import (DEFAULT_MODEL_PATH, JOB_RESULT_FILE, canonical_uri, get_logger, hadoop_name_problem,
-                                 lost_executors)
+from fruits_contract.lake import DUPLICATES_FOLDER, EXTRACT_FEATURES, JOB_RESULT_FILE, REJECTS_FOLDER, canonical_uri
+from fruits_contract.model import FEATURE_DIM, MODEL_FAMILY, SHIPPED_MODEL_PATH
+from fruits_contract.names import hadoop_name_problem
+from fruits_spark.common import get_logger, lost_executors
 from fruits_spark.images import IMAGE_SIZE, RejectedImage, model_pixels
 from fruits_spark.io import read_bytes, write_text
 
-FEATURE_DIM = 1280
-MODEL_FAMILY = "mobilenet_v2_1.0_224_avg"
 DEFAULT_BATCH_SIZE = 64
 # A TFLite flatbuffer carries this file identifier at bytes 4..8.
 TFLITE_IDENTIFIER = b"TFL3"
@@ -164,11 +164,11 @@ def load_model_on_driver(spark, model_uri: str | None) -> bytes:
     """The model flatbuffer's bytes, read here on the driver only and checked.
 
     ``model_uri``: a local path or any URI Spark reads (s3://, file://); None: the model the
-    repository ships (common.DEFAULT_MODEL_PATH, not in the zip a cluster gets: the DAG always
+    repository ships (fruits_contract.model.SHIPPED_MODEL_PATH, not in the zip a cluster gets: the DAG always
     passes the staged copy).
     """
-    flag = f"--model {model_uri}" if model_uri else f"--model not given and the default {DEFAULT_MODEL_PATH}"
-    uri = model_uri or str(DEFAULT_MODEL_PATH)
+    flag = f"--model {model_uri}" if model_uri else f"--model not given and the default {SHIPPED_MODEL_PATH}"
+    uri = model_uri or str(SHIPPED_MODEL_PATH)
     uri = uri if "://" in uri else canonical_uri(os.path.abspath(uri))
     try:
         content = read_bytes(spark, uri)
@@ -413,7 +413,6 @@ def accepted(featurized, model: str):
 
 REJECTS_DDL = "path string, reason string, detail string"
 DUPLICATES_DDL = "path string, duplicate_of string, sha256 string"
-DUPLICATES_FOLDER = "_duplicates"
 
 
 def rejects_table(spark, rejects: list):
@@ -423,7 +422,7 @@ def rejects_table(spark, rejects: list):
 
 def split_unreadable(uris: list[str]) -> tuple[list[str], list[tuple[str, str, str]]]:
     """Canonical URIs -> (those Spark can read under their names, rejects (uri, "unsafe_name", why)
-    for the others): common.hadoop_name_problem, the rule validation applies before the job."""
+    for the others): fruits_contract.names.hadoop_name_problem, the rule validation applies before the job."""
     readable, rejects = [], []
     for uri in uris:
         why = hadoop_name_problem(uri)
@@ -512,19 +511,19 @@ def run(
         empties = empty_files(listed, [*written, *(path for path, _, _ in rejects + duplicates)])
         rejects += empties
         counts["rejected"] += len(empties)
-    rejects_table(spark, rejects).coalesce(1).write.mode("overwrite").parquet(f"{output_uri}/_rejects")
+    rejects_table(spark, rejects).coalesce(1).write.mode("overwrite").parquet(f"{output_uri}/{REJECTS_FOLDER}")
     # Beside _rejects: duplicates are done (exactly-once reads their paths) though not in the features.
     (spark.createDataFrame(duplicates, DUPLICATES_DDL).coalesce(1).write.mode("overwrite")
      .parquet(f"{output_uri}/{DUPLICATES_FOLDER}"))
     result = {
-        "job": "extract_features",
+        "job": EXTRACT_FEATURES,
         "read": sum(counts.values()),
         **counts,
         "seconds": round(time.monotonic() - started, 3),
         "executors_lost": lost_executors(spark),  # their tasks ran again elsewhere: the run report lists them
     }
     write_text(spark, f"{output_uri}/{JOB_RESULT_FILE}", json.dumps(result))  # last: the batch counts from here
-    log.info("read %d images, featurized %d, rejected %d (see %s/_rejects), %d duplicates (%s) in %.1f s",
-             result["read"], result["featurized"], result["rejected"], output_uri, result["duplicates"],
+    log.info("read %d images, featurized %d, rejected %d (see %s/%s), %d duplicates (%s) in %.1f s",
+             result["read"], result["featurized"], result["rejected"], output_uri, REJECTS_FOLDER, result["duplicates"],
              DUPLICATES_FOLDER, result["seconds"])
     return result

@@ -57,7 +57,7 @@ def delete_tree(spark, uri: str) -> None:
 
 def list_folders(spark, uri: str) -> list[str]:
     """The URIs of the folders directly under ``uri`` (none when it does not exist), in name order."""
-    from fruits_spark.common import canonical_uri
+    from fruits_contract.lake import canonical_uri
 
     path, fs = _hadoop_path(spark, uri)
     if not fs.exists(path):

@@ -29,6 +29,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from fruits_contract.lake import (BATCH_FOLDER_PREFIX, JOB_RESULT_FILE, PCA_PREVIEW_MAX_ROWS, BatchStates, batch_states,
+                                  join_uri)
+
 FEATURES_COLUMN = "features"
 VECTOR_COLUMN = "features_vector"
 CENTERED_COLUMN = "features_centered"
@@ -66,41 +69,27 @@ class PcaResult:
     report: dict = field(default_factory=dict)
 
 
-BATCH_FOLDER_PREFIX = "batch="
 BATCH_COLUMN = "batch"  # the partition column Spark reads from the batch=<run_key> folders
 
 
-@dataclass(frozen=True)
-class FeatureBatches:
-    """The ``batch=<run_key>/`` folders of a features root: committed ones (their job wrote
-    ``JOB_RESULT_FILE``, its last file), oldest commit first, and partial ones (a job that died after some of its tasks
-    committed: on S3 with EMR's committer their files are visible). Empty when the root holds no
-    batch folder (one batch, or a plain table, is read as it is)."""
-
-    committed: tuple[str, ...] = ()
-    partial: tuple[str, ...] = ()
-
-
-def feature_batches(spark, features_uri: str) -> FeatureBatches:
-    from fruits_spark.common import JOB_RESULT_FILE
+def feature_batches(spark, features_uri: str) -> BatchStates:
+    """The ``batch=<run_key>/`` folders of a features root by the committed-batch rule (their URIs,
+    committed ones oldest commit first). Empty when the root holds no batch folder (one batch, or a
+    plain table, is read as it is)."""
     from fruits_spark.io import list_folders, modified_ms
 
     folders = [uri for uri in list_folders(spark, features_uri)
                if uri.rsplit("/", 1)[-1].startswith(BATCH_FOLDER_PREFIX)]
-    committed_at = {uri: modified_ms(spark, f"{uri}/{JOB_RESULT_FILE}") for uri in folders}
-    committed = tuple(sorted((uri for uri in folders if committed_at[uri] is not None),
-                             key=lambda uri: (committed_at[uri], uri)))
-    return FeatureBatches(committed, tuple(uri for uri in folders if uri not in committed))
+    return batch_states({uri: modified_ms(spark, join_uri(uri, JOB_RESULT_FILE)) for uri in folders})
 
 
-def read_features(spark, features_uri: str, batches: FeatureBatches | None = None):
+def read_features(spark, features_uri: str, batches: BatchStates | None = None):
     """The committed rows under ``features_uri`` as one table: path, label, features.
 
     ``batch=<run_key>/`` folders are partitions of one table, of which only the committed ones are
     read (``batches``, else listed here); Spark skips ``_rejects/`` and ``_job_result.json`` because
     their names start with an underscore.
     """
-    from fruits_spark.common import JOB_RESULT_FILE
     from fruits_spark.io import read_job_output
 
     batches = feature_batches(spark, features_uri) if batches is None else batches
@@ -345,10 +334,9 @@ def project(model, vectors):
     )
 
 
-PREVIEW_ROWS = 2000
 
 
-def preview(reduced, rows: int = PREVIEW_ROWS):
+def preview(reduced, rows: int = PCA_PREVIEW_MAX_ROWS):
     """label, pc1, pc2 of at most ``rows`` images, chosen by a hash of the path (the same
     images every run): what the run's picture is drawn from on the Airflow worker."""
     from pyspark.sql import functions as F

@@ -85,7 +85,7 @@ def node_python(host_wheelhouse, tmp_path_factory) -> NodePython:
 @pytest.fixture(scope="session")
 def code_package(tmp_path_factory):
     """What `make package` ships to code/<version>/ (without the wheelhouse, which node_python used)."""
-    from fruits_pipeline.code_package import build_code_package
+    from fruits_pipeline.job_code import build_code_package
 
     out = tmp_path_factory.mktemp("code")
     build_code_package(JOBS_DIR, out)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fruits_spark.common import DEFAULT_MODEL_PATH
+from fruits_contract.model import SHIPPED_MODEL_PATH
 from real_features import NEEDS_REAL_DATA, SAMPLE, WEIGHTS, assert_same_axes, sklearn_reference
 
 pytestmark = pytest.mark.cluster
@@ -63,7 +63,7 @@ def features_on_cluster(submit_to_cluster, images, tmp_path_factory) -> Path:
     output = tmp_path_factory.mktemp("lake") / "features" / "batch=standalone"
     # As the EMR step does: the model staged in the lake, given by URI (the package holds no model).
     completed = submit_to_cluster("extract_features.py", "--images", f"file://{root}", "--output",
-                                  f"file://{output}", "--model", f"file://{DEFAULT_MODEL_PATH}")
+                                  f"file://{output}", "--model", f"file://{SHIPPED_MODEL_PATH}")
     result = _result_line(completed)
     assert result["featurized"] == len(images[1]) and result["rejected"] == 0, result
     return output

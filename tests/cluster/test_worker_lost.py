@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fruits_spark.common import DEFAULT_MODEL_PATH
+from fruits_contract.model import SHIPPED_MODEL_PATH
 from moto_emr import free_port  # tests/ (a plain module)
 
 pytestmark = pytest.mark.cluster
@@ -72,7 +72,7 @@ def undisturbed_features(paths: list[Path]) -> np.ndarray:
 
     batch = decode_batch([p.read_bytes() for p in paths])
     assert len(batch.ok_rows) == len(paths)
-    return LiteRTModel(DEFAULT_MODEL_PATH.read_bytes()).predict(batch.pixels)
+    return LiteRTModel(SHIPPED_MODEL_PATH.read_bytes()).predict(batch.pixels)
 
 
 def test_a_worker_lost_mid_job_loses_no_image_and_duplicates_none(submit_to_cluster, third_worker, real_keras_features,
@@ -90,7 +90,7 @@ def test_a_worker_lost_mid_job_loses_no_image_and_duplicates_none(submit_to_clus
     def submit():
         submitted["completed"] = submit_to_cluster(
             "extract_features.py", "--images", f"file://{tmp_path / 'raw'}", "--output", f"file://{output}",
-            "--model", f"file://{DEFAULT_MODEL_PATH}")
+            "--model", f"file://{SHIPPED_MODEL_PATH}")
 
     job = threading.Thread(target=submit)
     job.start()

@@ -80,7 +80,7 @@ def test_after_the_retries_the_task_fails_naming_the_object_and_the_error(faulty
 
 
 def test_hostile_keys_on_s3_are_processed_literally_or_rejected(faulty_s3, monkeypatch, tmp_path):
-    from fruits_pipeline.lake import run_key_for
+    from fruits_contract.lake import run_key_for
     from fruits_pipeline.validation import validate_uploads, write_manifests
 
     endpoint, injector, s3 = faulty_s3

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fruits_pipeline.lake import Lake
+from fruits_contract.lake import Lake
 from fruits_pipeline.validation import validate_uploads
 from phone_photos import hostile_uploads
 

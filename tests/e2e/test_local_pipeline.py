@@ -14,7 +14,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from fruits_pipeline.lake import Lake, run_key_for
+from fruits_contract.lake import Lake, run_key_for
 
 pytestmark = pytest.mark.e2e
 

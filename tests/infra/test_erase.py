@@ -12,7 +12,7 @@ import pytest
 from infra_testing import REGION
 from fruits_infra.cli import main
 from fruits_infra.erase import ErasureError, erase, select, store_for
-from fruits_pipeline.lake import Lake
+from fruits_contract.lake import Lake
 
 IMAGES = {  # label -> file names; labels with spaces as in Fruits-360
     "Apple Red 1": ["a1.jpg", "a2.jpg"],

@@ -21,7 +21,9 @@ import pytest
 from PIL import Image
 
 from fruits_spark import features
-from fruits_spark.common import DEFAULT_MODEL_PATH, LISTING_TASKS_PER_CORE, canonical_uri
+from fruits_contract.lake import canonical_uri
+from fruits_contract.model import SHIPPED_MODEL_PATH
+from fruits_spark.common import LISTING_TASKS_PER_CORE
 from phone_photos import hostile_uploads
 
 BAD_FILES = {
@@ -94,7 +96,7 @@ def _duplicate_and_original(lake: Path) -> tuple[str, str]:
 
 @pytest.fixture(scope="module")
 def driver_model(spark):
-    return features.load_model_on_driver(spark, str(DEFAULT_MODEL_PATH))
+    return features.load_model_on_driver(spark, str(SHIPPED_MODEL_PATH))
 
 
 @pytest.fixture(scope="module")
@@ -205,7 +207,7 @@ def test_driver_refuses_a_file_that_is_not_a_tflite_flatbuffer(spark, tmp_path):
     with pytest.raises(SystemExit, match=rf"--model {notes}: not a TFLite flatbuffer"):
         features.load_model_on_driver(spark, str(notes))
     cut = tmp_path / "cut.tflite"
-    cut.write_bytes(DEFAULT_MODEL_PATH.read_bytes()[:4096])  # the right header, then nothing
+    cut.write_bytes(SHIPPED_MODEL_PATH.read_bytes()[:4096])  # the right header, then nothing
     with pytest.raises(SystemExit, match=rf"--model {cut}: LiteRT cannot load it"):
         features.load_model_on_driver(spark, str(cut))
 
@@ -346,7 +348,7 @@ def test_manifest_reads_only_listed_files_and_executors_never_open_the_model(spa
     # if the executors get it from the broadcast.
     copy = tmp_path / "staged" / "model.tflite"
     copy.parent.mkdir()
-    shutil.copy(DEFAULT_MODEL_PATH, copy)
+    shutil.copy(SHIPPED_MODEL_PATH, copy)
     loaded = features.load_model_on_driver(spark, str(copy))
     copy.unlink()
 
@@ -472,7 +474,7 @@ def test_packaged_copy_runs_without_fruits_spark_installed_and_without_tensorflo
     TensorFlow or Keras (the EMR nodes install none): driver and workers must need none of them."""
     import site
 
-    from fruits_pipeline.code_package import build_code_package
+    from fruits_pipeline.job_code import build_code_package
     from fruits_pipeline.settings import REPO_ROOT
 
     package = build_code_package(REPO_ROOT / "spark_jobs", tmp_path / "package")
@@ -494,7 +496,7 @@ def test_packaged_copy_runs_without_fruits_spark_installed_and_without_tensorflo
     output = tmp_path / "features"
     done = _spark_submit(
         str(bare_python), "--py-files", str(package.files["fruits_spark.zip"]), str(package.files["extract_features.py"]),
-        "--images", str(images_dir), "--output", str(output), "--model", str(DEFAULT_MODEL_PATH), cwd=tmp_path,
+        "--images", str(images_dir), "--output", str(output), "--model", str(SHIPPED_MODEL_PATH), cwd=tmp_path,
     )
     results = [line for line in done.stdout.splitlines() if line.startswith("FRUITS_RESULT ")]
     assert done.returncode == 0 and results, (done.stdout + done.stderr)[-3000:]

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from fruits_pipeline.lake import Lake
+from fruits_contract.lake import Lake
 from fruits_pipeline.validation import validate_uploads, write_manifests
 from fruits_spark import features
 from generated_images import write_generated_images

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from sklearn.decomposition import PCA as SklearnPCA
 
-from fruits_spark.common import JOB_RESULT_FILE
+from fruits_contract.lake import JOB_RESULT_FILE
 from fruits_spark.pca import PcaInputError, choose_k, fit_pca, read_features
 from real_features import assert_same_axes
 

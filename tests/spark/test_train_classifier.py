@@ -198,10 +198,10 @@ def test_trained_on_the_samples_training_images_it_gets_its_test_images_right(sp
 def image_run(spark, images_dir, reduce_pca_entry, job, tmp_path_factory):
     """images_dir (32 real images of 4 labels, or generated ones) through the three jobs, as a run does."""
     from fruits_spark import features
-    from fruits_spark.common import DEFAULT_MODEL_PATH
+    from fruits_contract.model import SHIPPED_MODEL_PATH
 
     root = tmp_path_factory.mktemp("image-run")
-    model = features.load_model_on_driver(spark, str(DEFAULT_MODEL_PATH))
+    model = features.load_model_on_driver(spark, str(SHIPPED_MODEL_PATH))
     features.run(spark, str(images_dir), f"file://{root}/features/batch=r", model=model)
     reduce_pca_entry.run(spark, f"file://{root}/features", f"file://{root}/pca", k=6)
     job.run(spark, f"file://{root}/pca", f"file://{root}/classifier")
@@ -257,11 +257,11 @@ def test_the_export_and_the_classify_command_give_the_spark_models_predictions(i
 
 
 def test_the_export_records_what_made_the_features(image_run):
-    from fruits_spark.common import DEFAULT_MODEL_PATH
+    from fruits_contract.model import SHIPPED_MODEL_PATH
     from fruits_spark.features import model_name
 
     metadata = load_export(str(image_run / "classifier" / "export")).metadata
-    assert metadata["feature_model"]["name"] == model_name(DEFAULT_MODEL_PATH.read_bytes())
+    assert metadata["feature_model"]["name"] == model_name(SHIPPED_MODEL_PATH.read_bytes())
     assert metadata["decode"]["function"] == "fruits_spark.features.decode_image"
     assert metadata["k"] == 6 and metadata["figures"]["n_test"] > 0
 

@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from fruits_pipeline.lake import run_key_for
+from fruits_contract.lake import run_key_for
 from fruits_pipeline.run_report_view import NO_REPORT_SENTENCE
 from moto_emr import REGION, cluster_by_id, complete_step
 from run_report_tab import PAGE, assert_shows_the_report, get, open_tab

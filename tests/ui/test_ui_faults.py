@@ -13,7 +13,7 @@ import pytest
 
 from moto_emr import REGION, all_clusters, cluster_by_id
 from fruits_pipeline.job_flow import cluster_name
-from fruits_pipeline.lake import run_key_for
+from fruits_contract.lake import run_key_for
 
 from .conftest import EMR_BUCKET as BUCKET
 from .test_ui_emr import DAG_ID, RUN_TIMEOUT_SECONDS, _complete, _step_ids, _trigger, _wait_until_deferred

@@ -16,7 +16,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from fruits_pipeline.lake import Lake, run_key_for
+from fruits_contract.lake import Lake, run_key_for
 from run_report_tab import PAGE, PICTURE, PNG_MAGIC, assert_shows_the_report, get, open_tab, token_for
 from ui_airflow import NO_ROLE
 

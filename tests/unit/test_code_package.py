@@ -12,12 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from fruits_pipeline.code_package import (
-    BOOTSTRAP_SCRIPT,
-    CodePackageError,
-    build_code_package,
-    default_jobs_dir,
-)
+from fruits_contract.lake import BOOTSTRAP_SCRIPT
+from fruits_pipeline.job_code import CodePackageError, build_code_package, default_jobs_dir
 from fruits_pipeline.settings import REPO_ROOT
 
 JOBS_DIR = REPO_ROOT / "spark_jobs"
@@ -47,7 +43,8 @@ def test_package_holds_what_spark_submit_and_the_bootstrap_need(jobs_copy, tmp_p
     with zipfile.ZipFile(package.files["fruits_spark.zip"]) as archive:
         names = archive.namelist()
     assert names == sorted(names)
-    assert {"fruits_spark/__init__.py", "fruits_spark/common.py", "fruits_spark/pca.py"} <= set(names)
+    assert {"fruits_spark/__init__.py", "fruits_spark/common.py", "fruits_spark/pca.py",
+            "fruits_contract/__init__.py", "fruits_contract/lake.py"} <= set(names)
     assert not [name for name in names if not name.endswith(".py")]
     assert package.keys("s3://bucket/code/" + package.version)[
         f"s3://bucket/code/{package.version}/fruits_spark.zip"
@@ -75,15 +72,16 @@ def test_zip_is_importable_as_py_files_would_use_it(tmp_path):
     package = build_code_package(JOBS_DIR, tmp_path / "out")
     probe = (
         "import sys; sys.path.insert(0, sys.argv[1]); "
-        "import fruits_spark.pca, fruits_spark.common, fruits_spark.io; "
-        "print(fruits_spark.pca.__file__)"
+        "import fruits_spark.pca, fruits_spark.common, fruits_spark.io, fruits_contract.lake; "
+        "print(fruits_spark.pca.__file__, fruits_contract.lake.__file__)"
     )
     completed = subprocess.run(
         [sys.executable, "-c", probe, str(package.files["fruits_spark.zip"])],
         capture_output=True, text=True, cwd=tmp_path, timeout=60,
     )
     assert completed.returncode == 0, completed.stderr
-    assert completed.stdout.strip() == f"{package.files['fruits_spark.zip']}/fruits_spark/pca.py"
+    zip_path = package.files["fruits_spark.zip"]
+    assert completed.stdout.split() == [f"{zip_path}/fruits_spark/pca.py", f"{zip_path}/fruits_contract/lake.py"]
 
 
 def test_missing_entry_script_is_named(jobs_copy, tmp_path):
@@ -168,13 +166,8 @@ def test_bootstrap_is_strict_bash():
 
 # ---------------------------------------------------------------- wheelhouse: nodes install with no index
 
-from fruits_pipeline.code_package import (  # noqa: E402
-    ARCHITECTURES,
-    bootstrap_pins,
-    build_wheelhouse,
-    missing_wheels,
-    pip_download_command,
-)
+from fruits_pipeline.code_package import build_wheelhouse, pip_download_command  # noqa: E402
+from fruits_pipeline.job_code import ARCHITECTURES, bootstrap_pins, missing_wheels  # noqa: E402
 
 RUNTIME_PINS = [f"{name}=={version}" for name, version in _bootstrap_pins().items()]
 

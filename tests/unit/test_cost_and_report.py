@@ -2,7 +2,7 @@ import pytest
 
 from fruits_pipeline.cost import PriceTableError, estimate_cluster_cost, hourly_price, load_price_table
 from fruits_pipeline.emr import step_failure_message
-from fruits_pipeline.lake import Lake
+from fruits_contract.lake import Lake
 from fruits_pipeline.params import INSTANCE_TYPES
 from fruits_pipeline.report import build_report, reconcile, summary_text
 from fruits_pipeline.settings import DEFAULT_PRICE_TABLE
@@ -69,7 +69,7 @@ def test_step_failure_message_names_reason_and_logs():
 
 
 def test_price_table_rows_are_complete_and_each_family_has_its_own_emr_charge():
-    from fruits_pipeline.code_package import ARCHITECTURES
+    from fruits_pipeline.job_code import ARCHITECTURES
 
     table = load_price_table(DEFAULT_PRICE_TABLE)
     assert table["as_of"] >= "2026-11-30" and "aws.amazon.com/emr/pricing" in table["source"]

@@ -33,7 +33,7 @@ def test_throughput_scales_with_cluster_vcpus(prices):
     assert small.cores == 2 * prices["instances"]["m5.xlarge"]["vcpu"]
     assert small.images_per_second == pytest.approx(32.0 * small.cores)
     assert big.images_per_second == pytest.approx(2 * small.images_per_second)
-    fixed = cp.CLUSTER_STARTUP_SECONDS + 3 * cp.STEP_OVERHEAD_SECONDS + cp.PCA_STEP_SECONDS + cp.classifier_step_seconds()
+    fixed = cp.CLUSTER_STARTUP_SECONDS + 3 * cp.STEP_OVERHEAD_SECONDS + cp.PCA_STEP_SECONDS + cp.classifier_step_seconds(cp.FULL_DATASET_IMAGES)
     assert small.seconds == pytest.approx(fixed + 147_691 / small.images_per_second)
 
 
@@ -92,6 +92,6 @@ def test_incomplete_bench_names_the_missing_keys(tmp_path):
 def test_the_classifier_step_grows_with_the_lake_not_with_the_day(prices):
     """It retrains on every featurized image: a typical day pays for the whole lake's classifier."""
     day = cp.project(BENCH, prices, images=5_000, workload="w", instance_type="m5.xlarge", core_nodes=2, spot=False)
-    assert cp.classifier_step_seconds() == pytest.approx(6 * 147_691 * 131 / 76_000)
-    assert day.seconds > cp.CLUSTER_STARTUP_SECONDS + cp.classifier_step_seconds()
-    assert cp.classifier_step_seconds(2 * 147_691) == pytest.approx(2 * cp.classifier_step_seconds())
+    assert cp.classifier_step_seconds(cp.FULL_DATASET_IMAGES) == pytest.approx(6 * 147_691 * 131 / 76_000)
+    assert day.seconds > cp.CLUSTER_STARTUP_SECONDS + cp.classifier_step_seconds(cp.FULL_DATASET_IMAGES)
+    assert cp.classifier_step_seconds(2 * 147_691) == pytest.approx(2 * cp.classifier_step_seconds(cp.FULL_DATASET_IMAGES))

@@ -180,7 +180,7 @@ def test_the_newest_report_is_the_one_the_run_wrote(tmp_path):
 
 def test_the_summary_ends_with_the_held_out_accuracy_and_the_command_to_classify_a_photo():
     from fruits_pipeline.demo import CLASSIFY_EXAMPLE, REPO_ROOT, describe
-    from fruits_pipeline.lake import Lake
+    from fruits_contract.lake import Lake
     from fruits_pipeline.report import build_report
 
     figures = {"accuracy": 0.975, "macro_f1": 0.97, "n_train": 160, "n_test": 40, "excluded_labels": {},

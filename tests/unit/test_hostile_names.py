@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from generated_images import write_generated_images
-from fruits_pipeline.lake import Lake, run_key_for
-from fruits_pipeline.validation import unsafe_name_reason, validate_uploads, write_manifests
+from fruits_contract.lake import Lake, run_key_for
+from fruits_contract.names import unsafe_name_reason
+from fruits_pipeline.validation import validate_uploads, write_manifests
 
 SAFE_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 HOSTILE_RUN_IDS = [

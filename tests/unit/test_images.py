@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fruits_contract import headers
 from fruits_spark import images
 from fruits_spark.features import decode_image
 from phone_photos import (KINDS, STORE_FOR_ORIENTATION, hostile_uploads, jpeg_bytes, phone_frame, png_alpha_bytes,
@@ -58,10 +59,10 @@ def _asymmetric(size=(320, 240)) -> Image.Image:
 
 
 def _model():
-    from fruits_spark.common import DEFAULT_MODEL_PATH
+    from fruits_contract.model import SHIPPED_MODEL_PATH
     from fruits_spark.features import LiteRTModel, preprocess
 
-    model = LiteRTModel(DEFAULT_MODEL_PATH.read_bytes())
+    model = LiteRTModel(SHIPPED_MODEL_PATH.read_bytes())
     return lambda pixels: model.predict(preprocess(np.stack(pixels).astype(np.float32)))
 
 
@@ -111,7 +112,7 @@ def test_heif_is_turned_once(phone_source):
     exif = Image.Exif()
     exif[images.ORIENTATION_TAG] = 6
     heic = _encoded(stored(upright, 6), "HEIF", exif=exif.tobytes(), quality=90)
-    assert images.read_header(heic, len(heic)) == images.Header("HEIF", 240, 320)  # stored sideways
+    assert headers.read_header(heic, len(heic)) == headers.Header("HEIF", 240, 320)  # stored sideways
     got = images.model_pixels(heic)
     expected = images.model_pixels(_encoded(upright, "PNG"))
     assert np.abs(got.astype(int) - expected).mean() < 4
@@ -174,7 +175,7 @@ def test_draft_keeps_at_least_twice_the_model_size_on_the_short_side(width, heig
 def test_every_phone_kind_decodes_and_reads_its_header(phone_uploads):
     for kind in (*KINDS, "mpo"):
         content = phone_uploads[kind]
-        header = images.read_header(content[:images.HEADER_BYTES], len(content))
+        header = headers.read_header(content[:headers.HEADER_BYTES], len(content))
         assert (header.width, header.height) == ((480, 640) if kind == "jpeg_sideways" else (640, 480)), kind
         with Image.open(io.BytesIO(content)) if kind != "heic" else _heif_open(content) as img:
             assert img.format in images.PILLOW_FORMATS[header.format], kind
@@ -191,7 +192,7 @@ def _heif_open(content):
 @pytest.mark.parametrize("name", sorted(HOSTILE_DECODE))
 def test_hostile_files_are_rejected_by_the_decoder_with_a_reason(phone_uploads, name):
     content = hostile_uploads(phone_uploads)[name]
-    with pytest.raises(images.RejectedImage) as caught:
+    with pytest.raises(headers.RejectedImage) as caught:
         decode_image(content)
     assert caught.value.reason == HOSTILE_DECODE[name] and caught.value.detail
 
@@ -205,22 +206,22 @@ def test_hostile_files_are_rejected_by_the_decoder_with_a_reason(phone_uploads, 
     (b"hello, I am text" * 10, "text"),
 ])
 def test_what_is_not_accepted_is_named(content, named):
-    with pytest.raises(images.RejectedImage) as caught:
-        images.sniff(content)
+    with pytest.raises(headers.RejectedImage) as caught:
+        headers.sniff(content)
     assert caught.value.reason == "not_an_image" and named in caught.value.detail
 
 
 def test_a_header_cut_by_the_first_read_asks_for_more_and_a_file_ending_there_is_refused(phone_uploads):
     content = phone_uploads["jpeg"]
-    with pytest.raises(images.HeaderNeedsMore):
-        images.read_header(content[:40], len(content))
-    with pytest.raises(images.RejectedImage, match="ends inside its header|claims"):
-        images.read_header(content[:40], 40)
+    with pytest.raises(headers.HeaderNeedsMore):
+        headers.read_header(content[:40], len(content))
+    with pytest.raises(headers.RejectedImage, match="ends inside its header|claims"):
+        headers.read_header(content[:40], 40)
     reads = []
 
     def read_range(start, end):
         reads.append((start, end))
         return content[start:end]
 
-    assert images.header_of(read_range, len(content), first=40).format == "JPEG"
+    assert headers.header_of(read_range, len(content), first=40).format == "JPEG"
     assert reads[0] == (0, 40) and reads[1][0] == 40

@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from fruits_pipeline import model_conversion
-from fruits_spark.common import DEFAULT_MODEL_PATH
+from fruits_spark import model_conversion
+from fruits_contract.model import SHIPPED_MODEL_PATH
 from fruits_spark.features import FEATURE_DIM, check_model, provenance_path
 
 
@@ -18,20 +18,20 @@ def _sha256(path) -> str:
 
 
 def test_shipped_model_is_what_its_provenance_describes():
-    provenance = json.loads(provenance_path(DEFAULT_MODEL_PATH).read_text())
-    assert provenance["file"] == DEFAULT_MODEL_PATH.name
-    assert provenance["sha256"] == _sha256(DEFAULT_MODEL_PATH)
-    assert provenance["bytes"] == DEFAULT_MODEL_PATH.stat().st_size
+    provenance = json.loads(provenance_path(SHIPPED_MODEL_PATH).read_text())
+    assert provenance["file"] == SHIPPED_MODEL_PATH.name
+    assert provenance["sha256"] == _sha256(SHIPPED_MODEL_PATH)
+    assert provenance["bytes"] == SHIPPED_MODEL_PATH.stat().st_size
     check = provenance["equality_check"]
     assert check["passed"] and check["min_cosine"] >= model_conversion.EQUALITY_MIN_COSINE
     assert {"tensorflow", "keras", "ai_edge_litert"} <= set(provenance["converter"])
-    assert check_model(DEFAULT_MODEL_PATH.read_bytes()).output_width == FEATURE_DIM
+    assert check_model(SHIPPED_MODEL_PATH.read_bytes()).output_width == FEATURE_DIM
 
 
 def test_shipped_model_comes_from_the_weights_on_hand(real_weights):
     if real_weights is None:
         pytest.skip("FRUITS_WEIGHTS is not set: the source weights are needed to compare their sha256")
-    provenance = json.loads(provenance_path(DEFAULT_MODEL_PATH).read_text())
+    provenance = json.loads(provenance_path(SHIPPED_MODEL_PATH).read_text())
     assert provenance["source_weights"]["sha256"] == _sha256(real_weights), (
         "the shipped model was converted from other weights than FRUITS_WEIGHTS: run `make model`")
 
@@ -55,7 +55,7 @@ def test_conversion_writes_a_model_equal_to_keras_and_its_provenance(random_weig
     assert provenance["sha256"] == _sha256(output)
     assert provenance["source_weights"]["sha256"] == _sha256(random_weights)
     assert provenance["equality_check"]["passed"] and provenance["equality_check"]["images"] >= 8
-    assert output.read_bytes() != DEFAULT_MODEL_PATH.read_bytes()  # other weights, another model
+    assert output.read_bytes() != SHIPPED_MODEL_PATH.read_bytes()  # other weights, another model
 
 
 def test_conversion_refuses_a_model_unequal_to_keras_and_leaves_the_old_one(random_weights, images_dir, tmp_path,
@@ -63,7 +63,7 @@ def test_conversion_refuses_a_model_unequal_to_keras_and_leaves_the_old_one(rand
     output = tmp_path / "m.tflite"
     output.write_bytes(b"the previous model")
     # A converter that returns a valid flatbuffer of the wrong weights (the shipped ImageNet model).
-    monkeypatch.setattr(model_conversion, "convert", lambda model: DEFAULT_MODEL_PATH.read_bytes())
+    monkeypatch.setattr(model_conversion, "convert", lambda model: SHIPPED_MODEL_PATH.read_bytes())
     code = model_conversion.main(["--weights", str(random_weights), "--images", str(images_dir),
                                   "--output", str(output)])
     assert code == 1

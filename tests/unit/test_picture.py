@@ -12,8 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from fruits_pipeline.lake import Lake
-from fruits_pipeline.picture import (PREVIEW_MAX_ROWS, PictureError, load_preview, preview_uri,
+from fruits_contract.lake import Lake
+from fruits_contract.lake import PCA_PREVIEW_MAX_ROWS as PREVIEW_MAX_ROWS
+from fruits_pipeline.picture import (PictureError, load_preview,
                                      render_run_picture, write_run_picture)
 
 
@@ -42,7 +43,7 @@ def test_the_preview_gives_each_images_two_coordinates_and_label(tmp_path):
     lake = Lake(f"file://{tmp_path}")
     labels = ["Apple Pink Lady"] * 5 + ["banana"] * 5
     points = _write_pca_output(lake, "run-1", labels, k=4)
-    read_points, read_labels = load_preview(preview_uri(lake, "run-1"))
+    read_points, read_labels = load_preview(lake.pca_preview("run-1"))
     assert read_labels == labels
     np.testing.assert_allclose(read_points, points, rtol=1e-6)
 
@@ -50,7 +51,7 @@ def test_the_preview_gives_each_images_two_coordinates_and_label(tmp_path):
 def test_a_preview_larger_than_promised_is_cut_to_the_limit(tmp_path):
     lake = Lake(f"file://{tmp_path}")
     _write_pca_output(lake, "big", ["kiwi"] * 1500 + ["lemon"] * 1500, k=3)
-    points, labels = load_preview(preview_uri(lake, "big"))
+    points, labels = load_preview(lake.pca_preview("big"))
     assert len(points) == len(labels) == PREVIEW_MAX_ROWS
 
 
@@ -71,7 +72,7 @@ def test_picture_is_a_png_next_to_the_report(tmp_path):
 def test_missing_or_malformed_preview_is_a_picture_error_naming_it(tmp_path):
     lake = Lake(f"file://{tmp_path}")
     report = {"k": 2, "explained_variance_ratio": [0.5, 0.2], "cumulative": 0.7, "n_images": 4}
-    with pytest.raises(PictureError, match=f"no preview at {preview_uri(lake, 'r')}"):
+    with pytest.raises(PictureError, match=f"no preview at {lake.pca_preview('r')}"):
         write_run_picture(lake, "r", pca_report=report)
     folder = tmp_path / "pca" / "r" / "_preview"
     folder.mkdir(parents=True)

@@ -214,7 +214,7 @@ def _write_report(lake_root, run_key, **fields):
 
 
 def test_the_latest_pca_output_is_the_newest_successful_report_with_a_pca(tmp_path):
-    from fruits_pipeline.lake import Lake
+    from fruits_contract.lake import Lake
     from fruits_pipeline.report import latest_pca_output
 
     lake = Lake(f"file://{tmp_path}")
@@ -231,7 +231,7 @@ def test_the_latest_pca_output_is_the_newest_successful_report_with_a_pca(tmp_pa
 
 
 def test_the_latest_classifier_is_found_like_the_latest_pca(tmp_path):
-    from fruits_pipeline.lake import Lake
+    from fruits_contract.lake import Lake
     from fruits_pipeline.report import latest_classifier_output
 
     lake = Lake(f"file://{tmp_path}")

@@ -2,7 +2,7 @@
 (the run page in the UI renders exactly that), and the summary line names them."""
 from __future__ import annotations
 
-from fruits_pipeline.lake import Lake
+from fruits_contract.lake import Lake
 from fruits_pipeline.report import build_report, faults_met, summary_text
 
 VALIDATION = {"listed": 4, "valid": 4, "rejected": 0, "route": "features_and_pca",

@@ -8,7 +8,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from fruits_pipeline.lake import Lake, run_key_for
+from fruits_contract.lake import Lake, run_key_for
 from fruits_pipeline.report import build_report
 from fruits_pipeline.run_report_view import (
     NO_REPORT_SENTENCE, UnsafeId, check_id, lake_link, lake_of_outlets, render_no_report, render_report, report_uris,

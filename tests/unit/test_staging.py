@@ -1,13 +1,13 @@
 """Staging code and the model into a lake only when missing (a local lake; the moto DAG run covers S3)."""
 from pathlib import Path
 
-from fruits_pipeline.lake import Lake
+from fruits_contract.lake import Lake
 from fruits_pipeline.settings import REPO_ROOT
 import hashlib
 
 import pytest
 
-from fruits_spark.common import DEFAULT_MODEL_PATH
+from fruits_contract.model import SHIPPED_MODEL_PATH
 from fruits_pipeline.settings import Settings
 from fruits_pipeline.staging import stage_code, stage_model
 
@@ -51,6 +51,6 @@ def test_missing_model_says_how_to_get_one(tmp_path):
 
 def test_settings_stage_the_model_the_feature_job_defaults_to_unless_fruits_model_says_otherwise(tmp_path):
     settings = Settings.from_env({"FRUITS_LAKE_URI": f"file://{tmp_path}"})
-    assert settings.model_file == DEFAULT_MODEL_PATH and settings.model_file.is_file()
+    assert settings.model_file == SHIPPED_MODEL_PATH and settings.model_file.is_file()
     other = Settings.from_env({"FRUITS_LAKE_URI": f"file://{tmp_path}", "FRUITS_MODEL": "/m/x.tflite"})
     assert other.model_file == Path("/m/x.tflite")

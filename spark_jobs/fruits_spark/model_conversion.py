@@ -1,6 +1,6 @@
 """Keras MobileNetV2 -> the TFLite flatbuffer the feature job runs with LiteRT (`make model`).
 
-    python -m fruits_pipeline.model_conversion [--weights FILE.weights.h5] [--images DIR]
+    python -m fruits_spark.model_conversion [--weights FILE.weights.h5] [--images DIR]
         [--output spark_jobs/models/mobilenet_v2_1.0_224_no_top.tflite]
 
 Development only: this is the one module that imports TensorFlow (to convert, and to run Keras
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fruits_spark.common import DEFAULT_MODEL_PATH
+from fruits_contract.model import SHIPPED_MODEL_PATH
 from fruits_spark.features import (FEATURE_DIM, IMAGE_SIZE, LiteRTModel, decode_image, preprocess,
                                    provenance_path)
 
@@ -178,7 +178,7 @@ def main(argv=None) -> int:
                         help="Keras .weights.h5 of MobileNetV2 1.0 224 no top (default: FRUITS_WEIGHTS, else Keras' ImageNet)")
     parser.add_argument("--images", default=os.environ.get("FRUITS_SAMPLE_DIR") or None,
                         help="real images for the equality check (default: FRUITS_SAMPLE_DIR)")
-    parser.add_argument("--output", type=Path, default=DEFAULT_MODEL_PATH)
+    parser.add_argument("--output", type=Path, default=SHIPPED_MODEL_PATH)
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if args.weights and not Path(args.weights).is_file():
