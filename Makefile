@@ -60,12 +60,13 @@ demo: install
 	  $(if $(PCA_K),--pca-k "$(PCA_K)") $(if $(PCA_VARIANCE),--pca-variance "$(PCA_VARIANCE)")
 
 # Classify photos with a run's classifier (no Spark, Airflow or TensorFlow; docs/classifier.md): IMAGES= image
-# files, MODEL= a classifier/<run_key>/ (s3://, file:// or a folder), by default the latest of the lake $(LAKE).
+# files, MODEL= a classifier/<run_key>/ (s3://, file:// or a folder), by default the lake $(LAKE)'s current one
+# (classifier/current.json).
 classify: install
 	@test "$(origin IMAGES)" = "command line" || { echo "make classify: give IMAGES=, one or more image files: make classify IMAGES=photo.jpg [MODEL=...]" >&2; exit 2; }
 	@model="$(MODEL)"; \
 	if [ -z "$$model" ]; then \
-	  model=$$($(BIN)/python -c 'import sys; from fruits_contract.lake import Lake; from fruits_pipeline.report import latest_classifier_output as latest; found = latest(Lake(sys.argv[1]), None); print(found["classifier_uri"] if found else "")' "file://$(abspath $(LAKE))"); \
+	  model=$$($(BIN)/python -c 'import sys; from fruits_contract.lake import Lake; from fruits_pipeline.report import current_classifier; found = current_classifier(Lake(sys.argv[1]), None); print(found["classifier_uri"] if found else "")' "file://$(abspath $(LAKE))"); \
 	  test -n "$$model" || { echo "make classify: no MODEL= and no run of the lake $(LAKE) trained a classifier: run make demo first" >&2; exit 2; }; \
 	fi; \
 	$(BIN)/python -m fruits_spark.classify --model "$$model" $(IMAGES)

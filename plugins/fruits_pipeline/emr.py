@@ -13,6 +13,8 @@ from airflow.providers.amazon.aws.operators.emr import (EmrAddStepsOperator, Emr
 from airflow.providers.amazon.aws.sensors.emr import EmrStepSensor
 from airflow.providers.amazon.aws.triggers.emr import EmrStepSensorTrigger
 
+from fruits_pipeline.steps import step_name_of
+
 
 def step_log_location(log_uri: str | None, cluster_id: str, step_id: str) -> str | None:
     if not log_uri:
@@ -57,13 +59,24 @@ class StepTriggerPollingAfterOneInterval(EmrStepSensorTrigger):
 
 
 class FruitsStepSensor(EmrStepSensor):
-    """EmrStepSensor that fails with the step's failure reason and log location, also when deferred.
+    """EmrStepSensor of one named step of the run's plan, failing with the step's failure reason and log
+    location, also when deferred.
 
-    ``max_attempts`` is templated so that the timeout can be sized to the run's work at run time."""
+    ``step_id`` and ``max_attempts`` are templates read from the run's XComs (add_steps' ``step_id_of``
+    and the plan's ``max_polls``); a step the plan does not run (the features step of a PCA-only run)
+    renders as "None", and the sensor skips."""
 
     template_fields = (*EmrStepSensor.template_fields, "max_attempts")
 
+    def __init__(self, *, step_name: str, **kwargs):
+        super().__init__(**kwargs)
+        self.step_name = step_name
+
     def execute(self, context) -> None:
+        if self.step_id in (None, "", "None"):
+            from airflow.providers.common.compat.sdk import AirflowSkipException
+
+            raise AirflowSkipException(f"this run's plan has no {self.step_name} step")
         self.max_attempts = int(self.max_attempts)
         super().execute(context)
 
@@ -108,17 +121,22 @@ def steps_already_added(emr_client, cluster_id: str, names: list[str]) -> list[s
 
 class FruitsAddStepsOperator(EmrAddStepsOperator):
     """EmrAddStepsOperator that never adds the run's steps twice: when the task runs again on the
-    same cluster (cleared in the UI, or retried), it returns the ids of the steps already there."""
+    same cluster (cleared in the UI, or retried), it returns the ids of the steps already there.
+    Besides the ids in order (its return value, as the provider's), it pushes ``step_id_of``: pipeline
+    step name -> id, which the step sensors read."""
 
     def execute(self, context) -> list[str]:
         steps = self.steps if isinstance(self.steps, list) else ast.literal_eval(self.steps)
-        existing = steps_already_added(self.hook.conn, self.job_flow_id, [step["Name"] for step in steps])
-        if existing is not None:
+        names = [step["Name"] for step in steps]
+        ids = steps_already_added(self.hook.conn, self.job_flow_id, names)
+        if ids is not None:
             self.log.info("cluster %s already has this run's steps %s: not adding them again",
-                          self.job_flow_id, existing)
+                          self.job_flow_id, ids)
             persist_cluster_links(self, context, self.job_flow_id)
-            return existing
-        return super().execute(context)
+        else:
+            ids = super().execute(context)
+        context["ti"].xcom_push(key="step_id_of", value={step_name_of(name): id_ for name, id_ in zip(names, ids)})
+        return ids
 
 
 class FruitsCreateClusterOperator(EmrCreateJobFlowOperator):
@@ -147,20 +165,20 @@ class FruitsTerminateClusterOperator(EmrTerminateJobFlowOperator):
 
     ``job_flow_id`` is a template of create_cluster's XCom: None when create_cluster died after
     RunJobFlow (killed because the run was marked failed, a lost worker). The clusters tagged with
-    the run's tags (project + run_key, from the job flow the plan task built) are terminated then.
-    When the plan task built no job flow, no cluster can have been requested: the task skips without
+    the run's tags (project + run_key, from the job flow clean_up_and_stage built) are terminated then.
+    When it built no job flow, no cluster can have been requested: the task skips without
     an AWS call (nothing-to-do and dry runs)."""
 
-    def __init__(self, *, plan_task_id: str = "stage_and_plan", **kwargs):
+    def __init__(self, *, staging_task_id: str = "clean_up_and_stage", **kwargs):
         super().__init__(**kwargs)
-        self.plan_task_id = plan_task_id
+        self.staging_task_id = staging_task_id
 
     def execute(self, context) -> list[str]:
         from airflow.providers.common.compat.sdk import AirflowSkipException
 
         from fruits_pipeline.orphans import clusters_to_terminate, run_clusters
 
-        job_flow = context["ti"].xcom_pull(task_ids=self.plan_task_id, key="job_flow")
+        job_flow = context["ti"].xcom_pull(task_ids=self.staging_task_id, key="job_flow")
         if not job_flow:
             raise AirflowSkipException("no job flow was planned in this run: no cluster to terminate")
         run_key = {tag["Key"]: tag["Value"] for tag in job_flow["Tags"]}["run_key"]

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from fruits_contract.lake import BOOTSTRAP_SCRIPT, WHEELHOUSE  # the bootstrap installs from code/<v>/wheelhouse
-from fruits_pipeline.params import RunParams
+from fruits_pipeline.params import ClusterShape
 from fruits_pipeline.settings import Settings
 
 PROJECT_TAG = "fruits-pipeline"
@@ -48,14 +48,14 @@ def network(settings: Settings) -> dict:
     return placed
 
 
-def build_job_flow(settings: Settings, params: RunParams, *, run_key: str, code_uri: str) -> dict:
+def build_job_flow(settings: Settings, cluster: ClusterShape, *, run_key: str, code_uri: str) -> dict:
     code_uri = code_uri.rstrip("/")
     core_group = {
         "Name": "core",
         "InstanceRole": "CORE",
-        "Market": "SPOT" if params.use_spot else "ON_DEMAND",
-        "InstanceType": params.instance_type,
-        "InstanceCount": int(params.core_instance_count),
+        "Market": "SPOT" if cluster.use_spot else "ON_DEMAND",
+        "InstanceType": cluster.instance_type,
+        "InstanceCount": int(cluster.core_instance_count),
     }
     return {
         "Name": cluster_name(run_key),
@@ -65,7 +65,7 @@ def build_job_flow(settings: Settings, params: RunParams, *, run_key: str, code_
         "Instances": {
             "InstanceGroups": [
                 {"Name": "master", "InstanceRole": "MASTER", "Market": "ON_DEMAND",
-                 "InstanceType": params.instance_type, "InstanceCount": 1},
+                 "InstanceType": cluster.instance_type, "InstanceCount": 1},
                 core_group,
             ],
             # Kept alive so both steps run on one cluster; the teardown task terminates it.

@@ -83,6 +83,46 @@ def param_specs(default_instance_type: str = "m5.xlarge", default_core_count: in
 
 
 @dataclass(frozen=True)
+class PcaTarget:
+    """What the PCA is asked for: ``k`` components, or the smallest k keeping ``variance`` of the total.
+    One shape everywhere: the report and the PCA pointer store ``as_dict()``, the PCA step gets ``job_args()``."""
+
+    k: int | None = None
+    variance: float | None = None
+
+    def __post_init__(self):
+        if (self.k is None) == (self.variance is None):
+            raise ParamsError(f"a PCA target is k or variance, one of the two (got k={self.k!r}, "
+                              f"variance={self.variance!r})")
+
+    @classmethod
+    def from_dict(cls, target: dict | None) -> "PcaTarget | None":
+        if not target:
+            return None
+        return cls(k=int(target["k"])) if "k" in target else cls(variance=float(target["variance"]))
+
+    def as_dict(self) -> dict:
+        return {"k": int(self.k)} if self.k is not None else {"variance": float(self.variance)}
+
+    def job_args(self) -> list[str]:
+        """The PCA job's arguments (spark_jobs/reduce_pca.py)."""
+        return ["--k", str(int(self.k))] if self.k is not None else ["--variance", repr(float(self.variance))]
+
+    def __str__(self) -> str:
+        """As people say it: "k=8" or "variance 0.95"."""
+        return f"k={self.k}" if self.k is not None else f"variance {self.variance:g}"
+
+
+@dataclass(frozen=True)
+class ClusterShape:
+    """The EMR cluster a run asks for (the job flow's core group, and the price in the report)."""
+
+    instance_type: str
+    core_instance_count: int
+    use_spot: bool
+
+
+@dataclass(frozen=True)
 class RunParams:
     full_refresh: bool = False
     pca_variance: float = 0.95
@@ -108,9 +148,14 @@ class RunParams:
         return self
 
     @property
-    def pca_target(self) -> dict:
-        """What the PCA is asked for: {"k": n} when pca_k is set, else {"variance": v}."""
-        return {"k": int(self.pca_k)} if self.pca_k is not None else {"variance": float(self.pca_variance)}
+    def pca_target(self) -> PcaTarget:
+        """pca_k when it is set, else pca_variance."""
+        return PcaTarget(k=int(self.pca_k)) if self.pca_k is not None else PcaTarget(variance=float(self.pca_variance))
+
+    @property
+    def cluster(self) -> ClusterShape:
+        """The cluster the form asks for (a PCA-only run may ask for fewer nodes: run_plan.cluster_for)."""
+        return ClusterShape(self.instance_type, int(self.core_instance_count), bool(self.use_spot))
 
     @classmethod
     def from_params(cls, params: dict[str, Any] | None, price_table: Path = DEFAULT_PRICE_TABLE) -> "RunParams":
@@ -118,9 +163,3 @@ class RunParams:
         known = {k: params[k] for k in cls.__dataclass_fields__ if k in params and params[k] is not None}
         return cls(**known).check_instance_type(price_table)
 
-
-def describe_target(target: dict | None) -> str:
-    """A PCA target as people say it: "k=8" or "variance 0.95"."""
-    if not target:
-        return "none"
-    return f"k={target['k']}" if "k" in target else f"variance {target['variance']:g}"

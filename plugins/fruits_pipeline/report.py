@@ -1,8 +1,7 @@
 """The run report (``reports/<run_key>.json``): route and why, counts that reconcile, timings, cost, URIs.
 
-Reports are also the pipeline's memory of its PCA outputs and classifiers: ``latest_pca_output``
-finds the newest successful run that wrote one, and the PCA target it was asked for;
-``latest_classifier_output`` the newest classifier.
+A successful run also moves the pointers to the current PCA and classifier (``pca/current.json``,
+``classifier/current.json``), which the next run and ``make classify`` read.
 """
 from __future__ import annotations
 
@@ -39,64 +38,48 @@ def reconcile(counts: dict) -> list[str]:
     return problems
 
 
-def pca_target_of(report: dict) -> dict | None:
-    """The PCA target a run report's PCA output was fitted for: {"k": n} or {"variance": v}.
-
-    Reports written before ``pca_target`` existed give it through the PCA job's own fields."""
-    if report.get("pca_target"):
-        return dict(report["pca_target"])
-    pca = report.get("pca") or {}
-    if pca.get("k_requested") is not None:
-        return {"k": int(pca["k_requested"])}
-    if pca.get("variance_target") is not None:
-        return {"variance": float(pca["variance_target"])}
-    return None
-
-
-def successful_reports_newest_first(lake: Lake, conn_id: str | None, *, exclude_run_key: str | None = None):
-    """The successful run reports, newest (by report time) first, read one at a time as asked for."""
+def current_pca(lake: Lake, conn_id: str | None, *, exclude_run_key: str | None = None) -> dict | None:
+    """The PCA the next run builds on, from its pointer ``pca/current.json`` ({"run_key", "pca_uri",
+    "pca_target"}); None when no run has fitted one (or the pointer names ``exclude_run_key``: a rerun
+    of that run does not build on its own earlier attempt)."""
     from fruits_pipeline import storage
 
-    candidates = []
-    for uri, info in storage.list_file_info(lake.uri("reports"), conn_id, maxdepth=1).items():
-        if not uri.endswith(".json"):
-            continue
-        run_key = uri.rsplit("/", 1)[-1].removesuffix(".json")
-        if run_key == exclude_run_key:
-            continue
-        modified = info.get("mtime") or info.get("LastModified") or info.get("last_modified") or 0
-        stamp = modified.timestamp() if isinstance(modified, datetime) else float(modified)
-        candidates.append((stamp, uri))
-    for _, uri in sorted(candidates, reverse=True):
-        try:
-            report = storage.read_json(uri, conn_id) or {}
-        except (ValueError, OSError) as error:  # a damaged report must not stop the pipeline
-            log.warning("skipping unreadable run report %s: %s", uri, error)
-            continue
-        if report.get("status") == "success":
-            yield report
+    pointer = storage.read_json(lake.pca_current(), conn_id)
+    return None if not pointer or pointer.get("run_key") == exclude_run_key else pointer
 
 
-def latest_pca_output(lake: Lake, conn_id: str | None, *, exclude_run_key: str | None = None) -> dict | None:
-    """The newest successful run that wrote a PCA output (by report time), as
-    {"run_key", "pca_target", "pca_uri"}; None when no run has. Reads reports newest first and
-    stops at the first one with a PCA, so a long history costs one listing and a few small reads."""
-    for report in successful_reports_newest_first(lake, conn_id, exclude_run_key=exclude_run_key):
-        pca_uri = (report.get("uris") or {}).get("pca")
-        if pca_uri:
-            return {"run_key": report.get("run_key"), "pca_target": pca_target_of(report), "pca_uri": pca_uri}
-    return None
+def current_classifier(lake: Lake, conn_id: str | None) -> dict | None:
+    """The published classifier, from its pointer ``classifier/current.json`` ({"run_key",
+    "classifier_uri", "accuracy"}); None when no run has trained one."""
+    from fruits_pipeline import storage
+
+    return storage.read_json(lake.classifier_current(), conn_id)
 
 
-def latest_classifier_output(lake: Lake, conn_id: str | None, *, exclude_run_key: str | None = None) -> dict | None:
-    """The newest successful run that trained a classifier, as {"run_key", "classifier_uri", "accuracy"};
-    None when no run has. Found the way latest_pca_output finds the latest PCA."""
-    for report in successful_reports_newest_first(lake, conn_id, exclude_run_key=exclude_run_key):
-        classifier = report.get("classifier") or {}
-        if classifier.get("uri"):
-            return {"run_key": report.get("run_key"), "classifier_uri": classifier["uri"],
-                    "accuracy": classifier.get("accuracy")}
-    return None
+def current_pointers(report: dict) -> dict[str, dict]:
+    """The pointers a run report moves, by the lake URI each is written to: a successful run that
+    fitted a PCA (or trained a classifier) makes it the current one."""
+    if report.get("status") != "success":
+        return {}
+    uris, pointers = report.get("uris") or {}, {}
+    if uris.get("pca"):
+        pointers["pca"] = {"run_key": report["run_key"], "pca_uri": uris["pca"], "pca_target": report.get("pca_target")}
+    classifier = report.get("classifier") or {}
+    if classifier.get("uri"):
+        pointers["classifier"] = {"run_key": report["run_key"], "classifier_uri": classifier["uri"],
+                                  "accuracy": classifier.get("accuracy")}
+    return pointers
+
+
+def write_current_pointers(lake: Lake, report: dict, conn_id: str | None) -> None:
+    """Point ``pca/current.json`` and ``classifier/current.json`` at this run's outputs: each one PUT
+    of a small object, after the outputs and the report are written, so a reader sees the old
+    pointer or the new one, never a half-written one nor one naming an unfinished output."""
+    from fruits_pipeline import storage
+
+    where = {"pca": lake.pca_current(), "classifier": lake.classifier_current()}
+    for kind, pointer in current_pointers(report).items():
+        storage.write_json(where[kind], pointer, conn_id)
 
 
 def faults_met(*, validation: dict, feature_result: dict | None = None, pca_result: dict | None = None,

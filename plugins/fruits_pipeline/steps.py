@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fruits_contract.lake import EXTRACT_FEATURES, PY_FILES_ZIP, REDUCE_PCA, TRAIN_CLASSIFIER, Lake
+from fruits_pipeline.params import PcaTarget
 
 
 @dataclass(frozen=True)
@@ -17,20 +18,28 @@ class JobStep:
     output_uri: str
 
 
-def pipeline_steps(lake: Lake, run_key: str, *, model_name: str | None, pca_k: int | None,
-                   pca_variance: float) -> list[JobStep]:
+def pipeline_steps(lake: Lake, run_key: str, *, model_name: str | None, pca_target: PcaTarget) -> list[JobStep]:
     features_args = ["--images", lake.raw(), "--manifest", lake.manifest_valid(run_key),
                      "--output", lake.features(run_key)]
     if model_name:  # staging.stage_model's name; None only where the feature step does not run
         features_args += ["--model", lake.model(model_name)]
-    target = ["--k", str(int(pca_k))] if pca_k is not None else ["--variance", repr(float(pca_variance))]
     return [
         JobStep(EXTRACT_FEATURES, f"{EXTRACT_FEATURES}.py", tuple(features_args), lake.features(run_key)),
         JobStep(REDUCE_PCA, f"{REDUCE_PCA}.py",
-                ("--features", lake.features_root(), "--output", lake.pca(run_key), *target), lake.pca(run_key)),
+                ("--features", lake.features_root(), "--output", lake.pca(run_key), *pca_target.job_args()), lake.pca(run_key)),
         JobStep(TRAIN_CLASSIFIER, f"{TRAIN_CLASSIFIER}.py",
                 ("--pca", lake.pca(run_key), "--output", lake.classifier(run_key)), lake.classifier(run_key)),
     ]
+
+
+def emr_step_name(step_name: str, run_key: str) -> str:
+    """A step's name on the cluster: the run key in it tells this run's steps apart (run keys hold no space)."""
+    return f"{step_name} {run_key}"
+
+
+def step_name_of(emr_step_name: str) -> str:
+    """The pipeline step an EMR step name (``emr_step_name``) belongs to."""
+    return emr_step_name.split(" ", 1)[0]
 
 
 def render_emr_steps(steps: list[JobStep], code_uri: str, run_key: str) -> list[dict]:
@@ -39,7 +48,7 @@ def render_emr_steps(steps: list[JobStep], code_uri: str, run_key: str) -> list[
     code_uri = code_uri.rstrip("/")
     return [
         {
-            "Name": f"{step.name} {run_key}",
+            "Name": emr_step_name(step.name, run_key),
             "ActionOnFailure": "CANCEL_AND_WAIT",
             "HadoopJarStep": {
                 "Jar": "command-runner.jar",

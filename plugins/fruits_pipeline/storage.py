@@ -133,10 +133,26 @@ def read_range(uri: str, conn_id: str | None, start: int, end: int) -> bytes:
 
 @_names_the_object("writing")
 def write_bytes(uri: str, data: bytes, conn_id: str | None) -> None:
+    """Write an object whole: a reader sees the old bytes or the new ones, never part of them (one PUT on
+    S3; on file://, a hidden file beside it renamed over it, as a PUT would replace the object)."""
     path = lake_path(uri, conn_id)
-    if uri.startswith("file://"):
-        path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
+    if not uri.startswith("file://"):
+        path.write_bytes(data)
+        return
+    import os
+    import tempfile
+
+    folder = os.path.dirname(path.path)
+    os.makedirs(folder, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".writing-")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path.path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
 
 
 @_names_the_object("checking")

@@ -116,7 +116,7 @@ def _read_paths(uris, conn_id: str | None) -> set[str]:
 
 
 @dataclass(frozen=True)
-class FeatureBatches:
+class BatchFiles:
     """Other runs' ``features/batch=<run_key>/`` folders, run key -> the URIs of their files, split by
     the committed-batch rule (``fruits_contract.lake.batch_states``): only committed batches count; a
     partial batch's images are taken again, and the PCA job ignores it too."""
@@ -130,7 +130,7 @@ class FeatureBatches:
                 if uri.endswith(".parquet") and f"/{folder}/" in uri]
 
 
-def feature_batches(lake: Lake, *, exclude_run_key: str, conn_id: str | None) -> FeatureBatches:
+def batch_files(lake: Lake, *, exclude_run_key: str, conn_id: str | None) -> BatchFiles:
     root = lake.features_root()
     files: dict[str, list[str]] = {}
     for uri in storage.list_files(root, conn_id):
@@ -140,39 +140,39 @@ def feature_batches(lake: Lake, *, exclude_run_key: str, conn_id: str | None) ->
     # A listing gives no commit times, and exactly-once needs none: every committed batch counts.
     states = batch_states({key: 0 if lake.job_result(lake.features(key)) in uris else None
                            for key, uris in files.items()})
-    return FeatureBatches({key: files[key] for key in states.committed}, {key: files[key] for key in states.partial})
+    return BatchFiles({key: files[key] for key in states.committed}, {key: files[key] for key in states.partial})
 
 
 def featurized_paths(lake: Lake, *, exclude_run_key: str, conn_id: str | None,
-                     batches: FeatureBatches | None = None) -> set[str]:
+                     batches: BatchFiles | None = None) -> set[str]:
     """Paths held by the committed ``features/batch=*`` other than this run's (read with pyarrow)."""
-    batches = batches or feature_batches(lake, exclude_run_key=exclude_run_key, conn_id=conn_id)
+    batches = batches or batch_files(lake, exclude_run_key=exclude_run_key, conn_id=conn_id)
     root = lake.features_root()
     return _read_paths([uri for uris in batches.committed.values() for uri in uris
                         if storage.is_parquet_data_file(root, uri)], conn_id)
 
 
 def previously_rejected_paths(lake: Lake, *, exclude_run_key: str, conn_id: str | None,
-                              batches: FeatureBatches | None = None) -> set[str]:
+                              batches: BatchFiles | None = None) -> set[str]:
     """Paths rejected by another run: by validation (``manifests/*/rejected``) or by the
     feature job (``features/batch=*/_rejects`` of a committed batch)."""
     manifests = lake.manifests_root()
     files = [uri for uri in storage.list_files(manifests, conn_id)
              if uri.endswith(".parquet") and "/rejected/" in uri
              and uri[len(manifests) + 1:].split("/", 1)[0] != exclude_run_key]
-    batches = batches or feature_batches(lake, exclude_run_key=exclude_run_key, conn_id=conn_id)
+    batches = batches or batch_files(lake, exclude_run_key=exclude_run_key, conn_id=conn_id)
     return _read_paths(files + batches.committed_files_of(REJECTS_FOLDER), conn_id)
 
 
 def duplicate_paths(lake: Lake, *, exclude_run_key: str, conn_id: str | None,
-                    batches: FeatureBatches | None = None) -> set[str]:
+                    batches: BatchFiles | None = None) -> set[str]:
     """Paths another run's feature job left out as duplicates (``_duplicates`` of a committed batch):
     done as surely as the featurized ones, whose bytes they share."""
-    batches = batches or feature_batches(lake, exclude_run_key=exclude_run_key, conn_id=conn_id)
+    batches = batches or batch_files(lake, exclude_run_key=exclude_run_key, conn_id=conn_id)
     return _read_paths(batches.committed_files_of(DUPLICATES_FOLDER), conn_id)
 
 
-def remove_replaced_partial_batches(lake: Lake, batches: FeatureBatches, featurized: set[str],
+def remove_replaced_partial_batches(lake: Lake, batches: BatchFiles, featurized: set[str],
                                     conn_id: str | None) -> list[str]:
     """Remove the partial batches whose every image a committed batch now holds (a later run took them
     again), so that they are not met, and reported, again every day; returns the URIs removed."""
@@ -197,7 +197,7 @@ def validate_uploads(lake: Lake, run_key: str, *, full_refresh: bool, conn_id: s
     raw_root = lake.raw()
     listed = {uri: size for uri, size in storage.list_files(raw_root, conn_id).items()
               if not posixpath.basename(uri).startswith(".")}
-    batches = feature_batches(lake, exclude_run_key=run_key, conn_id=conn_id)
+    batches = batch_files(lake, exclude_run_key=run_key, conn_id=conn_id)
     featurized = set() if full_refresh else (
         featurized_paths(lake, exclude_run_key=run_key, conn_id=conn_id, batches=batches)
         | duplicate_paths(lake, exclude_run_key=run_key, conn_id=conn_id, batches=batches))

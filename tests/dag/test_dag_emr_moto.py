@@ -165,7 +165,7 @@ def test_an_unencrypted_bucket_gets_no_cluster(aws, lake_bucket, step_finisher, 
     dag_run = run_dag()
 
     states = task_states(dag_run)
-    assert str(dag_run.state) == "failed" and states["stage_and_plan"] == "failed", states
+    assert str(dag_run.state) == "failed" and states["clean_up_and_stage"] == "failed", states
     assert states["create_cluster"] == "upstream_failed"
     assert len(all_clusters()) == clusters_before
     assert read_report(s3, lake_bucket)["status"] == "failed"

@@ -1,8 +1,8 @@
 """The PCA-only route in EMR mode against moto (the EMR fixtures of tests/dag/conftest.py): a new PCA target
 with no new upload runs reduce_pca alone on a cluster sized for it; the same target does nothing.
 
-The lake is seeded as a past run leaves it: a feature batch holding every upload and that run's
-report (its PCA target). The step finisher also writes the PCA job's preview, so the report
+The lake is seeded as a past run leaves it: a feature batch holding every upload, that run's
+report, and the pointer naming its PCA as the current one (with its target). The step finisher also writes the PCA job's preview, so the report
 task draws the run's picture into the bucket.
 """
 from __future__ import annotations
@@ -37,7 +37,13 @@ def seed_past_run(s3, bucket, tmp_path, pca_target: dict):
     report = {"run_key": PAST_RUN, "status": "success", "route": "features_and_pca", "pca_target": pca_target,
               "uris": {"pca": f"s3://{bucket}/pca/{PAST_RUN}"}}
     s3.put_object(Bucket=bucket, Key=f"reports/{PAST_RUN}.json", Body=json.dumps(report).encode())
+    pointer = {"run_key": PAST_RUN, "pca_uri": report["uris"]["pca"], "pca_target": pca_target}
+    s3.put_object(Bucket=bucket, Key="pca/current.json", Body=json.dumps(pointer).encode())
     return paths
+
+
+def read_pointer(s3, bucket, key: str) -> dict:
+    return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
 
 
 def reports_by_key(s3, bucket) -> dict:
@@ -86,6 +92,12 @@ def test_a_new_pca_target_runs_the_pca_step_alone_on_a_small_cluster(aws, lake_b
     assert not any(k.startswith("models/") for k in keys), "a PCA-only run stages no model"
     assert not any(k.startswith("features/") and PAST_RUN not in k for k in keys), "no feature extraction"
     assert sum(k.startswith("raw/") for k in keys) == len(paths)  # raw/ untouched
+    # The next run builds on this run's PCA, and make classify uses its classifier.
+    run_key = key.removeprefix("reports/").removesuffix(".json")
+    assert read_pointer(s3, lake_bucket, "pca/current.json") == {
+        "run_key": run_key, "pca_uri": f"s3://{lake_bucket}/pca/{run_key}", "pca_target": {"k": 8}}
+    assert read_pointer(s3, lake_bucket, "classifier/current.json")["classifier_uri"] == \
+        f"s3://{lake_bucket}/classifier/{run_key}"
 
 
 def test_the_same_target_with_nothing_new_creates_no_cluster(aws, lake_bucket, step_finisher, tmp_path):

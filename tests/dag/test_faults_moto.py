@@ -48,8 +48,9 @@ def test_throttling_and_dropped_connections_are_retried_and_reported(faulty_s3, 
         injector.inject("drop", "PUT", "/reports/", times=1),  # the report
     ]
 
-    validation = tasks.validate(settings, {"dry_run": True}, "flaky")
-    report = tasks.write_run_report(settings, {"dry_run": True}, "flaky", validation=validation)
+    plan = tasks.validate_and_plan(settings, {"dry_run": True}, "flaky")
+    validation = plan.validation
+    report = tasks.write_run_report(settings, plan)
 
     assert [fault.served for fault in injected] == [2, 2, 2, 1], "every fault was met"
     assert validation["valid"] == 4 and validation["rejected"] == 0

@@ -32,7 +32,7 @@ def test_demo_with_only_broken_uploads_runs_the_dag_and_says_nothing_was_process
     assert f"copied 2 new images from {tmp_path / 'images'} into raw/ (0 were already there)" in output
     assert "nothing new to process" in output
     # One line per task as it starts and ends, the route and why; Airflow's records only in the log file.
-    for task in ("validate", "choose_route", "report"):
+    for task in ("validate_and_plan", "report"):
         assert f"  {task}: started" in result.stdout and f"  {task}: success in " in result.stdout, task
     assert "route nothing_to_do: no valid new upload and no features yet" in result.stdout
     assert "[info" not in result.stdout and "Pushing xcom" not in result.stdout

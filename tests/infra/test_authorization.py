@@ -125,9 +125,9 @@ def test_the_instance_profile_allows_what_the_nodes_do(route_steps):
     settings = Settings(lake_uri="s3://fruits-lake", region=REGION, emr_subnet_id="subnet-0abc")
     run_key = "2026-11-30T000000Z"
     code_uri = settings.lake.code("0123456789ab")
-    job_flow = build_job_flow(settings, RunParams(), run_key=run_key, code_uri=code_uri)
+    job_flow = build_job_flow(settings, RunParams().cluster, run_key=run_key, code_uri=code_uri)
     steps = [s for s in pipeline_steps(settings.lake, run_key, model_name="mobilenet-0123/mobilenet.tflite",
-                                       pca_k=None, pca_variance=0.95) if s.name in route_steps]
+                                       pca_target=RunParams().pca_target) if s.name in route_steps]
     requests = node_requests(job_flow, render_emr_steps(steps, code_uri, run_key))
     assert len(requests) > 20
     assert denied(_policy("ec2_instance_inline"), requests) == []

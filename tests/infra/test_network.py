@@ -78,13 +78,13 @@ def test_audit_names_a_missing_subnet_setting_and_a_removed_tag(clients, config)
 def test_job_flow_places_the_cluster_in_the_subnet_with_the_managed_policy_tag():
     settings = Settings(lake_uri="s3://b", emr_subnet_id="subnet-1", emr_master_security_group="sg-m",
                         emr_core_security_group="sg-c", emr_service_access_security_group="sg-s")
-    flow = build_job_flow(settings, RunParams(), run_key="r", code_uri="s3://b/code/v")
+    flow = build_job_flow(settings, RunParams().cluster, run_key="r", code_uri="s3://b/code/v")
     instances = flow["Instances"]
     assert (instances["Ec2SubnetId"], instances["EmrManagedMasterSecurityGroup"],
             instances["EmrManagedSlaveSecurityGroup"], instances["ServiceAccessSecurityGroup"]) == \
         ("subnet-1", "sg-m", "sg-c", "sg-s")
     assert TAG in flow["Tags"]
-    bare = build_job_flow(Settings(lake_uri="s3://b", emr_subnet_id="subnet-1"), RunParams(), run_key="r",
+    bare = build_job_flow(Settings(lake_uri="s3://b", emr_subnet_id="subnet-1"), RunParams().cluster, run_key="r",
                           code_uri="s3://b/code/v")["Instances"]
     assert "EmrManagedMasterSecurityGroup" not in bare and bare["Ec2SubnetId"] == "subnet-1"
 

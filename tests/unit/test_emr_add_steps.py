@@ -44,6 +44,7 @@ def test_running_add_steps_again_returns_the_existing_steps_instead_of_adding_th
     ti = type("TaskInstance", (), {"xcom_push": lambda self, key, value: pushed.update({key: value})})()
     again = _operator(cluster_id).execute({"ti": ti})
     assert again == first
+    assert pushed["step_id_of"] == {"extract_features": first[0], "reduce_pca": first[1]}  # what the sensors read
     assert len(client.list_steps(ClusterId=cluster_id)["Steps"]) == len(STEPS)
     # the provider's links of the cluster, as its own execute would have stored them
     assert pushed["emr_cluster"]["job_flow_id"] == cluster_id and pushed["emr_cluster"]["region_name"] == REGION

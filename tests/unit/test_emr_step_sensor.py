@@ -10,7 +10,7 @@ from fruits_pipeline.emr import FruitsStepSensor, StepTriggerPollingAfterOneInte
 
 
 def test_the_sensor_defers_to_the_trigger_that_waits_first(monkeypatch):
-    sensor = FruitsStepSensor(task_id="watch", job_flow_id="j-1", step_id="s-1", deferrable=True,
+    sensor = FruitsStepSensor(task_id="watch", step_name="reduce_pca", job_flow_id="j-1", step_id="s-1", deferrable=True,
                               poke_interval=45, max_attempts=7, aws_conn_id=None, region_name="eu-west-3")
     monkeypatch.setattr(FruitsStepSensor, "poke", lambda self, context: False)
 
@@ -23,6 +23,17 @@ def test_the_sensor_defers_to_the_trigger_that_waits_first(monkeypatch):
     assert classpath == "fruits_pipeline.emr.StepTriggerPollingAfterOneInterval"  # what the triggerer imports
     assert fields["job_flow_id"] == "j-1" and fields["step_id"] == "s-1"
     assert fields["waiter_delay"] == 45 and fields["waiter_max_attempts"] == 7
+
+
+def test_a_step_the_plan_does_not_run_is_skipped_without_asking_emr(monkeypatch):
+    from airflow.providers.common.compat.sdk import AirflowSkipException
+
+    # add_steps' step_id_of has no entry for it: the template renders None as the string "None"
+    sensor = FruitsStepSensor(task_id="watch_extract_features", step_name="extract_features", job_flow_id="j-1",
+                              step_id="None", max_attempts="1", aws_conn_id=None, region_name="eu-west-3")
+    monkeypatch.setattr(FruitsStepSensor, "poke", lambda self, context: pytest.fail("asked EMR"))
+    with pytest.raises(AirflowSkipException, match="no extract_features step"):
+        sensor.execute({})
 
 
 def test_the_trigger_sleeps_one_interval_before_asking_emr(monkeypatch):

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from fruits_pipeline.job_flow import build_job_flow
-from fruits_pipeline.params import ParamsError, RunParams, param_specs
+from fruits_pipeline.params import ParamsError, PcaTarget, RunParams, param_specs
 from fruits_pipeline.settings import Settings
 from fruits_pipeline.steps import pipeline_steps, render_emr_steps, render_local_commands
 
@@ -14,7 +14,7 @@ CODE = "s3://fruits-lake/code/abc123"
 
 
 def test_steps_pass_lake_paths_and_variance():
-    steps = pipeline_steps(S3.lake, "2026-05-01T000000Z", model_name="m-0123/m.tflite", pca_k=None, pca_variance=0.9)
+    steps = pipeline_steps(S3.lake, "2026-05-01T000000Z", model_name="m-0123/m.tflite", pca_target=PcaTarget(variance=0.9))
     features, pca, classifier = steps
     assert features.args == ("--images", "s3://fruits-lake/raw",
                               "--manifest", "s3://fruits-lake/manifests/2026-05-01T000000Z/valid",
@@ -27,13 +27,13 @@ def test_steps_pass_lake_paths_and_variance():
 
 
 def test_pca_k_overrides_variance_and_no_model_means_no_flag():
-    features, pca, _ = pipeline_steps(S3.lake, "r", model_name=None, pca_k=12, pca_variance=0.9)
+    features, pca, _ = pipeline_steps(S3.lake, "r", model_name=None, pca_target=PcaTarget(k=12))
     assert "--model" not in features.args
     assert pca.args[-2:] == ("--k", "12") and "--variance" not in pca.args
 
 
 def test_emr_rendering_runs_spark_submit_in_cluster_mode_and_cancels_after_a_failure():
-    steps = render_emr_steps(pipeline_steps(S3.lake, "r", model_name=None, pca_k=None, pca_variance=0.95),
+    steps = render_emr_steps(pipeline_steps(S3.lake, "r", model_name=None, pca_target=PcaTarget(variance=0.95)),
                              CODE + "/", "r")
     assert [s["Name"] for s in steps] == ["extract_features r", "reduce_pca r", "train_classifier r"]
     assert steps[0]["ActionOnFailure"] == "CANCEL_AND_WAIT"
@@ -50,7 +50,7 @@ def test_emr_rendering_runs_spark_submit_in_cluster_mode_and_cancels_after_a_fai
 
 def test_local_rendering_has_the_same_arguments_as_emr():
     local = Settings(lake_uri="file:///tmp/lake dir", compute="local", spark_master="local[2]")
-    steps = pipeline_steps(local.lake, "r", model_name=None, pca_k=3, pca_variance=0.95)
+    steps = pipeline_steps(local.lake, "r", model_name=None, pca_target=PcaTarget(k=3))
     commands = render_local_commands(steps, Path("/repo/spark_jobs"), local.spark_master)
     emr = render_emr_steps(steps, CODE, "r")
     assert commands[0][:4] == [str(Path(sys.executable).parent / "spark-submit"), "--master", "local[2]",
@@ -62,7 +62,7 @@ def test_local_rendering_has_the_same_arguments_as_emr():
 
 def test_job_flow_for_spot_cluster():
     params = RunParams(instance_type="m5.2xlarge", core_instance_count=3, use_spot=True)
-    flow = build_job_flow(S3, params, run_key="2026-05-01T000000Z", code_uri=CODE)
+    flow = build_job_flow(S3, params.cluster, run_key="2026-05-01T000000Z", code_uri=CODE)
     assert flow["Name"] == "fruits-pipeline-2026-05-01T000000Z"
     assert flow["ReleaseLabel"] == "emr-7.10.0"
     assert flow["Applications"] == [{"Name": "Spark"}]
@@ -86,7 +86,7 @@ def test_job_flow_for_spot_cluster():
 
 
 def test_job_flow_on_demand_by_default():
-    flow = build_job_flow(S3, RunParams(), run_key="r", code_uri=CODE)
+    flow = build_job_flow(S3, RunParams().cluster, run_key="r", code_uri=CODE)
     assert flow["Instances"]["InstanceGroups"][1]["Market"] == "ON_DEMAND"
     assert flow["Instances"]["InstanceGroups"][1]["InstanceCount"] == 2
 
@@ -103,16 +103,22 @@ def test_params_are_checked_and_named():
     assert all(spec.get("description") for spec in specs.values())
 
 
-def test_sensor_timeouts_grow_with_the_work_and_shrink_with_the_cluster():
-    from fruits_pipeline.tasks import sensor_max_polls
+def test_sensor_budgets_grow_with_the_work_shrink_with_the_cluster_and_add_up_along_the_steps():
+    from fruits_pipeline.run_plan import sensor_max_polls
 
-    small = sensor_max_polls(100, 2, poll=60)
-    big = sensor_max_polls(150_000, 2, poll=60)
-    wide = sensor_max_polls(150_000, 8, poll=60)
+    every = ("extract_features", "reduce_pca", "train_classifier")
+    small = sensor_max_polls(every, 100, 2, poll=60)
+    big = sensor_max_polls(every, 150_000, 2, poll=60)
+    wide = sensor_max_polls(every, 150_000, 8, poll=60)
     assert small["extract_features"] >= 20  # the cluster start alone takes ~20 polls of 60 s
     assert big["extract_features"] > wide["extract_features"] > small["extract_features"]
     assert big["reduce_pca"] >= small["reduce_pca"] >= 15
     assert big["train_classifier"] > small["train_classifier"] >= 15
+    # Every sensor starts when the steps are added: a later step's budget holds the earlier steps' time.
+    for polls in (small, big, wide):
+        assert polls["extract_features"] < polls["reduce_pca"] < polls["train_classifier"]
+    pca_only = sensor_max_polls(("reduce_pca", "train_classifier"), 0, 1, poll=60, featurized_images=150_000)
+    assert list(pca_only) == ["reduce_pca", "train_classifier"] and pca_only["reduce_pca"] >= 20 + 15
 
 
 def test_the_trigger_form_offers_the_price_tables_instance_types(tmp_path):
@@ -150,10 +156,20 @@ def test_every_param_has_a_title_and_a_one_line_description_with_its_range():
     assert not any("EMR runs only" in spec["description"] for spec in specs.values())
 
 
-def test_pca_target_is_k_when_given_else_the_variance():
-    assert RunParams.from_params({"pca_k": 8, "pca_variance": 0.9}).pca_target == {"k": 8}
-    assert RunParams.from_params({"pca_variance": 0.9}).pca_target == {"variance": 0.9}
-    assert RunParams.from_params({}).pca_target == {"variance": 0.95}
+def test_pca_target_is_k_when_given_else_the_variance_and_has_one_shape_everywhere():
+    from fruits_pipeline.params import PcaTarget
+
+    assert RunParams.from_params({"pca_k": 8, "pca_variance": 0.9}).pca_target == PcaTarget(k=8)
+    assert RunParams.from_params({"pca_variance": 0.9}).pca_target == PcaTarget(variance=0.9)
+    target = RunParams.from_params({}).pca_target
+    assert (target.as_dict(), target.job_args(), str(target)) == ({"variance": 0.95}, ["--variance", "0.95"],
+                                                                   "variance 0.95")
+    eight = PcaTarget(k=8)
+    assert (eight.as_dict(), eight.job_args(), str(eight)) == ({"k": 8}, ["--k", "8"], "k=8")
+    assert PcaTarget.from_dict(eight.as_dict()) == eight and PcaTarget.from_dict(None) is None
+    for neither_or_both in ({}, {"k": 8, "variance": 0.9}):
+        with pytest.raises(ParamsError, match="one of the two"):
+            PcaTarget(**neither_or_both)
 
 
 LATEST = {"run_key": "2026-05-01T000000Z", "pca_target": {"variance": 0.95}, "pca_uri": "s3://b/pca/x"}
@@ -169,76 +185,60 @@ LATEST = {"run_key": "2026-05-01T000000Z", "pca_target": {"variance": 0.95}, "pc
     (0, False, {"k": 8}, None, 0, "nothing_to_do", "no features yet"),
 ])
 def test_the_route_and_why(valid, dry_run, target, latest, featurized, route, because):
-    from fruits_pipeline.tasks import decide_route
+    from fruits_pipeline.params import PcaTarget
+    from fruits_pipeline.run_plan import decide_route
 
-    got, why = decide_route(valid, dry_run, pca_target=target, latest_pca=latest, featurized_count=featurized)
+    got, why = decide_route(valid, dry_run, pca_target=PcaTarget.from_dict(target), latest_pca=latest,
+                            featurized_count=featurized)
     assert got == route and because in why
 
 
-def test_pca_only_selects_the_pca_step_of_the_one_step_list_and_sizes_a_small_cluster():
-    from fruits_pipeline.tasks import cluster_params, select_steps, steps_to_watch
+def test_the_plan_runs_the_pca_steps_alone_on_a_small_cluster_when_only_the_target_changed():
+    from fruits_pipeline.run_plan import RunPlan, cluster_for, make_plan
 
-    steps = pipeline_steps(S3.lake, "r", model_name=None, pca_k=8, pca_variance=0.95)
-    pca, classifier = select_steps("pca_only", steps)
-    assert pca is steps[1] and pca.args[-2:] == ("--k", "8") and classifier is steps[2]
-    assert select_steps("features_and_pca", steps) == steps
-    with pytest.raises(ValueError, match="nothing_to_do"):
-        select_steps("nothing_to_do", steps)
-    assert [s["Name"] for s in render_emr_steps(select_steps("pca_only", steps), CODE, "r")] == \
-        ["reduce_pca r", "train_classifier r"]
-    assert steps_to_watch("pca_only") == ["watch_reduce_pca", "watch_train_classifier"]
-    assert steps_to_watch("features_and_pca") == ["watch_extract_features", "watch_reduce_pca",
-                                                  "watch_train_classifier"]
+    form = RunParams(core_instance_count=6, instance_type="m5.2xlarge", use_spot=True, pca_k=8)
+    validation = {"valid": 0, "already_featurized": 5_000, "listed": 0, "rejected": 0}
+    plan = make_plan("r", form, validation, latest_pca=LATEST, poll_seconds=60)
+    assert (plan.route, plan.steps, plan.latest_pca_run) == ("pca_only", ("reduce_pca", "train_classifier"),
+                                                             LATEST["run_key"])
+    assert (plan.cluster.core_instance_count, plan.cluster.instance_type, plan.cluster.use_spot) == \
+        (1, "m5.2xlarge", True)
+    assert RunPlan.from_xcom(plan.to_xcom()) == plan  # what every later task reads back
+    import json
+    assert json.loads(json.dumps(plan.to_xcom())) == plan.to_xcom()  # XCom holds it as JSON
 
-    form = RunParams(core_instance_count=6, instance_type="m5.2xlarge", use_spot=True)
-    assert cluster_params("features_and_pca", form, 10**6) == form
-    small = cluster_params("pca_only", form, 5_000)
-    assert (small.core_instance_count, small.instance_type, small.use_spot) == (1, "m5.2xlarge", True)
-    assert cluster_params("pca_only", form, 450_000).core_instance_count == 3
-    assert cluster_params("pca_only", form, 10**7).core_instance_count == 6, "never more than the form asks"
-    flow = build_job_flow(S3, small, run_key="r", code_uri=CODE)
+    steps = [step for step in pipeline_steps(S3.lake, "r", model_name=None, pca_target=plan.pca_target)
+             if step.name in plan.steps]
+    assert [step.args[-2:] for step in steps][0] == ("--k", "8")
+    assert [s["Name"] for s in render_emr_steps(steps, CODE, "r")] == ["reduce_pca r", "train_classifier r"]
+    flow = build_job_flow(S3, plan.cluster, run_key="r", code_uri=CODE)
     assert flow["Instances"]["InstanceGroups"][1]["InstanceCount"] == 1
 
-
-def _write_report(lake_root, run_key, **fields):
-    import json
-    import os
-    import time
-
-    folder = lake_root / "reports"
-    folder.mkdir(exist_ok=True)
-    path = folder / f"{run_key}.json"
-    path.write_text(json.dumps({"run_key": run_key, **fields}))
-    stamp = time.time() + len(list(folder.iterdir()))  # written in this order, a second apart
-    os.utime(path, (stamp, stamp))
+    assert cluster_for("features_and_pca", form, 10**6) == form.cluster
+    assert cluster_for("pca_only", form, 450_000).core_instance_count == 3
+    assert cluster_for("pca_only", form, 10**7).core_instance_count == 6, "never more than the form asks"
+    nothing = make_plan("r", RunParams(), validation | {"already_featurized": 0}, latest_pca=None, poll_seconds=60)
+    assert (nothing.route, nothing.steps, nothing.has_work) == ("nothing_to_do", (), False)
 
 
-def test_the_latest_pca_output_is_the_newest_successful_report_with_a_pca(tmp_path):
+def test_the_current_pca_and_classifier_are_named_by_pointers_a_successful_run_writes(tmp_path):
     from fruits_contract.lake import Lake
-    from fruits_pipeline.report import latest_pca_output
+    from fruits_pipeline.report import current_classifier, current_pca, write_current_pointers
 
     lake = Lake(f"file://{tmp_path}")
-    assert latest_pca_output(lake, None) is None
-    _write_report(tmp_path, "old", status="success", pca_target={"variance": 0.95}, uris={"pca": "file:///p/old"})
-    # written before pca_target existed: the PCA job's own fields tell the target
-    _write_report(tmp_path, "legacy", status="success", pca={"k_requested": 8}, uris={"pca": "file:///p/legacy"})
-    _write_report(tmp_path, "failed", status="failed", pca_target={"k": 3}, uris={"pca": "file:///p/failed"})
-    _write_report(tmp_path, "idle", status="success", pca_target=None, uris={"pca": None})
-    (tmp_path / "reports" / "idle.png").write_bytes(b"png")
-
-    assert latest_pca_output(lake, None) == {"run_key": "legacy", "pca_target": {"k": 8}, "pca_uri": "file:///p/legacy"}
-    assert latest_pca_output(lake, None, exclude_run_key="legacy")["run_key"] == "old"
-
-
-def test_the_latest_classifier_is_found_like_the_latest_pca(tmp_path):
-    from fruits_contract.lake import Lake
-    from fruits_pipeline.report import latest_classifier_output
-
-    lake = Lake(f"file://{tmp_path}")
-    assert latest_classifier_output(lake, None) is None
-    _write_report(tmp_path, "old", status="success", classifier={"uri": "file:///c/old", "accuracy": 0.9})
-    _write_report(tmp_path, "failed", status="failed", classifier={"uri": "file:///c/failed", "accuracy": 0.1})
-    _write_report(tmp_path, "young", status="success", classifier=None, classifier_not_trained="too few images")
-    assert latest_classifier_output(lake, None) == {"run_key": "old", "classifier_uri": "file:///c/old",
-                                                    "accuracy": 0.9}
-    assert latest_classifier_output(lake, None, exclude_run_key="old") is None
+    assert current_pca(lake, None) is None and current_classifier(lake, None) is None
+    ran = {"run_key": "day1", "status": "success", "pca_target": {"k": 8},
+           "uris": {"pca": lake.pca("day1")}, "classifier": {"uri": lake.classifier("day1"), "accuracy": 0.9}}
+    write_current_pointers(lake, ran, None)
+    assert current_pca(lake, None) == {"run_key": "day1", "pca_uri": lake.pca("day1"), "pca_target": {"k": 8}}
+    assert current_classifier(lake, None) == {"run_key": "day1", "classifier_uri": lake.classifier("day1"),
+                                              "accuracy": 0.9}
+    assert current_pca(lake, None, exclude_run_key="day1") is None, "a rerun does not build on itself"
+    # A failed run, or one that trained no classifier, moves nothing it did not make.
+    write_current_pointers(lake, {**ran, "run_key": "day2", "status": "failed", "uris": {"pca": lake.pca("day2")}},
+                           None)
+    write_current_pointers(lake, {**ran, "run_key": "day3", "uris": {"pca": lake.pca("day3")}, "classifier": None},
+                           None)
+    assert current_pca(lake, None)["run_key"] == "day3" and current_classifier(lake, None)["run_key"] == "day1"
+    # Written whole (a hidden file renamed over it): nothing half-written is ever left beside it.
+    assert sorted(p.name for p in (tmp_path / "pca").iterdir()) == ["current.json"]
