@@ -1,4 +1,4 @@
-"""Phone-style uploads made from the sample (DESIGN.md "Data on hand"): the tests' and the bench's.
+"""Phone-style uploads made from the sample (../shared/DESIGN.md, "Data on hand"): the tests' and the bench's.
 
 A sample image fills the centred square of a 4:3 frame (4032x3024 by default: a 12 MP photo),
 on the sample's own white background, with mild noise so that it compresses like a photo. It is

@@ -1,4 +1,4 @@
-"""Trigger-form params (DESIGN.md "DAG") and their reading into one typed object.
+"""Trigger-form params (docs/design.md, "The run plan") and their reading into one typed object.
 
 Each param's range is written once, here: the form's JSON schema and RunParams' checks read
 the same constants. The instance types offered are the rows of the price table, so that every

@@ -3,7 +3,7 @@ the images on the first two components coloured by label and, when the run train
 its held-out accuracy by number of components (what a person choosing ``pca_k`` needs; a
 confusion matrix stops being readable beyond a few dozen labels, this panel does not).
 
-Drawn on the Airflow worker from what the PCA job writes for it (DESIGN.md, "PCA job"):
+Drawn on the Airflow worker from what the PCA job writes for it (docs/design.md, "The jobs"):
 ``pca/<run_key>/_pca_report.json`` and the small preview ``pca/<run_key>/_preview/`` (Parquet:
 label, pc1, pc2; at most PCA_PREVIEW_MAX_ROWS rows, a deterministic sample). The full PCA output is
 never read here. Lake I/O goes through Airflow's object storage, so ``s3://`` and ``file://`` lakes

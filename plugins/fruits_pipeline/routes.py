@@ -1,4 +1,4 @@
-"""The routes a run can take (DESIGN.md "DAG"): tasks.py picks one, the report says which and why."""
+"""The routes a run can take (docs/design.md, "The run plan"): run_plan.decide_route picks one, the report says which and why."""
 from __future__ import annotations
 
 ROUTE_NOTHING = "nothing_to_do"

@@ -1,4 +1,4 @@
-"""The pipeline's settings: one object, read from the environment (DESIGN.md, "DAG").
+"""The pipeline's settings: one object, read from the environment (docs/design.md, "The DAG").
 
 Reading settings makes no AWS call; the GDPR region rule is enforced here so that a
 region outside the EU is refused before anything talks to AWS.

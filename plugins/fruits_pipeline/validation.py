@@ -1,4 +1,4 @@
-"""Validate new uploads and write the run's manifests (DESIGN.md "The lake").
+"""Validate new uploads and write the run's manifests (docs/design.md, "The lake").
 
 Headers only: each upload costs one ranged read of its first 64 KiB (more only when its header
 needs it) and a header parse (fruits_contract.headers, the same definition of the accepted formats as

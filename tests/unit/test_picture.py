@@ -1,5 +1,5 @@
 """The run picture, drawn from the PCA job's small preview and report as the contract lays them out
-(DESIGN.md "PCA job": <pca output>/_preview/ Parquet label, pc1, pc2; _pca_report.json)."""
+(docs/design.md, "The jobs": <pca output>/_preview/ Parquet label, pc1, pc2; _pca_report.json)."""
 from __future__ import annotations
 
 import io
