@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timezone
 
-from fruits_contract.lake import run_key_for
+from fruits_contract.lake import EXTRACT_FEATURES, run_key_for
 from fruits_pipeline import storage
 from fruits_pipeline.cost import estimate_cluster_cost, load_price_table
 from fruits_pipeline.job_flow import build_job_flow
@@ -48,7 +48,7 @@ def validate_and_plan(settings: Settings, params: dict | None, run_key: str) -> 
     validation = result.summary() | {"manifests": manifests, "s3_faults": storage.take_s3_faults()}
     plan = make_plan(run_key, run_params, validation, latest_pca=latest, poll_seconds=settings.poll_seconds)
     log.info("route %s: %s", plan.route, plan.reason)
-    if plan.has_work:
+    if plan.has_work and settings.compute == "emr":
         log.info("steps %s on %d x %s core node(s)%s", list(plan.steps), plan.cluster.core_instance_count,
                  plan.cluster.instance_type, " (spot)" if plan.cluster.use_spot else "")
     return plan
@@ -67,8 +67,8 @@ def route_steps(settings: Settings, plan: RunPlan) -> tuple[list, str | None]:
     no feature step), for EMR and local runs alike."""
     from fruits_pipeline.staging import stage_model
 
-    runs_model = ROUTE_RUN == plan.route
-    model_name = stage_model(settings.lake, settings.model_file, settings.aws_conn_id) if runs_model else None
+    model_name = stage_model(settings.lake, settings.model_file, settings.aws_conn_id) \
+        if EXTRACT_FEATURES in plan.steps else None
     steps = pipeline_steps(settings.lake, plan.run_key, model_name=model_name, pca_target=plan.pca_target)
     return [step for step in steps if step.name in plan.steps], model_name
 
