@@ -205,7 +205,8 @@ def run_loop(folder: str, batch_size: int, predict, warmup: int = WARMUP_IMAGES,
     the first ``warmup`` (over all when fewer)."""
     import numpy as np
 
-    from fruits_spark.features import FEATURE_DIM, decode_batch
+    from fruits_contract.model import FEATURE_DIM
+    from fruits_spark.features import decode_batch
 
     files = image_files(Path(folder))[shard::shards]
     done, started = 0, time.monotonic()
@@ -225,8 +226,8 @@ def run_tensorflow_loop(folder: str, weights: str, batch_size: int) -> dict:
     started = time.monotonic()  # like the job's timer, TF's import and the model build count
     import tensorflow as tf
 
-    from fruits_pipeline.model_conversion import keras_model
-    from fruits_spark.features import IMAGE_SIZE
+    from fruits_spark.images import IMAGE_SIZE
+    from fruits_spark.model_conversion import keras_model
 
     model = keras_model(weights)
 
@@ -242,7 +243,7 @@ def run_litert_process(folder: str, model: str, batch_size: int, threads: int, s
                        shards: int = 1) -> dict:
     """One process, one LiteRT interpreter with ``threads`` threads on the job's flatbuffer."""
     started = time.monotonic()
-    from fruits_spark.features import LiteRTModel
+    from fruits_spark.feature_model import LiteRTModel
 
     interpreter = LiteRTModel(Path(model).read_bytes(), threads=threads)
     done, steady = run_loop(folder, batch_size, interpreter.predict, shard=shard, shards=shards)

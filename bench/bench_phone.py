@@ -115,7 +115,8 @@ def run_phone_loop(folder: str, model: str, batch_size: int, threads: int, reduc
     started, cpu = time.monotonic(), time.process_time()
     import numpy as np
 
-    from fruits_spark.features import LiteRTModel, preprocess
+    from fruits_spark.feature_model import LiteRTModel
+    from fruits_spark.features import preprocess
     from fruits_spark.images import model_pixels
 
     interpreter = LiteRTModel(Path(model).read_bytes(), threads=threads)

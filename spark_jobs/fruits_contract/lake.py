@@ -27,6 +27,9 @@ WHEELHOUSE = "wheelhouse"
 # leaves its committed tasks' files visible, and _SUCCESS comes before the feature job's _rejects/.
 # One PUT, so on S3 it is there whole or not at all (docs/reliability.md).
 JOB_RESULT_FILE = "_job_result.json"
+# The last stderr line of a job that succeeded: this prefix, then the job result as JSON (what the local
+# runner reads from spark-submit's output).
+RESULT_LINE_PREFIX = "FRUITS_RESULT "
 
 # manifests/<run_key>/valid/ and rejected/: (column, Arrow type name) of their Parquet.
 MANIFEST_VALID_COLUMNS = (("path", "string"), ("label", "string"), ("size", "int64"), ("format", "string"),

@@ -54,6 +54,6 @@ def unsafe_name_reason(root: str, uri: str) -> str | None:
 def label_of(raw_root: str, uri: str) -> str | None:
     """The label of a labelled image, ``raw/<label>/<file>``: the name of the folder holding the
     file (spaces kept), or None when the file sits directly in raw/. The feature job writes the same
-    label (``fruits_spark.featurize.with_label`` spells this rule in Spark SQL; a test ties the two)."""
+    label (``fruits_spark.features.with_label`` spells this rule in Spark SQL; a test ties the two)."""
     parent = posixpath.dirname(relative_key(raw_root, uri))
     return posixpath.basename(parent) if parent else None

@@ -6,6 +6,8 @@
 ``file://...`` or a plain folder), or its ``export/`` folder. Each image goes through the feature
 job's own decode function (``fruits_spark.features.decode_image``) and the LiteRT model the
 repository ships (or ``--feature-model``), then the export's PCA and classifier weights, with NumPy.
+Its imports reach NumPy, Pillow, pillow-heif and LiteRT only: ``pip install spark_jobs/`` (the
+``fruits-classify`` distribution, which carries the shipped model) is all an app backend needs.
 Prints one JSON line per image: ``{"image", "top": [{"label", "probability"} x 3]}``, or
 ``{"image", "error"}`` for a file that cannot be classified (also said on stderr). Exit code: 0 when
 at least one image was classified, 1 when none was, 2 when the model cannot be used.
@@ -27,13 +29,20 @@ from urllib.parse import unquote, urlparse
 
 import numpy as np
 
+from fruits_contract.headers import RejectedImage
 from fruits_contract.lake import CLASSIFIER_EXPORT_FOLDER
+from fruits_contract.model import SHIPPED_MODEL_PATH
+from fruits_spark.feature_model import LiteRTModel
+from fruits_spark.features import decode_image, preprocess
 
 EXPORT_JSON = "classifier.json"
 EXPORT_ARRAYS = "classifier.npz"
 EXPORT_FORMAT = "fruits-classifier/1"
 ARRAY_NAMES = ("pca_mean", "pca_components", "coefficients", "intercepts")
 TOP = 3
+# Where an installed fruits-classify carries the shipped model (spark_jobs/pyproject.toml): a checkout
+# has it at SHIPPED_MODEL_PATH, outside the packages.
+INSTALLED_MODEL_PATH = Path(__file__).resolve().parent / "models" / SHIPPED_MODEL_PATH.name
 
 
 class ExportError(ValueError):
@@ -150,10 +159,13 @@ def check_feature_model(export: ClassifierExport, flatbuffer: bytes, model_path:
                           f"({export.metadata['feature_model'].get('name')})")
 
 
+def default_feature_model() -> Path:
+    """The model the repository ships: the checkout's file, or the copy an installed fruits-classify carries."""
+    return SHIPPED_MODEL_PATH if SHIPPED_MODEL_PATH.is_file() else INSTALLED_MODEL_PATH
+
+
 def classify_files(export: ClassifierExport, model, images: list[str]) -> list[dict]:
     """One result per image, in order: {"image", "top"} or {"image", "error"}."""
-    from fruits_spark.features import RejectedImage, decode_image, preprocess
-
     results = []
     for image in images:
         try:
@@ -174,13 +186,11 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fruits_spark.classify", description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="a run's classifier/<run_key>/ (s3://, file:// or a folder)")
     parser.add_argument("--feature-model", type=Path, default=None,
-                        help="TFLite feature model (default: the one the repository ships)")
+                        help="TFLite feature model (default: the one the repository ships, which an installed "
+                             "fruits-classify carries)")
     parser.add_argument("images", nargs="+", metavar="IMAGE")
     args = parser.parse_args(argv)
-    from fruits_contract.model import SHIPPED_MODEL_PATH
-    from fruits_spark.features import LiteRTModel
-
-    model_path = args.feature_model or SHIPPED_MODEL_PATH
+    model_path = args.feature_model or default_feature_model()
     try:
         export = load_export(args.model)
         flatbuffer = model_path.read_bytes()

@@ -24,11 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
-from fruits_contract.model import SHIPPED_MODEL_PATH
-from fruits_spark.features import (FEATURE_DIM, IMAGE_SIZE, LiteRTModel, decode_image, preprocess,
-                                   provenance_path)
+from fruits_contract.model import FEATURE_DIM, SHIPPED_MODEL_PATH
+from fruits_spark.feature_model import LiteRTModel, provenance_path
+from fruits_spark.features import decode_image, preprocess
+from fruits_spark.images import IMAGE_SIZE
 
-# The feature contract (DESIGN.md, "Feature job"): each vector equals Keras' predict at this cosine.
+# The feature contract (docs/design.md, "Feature job"): each vector equals Keras' predict at this cosine.
 EQUALITY_MIN_COSINE = 0.9999
 CHECK_IMAGES = 64
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")

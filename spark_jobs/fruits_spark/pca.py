@@ -1,7 +1,7 @@
-"""Centered PCA of the image features (DESIGN.md, "PCA job").
+"""Centered PCA of the image features (docs/design.md, "PCA job").
 
 Each step is a function from DataFrame to DataFrame (or a small plain value) so that
-tests call it on tiny frames; ``reduce_pca.py`` only parses arguments and chains them.
+tests call it on tiny frames; the job (fruits_spark.jobs.reduce_pca) only chains them.
 
 How it fits: one pass over the rows computes, per partition, the row count, the mean and
 the centred scatter matrix (float64, NumPy); the partials are merged pairwise with Chan's
@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 
 from fruits_contract.lake import (BATCH_FOLDER_PREFIX, JOB_RESULT_FILE, PCA_PREVIEW_MAX_ROWS, BatchStates, batch_states,
                                   join_uri)
+from fruits_spark.errors import PcaInputError
 
 FEATURES_COLUMN = "features"
 VECTOR_COLUMN = "features_vector"
@@ -39,10 +40,6 @@ PCA_VECTOR_COLUMN = "pca_vector"
 OUTPUT_COLUMN = "pca_features"
 # Float rounding can leave the cumulative ratio of all components a hair under 1.0.
 _VARIANCE_TOLERANCE = 1e-9
-
-
-class PcaInputError(ValueError):
-    """The features cannot be reduced; the message names the input and what is wrong."""
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 
-from fruits_spark.common import build_session
+from fruits_spark.session import build_session
 from fruits_spark.pca import fit_pca, read_features
 
 features, out_dir = sys.argv[1], sys.argv[2]

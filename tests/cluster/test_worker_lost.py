@@ -68,7 +68,8 @@ def _images(real_keras_features, root: Path) -> list[Path]:
 
 def undisturbed_features(paths: list[Path]) -> np.ndarray:
     """The job's own decode and model, in this process, one batch: what an undisturbed run computes."""
-    from fruits_spark.features import LiteRTModel, decode_batch
+    from fruits_spark.feature_model import LiteRTModel
+    from fruits_spark.features import decode_batch
 
     batch = decode_batch([p.read_bytes() for p in paths])
     assert len(batch.ok_rows) == len(paths)

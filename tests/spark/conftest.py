@@ -25,7 +25,7 @@ def spark():
         f"--master {TEST_MASTER} --conf spark.ui.enabled=false "
         "--conf spark.sql.shuffle.partitions=4 pyspark-shell"
     )
-    from fruits_spark.common import build_session
+    from fruits_spark.session import build_session
 
     session = build_session("fruits-tests")
     try:
@@ -37,15 +37,3 @@ def spark():
         else:
             os.environ["PYSPARK_SUBMIT_ARGS"] = previous
 
-
-@pytest.fixture(scope="session")
-def reduce_pca_entry():
-    """spark_jobs/reduce_pca.py, the PCA job's entry script, loaded as a module (it is not a package)."""
-    import importlib.util
-    from pathlib import Path
-
-    script = Path(__file__).resolve().parents[2] / "spark_jobs" / "reduce_pca.py"
-    spec = importlib.util.spec_from_file_location("reduce_pca_entry", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module

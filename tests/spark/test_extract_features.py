@@ -20,10 +20,12 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from fruits_spark import features
 from fruits_contract.lake import canonical_uri
-from fruits_contract.model import SHIPPED_MODEL_PATH
-from fruits_spark.common import LISTING_TASKS_PER_CORE
+from fruits_contract.model import FEATURE_DIM, MODEL_FAMILY, SHIPPED_MODEL_PATH
+from fruits_spark import feature_model, features
+from fruits_spark.errors import FeatureInputError
+from fruits_spark.jobs import extract_features
+from fruits_spark.session import LISTING_TASKS_PER_CORE
 from phone_photos import hostile_uploads
 
 BAD_FILES = {
@@ -96,13 +98,14 @@ def _duplicate_and_original(lake: Path) -> tuple[str, str]:
 
 @pytest.fixture(scope="module")
 def driver_model(spark):
-    return features.load_model_on_driver(spark, str(SHIPPED_MODEL_PATH))
+    return feature_model.load_model_on_driver(spark, str(SHIPPED_MODEL_PATH))
 
 
 @pytest.fixture(scope="module")
 def first_run(spark, lake, driver_model, tmp_path_factory):
     output = tmp_path_factory.mktemp("features") / "batch=test"
-    result = features.run(spark, str(lake), str(output), model=driver_model)
+    result = extract_features.run(spark, extract_features.parse_args(["--images", str(lake), "--output", str(output)]),
+                                  model=driver_model)
     return output, result
 
 
@@ -153,7 +156,7 @@ def test_decode_batch_keeps_row_positions_of_rejects():
 
 
 def test_escape_hadoop_glob_makes_brackets_literal():
-    assert features.escape_hadoop_glob("file:///a/b [1]/c*.jpg") == "file:///a/b \\[1\\]/c\\*.jpg"
+    assert extract_features.escape_hadoop_glob("file:///a/b [1]/c*.jpg") == "file:///a/b \\[1\\]/c\\*.jpg"
 
 
 def test_preprocess_is_bit_identical_to_keras_preprocess_input():
@@ -170,11 +173,11 @@ def test_preprocess_is_bit_identical_to_keras_preprocess_input():
 def test_a_batch_gives_each_image_the_features_it_gets_alone(driver_model):
     """Batch sizes change between Arrow batches (rejects, partition ends): resizing the
     interpreter must not mix rows or keep a stale shape."""
-    model = features.LiteRTModel(driver_model)
+    model = feature_model.LiteRTModel(driver_model)
     pixels = features.decode_batch([_jpeg_bytes(seed) for seed in range(3)]).pixels
     together = model.predict(pixels)
     alone = np.concatenate([model.predict(pixels[i:i + 1]) for i in range(3)])
-    assert together.shape == (3, features.FEATURE_DIM) and together.dtype == np.float32
+    assert together.shape == (3, FEATURE_DIM) and together.dtype == np.float32
     assert _cosines(together, alone).min() > 0.99999
     assert _cosines(together[:1], together[1:2])[0] < 0.999  # different images, different vectors
 
@@ -193,23 +196,23 @@ def test_a_reused_python_worker_builds_its_interpreter_once(driver_model):
             return self._value
 
     broadcast = Broadcast(driver_model)
-    key = features.model_fingerprint(driver_model)
-    first = features.worker_model(broadcast, key, threads=1)
-    assert features.worker_model(broadcast, key, threads=1) is first
+    key = feature_model.model_fingerprint(driver_model)
+    first = feature_model.worker_model(broadcast, key, threads=1)
+    assert feature_model.worker_model(broadcast, key, threads=1) is first
     assert broadcast.reads == 1
-    two_threads = features.worker_model(broadcast, key, threads=2)  # another task slot size: rebuilt
+    two_threads = feature_model.worker_model(broadcast, key, threads=2)  # another task slot size: rebuilt
     assert two_threads is not first and two_threads.threads == 2 and broadcast.reads == 2
 
 
 def test_driver_refuses_a_file_that_is_not_a_tflite_flatbuffer(spark, tmp_path):
     notes = tmp_path / "notes.tflite"
     notes.write_text("these are not a model")
-    with pytest.raises(SystemExit, match=rf"--model {notes}: not a TFLite flatbuffer"):
-        features.load_model_on_driver(spark, str(notes))
+    with pytest.raises(FeatureInputError, match=rf"--model {notes}: not a TFLite flatbuffer"):
+        feature_model.load_model_on_driver(spark, str(notes))
     cut = tmp_path / "cut.tflite"
     cut.write_bytes(SHIPPED_MODEL_PATH.read_bytes()[:4096])  # the right header, then nothing
-    with pytest.raises(SystemExit, match=rf"--model {cut}: LiteRT cannot load it"):
-        features.load_model_on_driver(spark, str(cut))
+    with pytest.raises(FeatureInputError, match=rf"--model {cut}: LiteRT cannot load it"):
+        feature_model.load_model_on_driver(spark, str(cut))
 
 
 def test_driver_refuses_a_flatbuffer_of_another_model(spark, tmp_path):
@@ -221,15 +224,15 @@ def test_driver_refuses_a_flatbuffer_of_another_model(spark, tmp_path):
 
     path = tmp_path / "other.tflite"
     path.write_bytes(tf.lite.TFLiteConverter.from_concrete_functions([other.get_concrete_function()]).convert())
-    with pytest.raises(SystemExit, match=r"not MobileNetV2 .*input \(4,\), 1 outputs"):
-        features.load_model_on_driver(spark, str(path))
+    with pytest.raises(FeatureInputError, match=r"not MobileNetV2 .*input \(4,\), 1 outputs"):
+        feature_model.load_model_on_driver(spark, str(path))
 
 
 @pytest.mark.parametrize("what,message", [("missing", "FileNotFoundException"), ("folder", "is a folder, not a file")])
 def test_driver_names_a_model_it_cannot_read(spark, tmp_path, what, message):
     uri = str(tmp_path / "nowhere.tflite") if what == "missing" else str(tmp_path)
-    with pytest.raises(SystemExit, match=f"--model {uri}: cannot be read .*{message}"):
-        features.load_model_on_driver(spark, uri)
+    with pytest.raises(FeatureInputError, match=f"--model {uri}: cannot be read .*{message}"):
+        feature_model.load_model_on_driver(spark, uri)
 
 
 # --- the job on Spark ---------------------------------------------------------------------
@@ -239,7 +242,7 @@ def test_the_model_runs_once_per_image_in_the_written_plan(spark, lake, driver_m
     """The output is filtered on reject_reason: the optimizer must not copy the UDF into the
     filter (below the coalesce: the model would run twice per image, in many small tasks)."""
     broadcast = spark.sparkContext.broadcast(driver_model)
-    images = features.few_partitions(features.read_images(spark, str(lake)), 2)
+    images = extract_features.few_partitions(extract_features.read_images(spark, str(lake)), 2)
     udf = features.make_featurize_udf(broadcast, "key", tally=features.Tally.on(spark.sparkContext))
     plan = features.accepted(features.featurize(images, udf), "m")._jdf.queryExecution().executedPlan().toString()
     assert plan.count("ArrowEvalPython") == 1, plan
@@ -264,8 +267,8 @@ def test_tally_counts_featurized_rows_and_keeps_rejects():
 def test_empty_files_are_listed_files_never_seen():
     listed = ["file:/data/a b/x.jpg", "file:/data/a b/empty.jpg", "file:///data/y.jpg"]
     seen = ["file:///data/a b/x.jpg", "file:///data/y.jpg"]
-    assert features.empty_files(listed, seen) == [("file:///data/a b/empty.jpg", "empty", "zero bytes")]
-    assert features.empty_files(listed[:1], seen) == []
+    assert extract_features.empty_files(listed, seen) == [("file:///data/a b/empty.jpg", "empty", "zero bytes")]
+    assert extract_features.empty_files(listed[:1], seen) == []
 
 
 def test_output_schema_is_path_label_1280_floats_model(first_run, driver_model):
@@ -274,10 +277,10 @@ def test_output_schema_is_path_label_1280_floats_model(first_run, driver_model):
     assert schema.names == ["path", "label", "features", "model"]
     assert str(schema.field("features").type) in ("list<element: float>", "list<item: float>")
     table = pd.read_parquet(output)
-    assert {len(v) for v in table.features} == {features.FEATURE_DIM}
+    assert {len(v) for v in table.features} == {FEATURE_DIM}
     assert table.features.iloc[0].dtype == np.float32
-    sha = features.model_fingerprint(driver_model)
-    assert set(table.model) == {f"{features.MODEL_FAMILY}/tflite-sha256-{sha[:16]}"}
+    sha = feature_model.model_fingerprint(driver_model)
+    assert set(table.model) == {f"{MODEL_FAMILY}/tflite-sha256-{sha[:16]}"}
 
 
 def test_features_are_written_without_dictionary_encoding(first_run):
@@ -288,7 +291,7 @@ def test_features_are_written_without_dictionary_encoding(first_run):
         for group in range(metadata.num_row_groups):
             columns = {metadata.row_group(group).column(i).path_in_schema: metadata.row_group(group).column(i)
                        for i in range(metadata.num_columns)}
-            encodings = set(columns[features.FEATURES_PARQUET_COLUMN].encodings)
+            encodings = set(columns[extract_features.FEATURES_PARQUET_COLUMN].encodings)
             assert "PLAIN_DICTIONARY" not in encodings and "RLE_DICTIONARY" not in encodings, (part, encodings)
             assert "PLAIN_DICTIONARY" in columns["model"].encodings  # the option names one column only
 
@@ -328,7 +331,8 @@ def test_bad_content_is_rejected_with_reason_and_counted(first_run, lake):
 
 def test_rerun_replaces_output_instead_of_appending(spark, first_run, lake, driver_model):
     output, result = first_run
-    again = features.run(spark, str(lake), str(output), model=driver_model)
+    again = extract_features.run(spark, extract_features.parse_args(["--images", str(lake), "--output", str(output)]),
+                                 model=driver_model)
     assert again["featurized"] == result["featurized"]
     assert len(pd.read_parquet(output)) == result["featurized"]
     assert len(pd.read_parquet(output / "_rejects")) == len(BAD_FILES) + len(HOSTILE_FILES)
@@ -349,12 +353,13 @@ def test_manifest_reads_only_listed_files_and_executors_never_open_the_model(spa
     copy = tmp_path / "staged" / "model.tflite"
     copy.parent.mkdir()
     shutil.copy(SHIPPED_MODEL_PATH, copy)
-    loaded = features.load_model_on_driver(spark, str(copy))
+    loaded = feature_model.load_model_on_driver(spark, str(copy))
     copy.unlink()
 
     output = tmp_path / "out"
-    result = features.run(spark, str(lake), str(output), manifest_uri=str(manifest), model_uri=str(copy),
-                          model=loaded)
+    result = extract_features.run(spark, extract_features.parse_args(["--images", str(lake), "--output", str(output),
+                                                                   "--manifest", str(manifest), "--model", str(copy)]),
+                                  model=loaded)
     table = pd.read_parquet(output)
     assert sorted(table.path) == sorted(canonical_uri(str(p)) for p in listed)
     assert result == {**result, "read": 4, "featurized": 4, "rejected": 0, "duplicates": 0}
@@ -384,8 +389,10 @@ def test_every_name_is_recorded_literally_or_rejected_unread(spark, driver_model
         pd.DataFrame({"path": list(uri.values())}).to_parquet(manifest / "part-0.parquet")
 
     output = tmp_path / "out"
-    result = features.run(spark, str(tmp_path / "raw"), str(output), manifest_uri=manifest and str(manifest),
-                          model=driver_model)
+    flags = ["--manifest", str(manifest)] if manifest else []
+    result = extract_features.run(spark, extract_features.parse_args(["--images", str(tmp_path / "raw"),
+                                                                   "--output", str(output), *flags]),
+                                  model=driver_model)
     assert sorted(pd.read_parquet(output).path) == sorted(uri[name] for name in LITERAL_NAMES)
     rejects = pd.read_parquet(output / "_rejects")
     assert sorted(rejects.path) == sorted(uri[name] for name in UNREADABLE_NAMES)
@@ -414,8 +421,9 @@ def test_files_named_one_by_one_are_listed_in_a_few_tasks_not_one_each(spark, dr
     sc = spark.sparkContext
     sc.setJobGroup("listing-tasks", "the feature job on a manifest")
     try:
-        result = features.run(spark, str(tmp_path / "raw"), str(tmp_path / "out"), manifest_uri=str(manifest),
-                               model=driver_model)
+        result = extract_features.run(spark, extract_features.parse_args([
+            "--images", str(tmp_path / "raw"), "--output", str(tmp_path / "out"), "--manifest", str(manifest)]),
+            model=driver_model)
     finally:
         sc.setLocalProperty("spark.jobGroup.id", None)
     tracker = sc.statusTracker()
@@ -429,12 +437,13 @@ def test_empty_manifest_writes_an_empty_table(spark, lake, driver_model, tmp_pat
     manifest = tmp_path / "manifest"
     manifest.mkdir()
     pd.DataFrame({"path": pd.Series([], dtype=str)}).to_parquet(manifest / "part-0.parquet")
-    result = features.run(spark, str(lake), str(tmp_path / "out"), manifest_uri=str(manifest), model=driver_model)
+    result = extract_features.run(spark, extract_features.parse_args(["--images", str(lake), "--manifest", str(manifest),
+                                                                   "--output", str(tmp_path / "out")]), model=driver_model)
     assert (result["read"], result["featurized"], result["rejected"], result["duplicates"]) == (0, 0, 0, 0)
 
 
 def test_features_equal_a_direct_keras_predict(first_run, sample_dir, real_weights):
-    """The contract (DESIGN.md): each vector equals Keras' model.predict with the source weights
+    """The contract (docs/design.md, "Feature job"): each vector equals Keras' model.predict with the source weights
     on the same image, decoded by Keras' own loader (bicubic, 224), cosine at least 0.9999."""
     if sample_dir is None:
         pytest.skip("FRUITS_SAMPLE_DIR is not set: real Fruits-360 images are needed to judge feature quality")

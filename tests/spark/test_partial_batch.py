@@ -1,4 +1,4 @@
-"""A feature job that died after some of its tasks committed (DESIGN.md, "The lake"): on S3 with EMR's
+"""A feature job that died after some of its tasks committed (docs/design.md, "The lake"): on S3 with EMR's
 S3-optimized committer the committed tasks' files are visible, with neither _SUCCESS nor the job's
 _job_result.json. The next day's run must take those images again, and the PCA must read each image once."""
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 
 from fruits_contract.lake import Lake
 from fruits_pipeline.validation import validate_uploads, write_manifests
-from fruits_spark import features
+from fruits_spark.jobs import extract_features, reduce_pca
 from generated_images import write_generated_images
 
 pytestmark = pytest.mark.spark
@@ -24,7 +24,8 @@ def featurize_run(spark, lake: Lake, run_key: str) -> dict:
     validation = validate_uploads(lake, run_key, full_refresh=False, **LIMITS)
     manifests = write_manifests(lake, validation, None)
     if validation.valid:
-        features.run(spark, lake.raw(), lake.features(run_key), manifests["valid"])
+        extract_features.run(spark, extract_features.parse_args(["--images", lake.raw(), "--manifest", manifests["valid"],
+                                                                 "--output", lake.features(run_key)]))
     return validation.summary()
 
 
@@ -39,7 +40,7 @@ def plant_partial_batch(batch: Path, paths: list[str]) -> None:
     }), batch / "part-00000-5c1d-attempt_202612010000_0001_m_000000_0.c000.snappy.parquet")
 
 
-def test_a_partial_batch_is_ignored_and_its_images_are_taken_again_the_next_day(spark, reduce_pca_entry, tmp_path):
+def test_a_partial_batch_is_ignored_and_its_images_are_taken_again_the_next_day(spark, tmp_path):
     lake = Lake(f"file://{tmp_path}/lake")
     images = write_generated_images(tmp_path / "lake" / "raw", per_label=3, labels=("apple red", "kiwi"))
     everything = sorted(f"file://{p}" for p in images)
@@ -51,7 +52,8 @@ def test_a_partial_batch_is_ignored_and_its_images_are_taken_again_the_next_day(
     assert day2["listed"] == len(everything) and day2["already_featurized"] == 0
     assert day2["partial_batches_ignored"] == [lake.features("day1")]
 
-    result = reduce_pca_entry.run(spark, lake.features_root(), lake.pca("day2"), k=2)
+    result = reduce_pca.run(spark, reduce_pca.parse_args(["--features", lake.features_root(),
+                                                          "--output", lake.pca("day2"), "--k", "2"]))
     assert result["n_images"] == len(everything)
     assert result["partial_batches_ignored"] == [lake.features("day1")]
     reduced = pq.read_table(Path(tmp_path, "lake", "pca", "day2")).column("path").to_pylist()

@@ -12,6 +12,7 @@ import json
 import numpy as np
 import pytest
 
+from fruits_spark.jobs import reduce_pca
 from fruits_spark.pca import fit_pca, project, read_features, to_vectors
 from real_features import NEEDS_REAL_DATA, SAMPLE, WEIGHTS, assert_same_axes, sklearn_reference, write_real_features
 
@@ -66,13 +67,13 @@ def test_ten_fits_on_any_partitioning_give_scikit_learns_k_ratios_and_components
 
 
 @needs_real_data
-def test_saved_model_projects_a_new_image_like_the_job(spark, real_features, reduce_pca_entry, tmp_path):
+def test_saved_model_projects_a_new_image_like_the_job(spark, real_features, tmp_path):
     """_model/ is centering + PCA: loaded elsewhere, it gives a new image the job's coordinates."""
     from pyspark.ml import PipelineModel
 
     root, paths, matrix = real_features
     output = tmp_path / "pca"
-    reduce_pca_entry.run(spark, str(root), str(output), k=12)
+    reduce_pca.run(spark, reduce_pca.parse_args(["--features", str(root), "--output", str(output), "--k", "12"]))
 
     model = PipelineModel.load(str(output / "_model"))
     np.testing.assert_allclose(model.stages[0].mean.toArray(), matrix.astype(np.float64).mean(axis=0), atol=1e-6)

@@ -12,7 +12,9 @@ import pytest
 from sklearn.decomposition import PCA as SklearnPCA
 
 from fruits_contract.lake import JOB_RESULT_FILE
-from fruits_spark.pca import PcaInputError, choose_k, fit_pca, read_features
+from fruits_spark.errors import PcaInputError
+from fruits_spark.jobs import reduce_pca
+from fruits_spark.pca import choose_k, fit_pca, read_features
 from real_features import assert_same_axes
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -100,12 +102,13 @@ def test_choose_k_by_variance_uses_ratios_of_all_components():
         choose_k(100, 4, variance=1.5, ratios=[1.0])
 
 
-def test_k_larger_than_rows_is_capped_and_reported(spark, reduce_pca_entry, tmp_path):
+def test_k_larger_than_rows_is_capped_and_reported(spark, tmp_path):
     features = tmp_path / "features" / "batch=r1"
     feature_frame(spark, feature_matrix(5, 12, seed=2)).write.parquet(str(features))
     (features / JOB_RESULT_FILE).write_text("{}")
 
-    job_result = reduce_pca_entry.run(spark, str(tmp_path / "features"), str(tmp_path / "pca"), k=20)
+    job_result = reduce_pca.run(spark, reduce_pca.parse_args(["--features", str(tmp_path / "features"),
+                                                               "--output", str(tmp_path / "pca"), "--k", "20"]))
 
     report = json.loads((tmp_path / "pca" / "_pca_report.json").read_text())
     assert report["k"] == 5 and report["k_requested"] == 20 and report["capped"] is True
@@ -116,7 +119,7 @@ def test_k_larger_than_rows_is_capped_and_reported(spark, reduce_pca_entry, tmp_
     assert {len(row["pca_features"]) for row in reduced.collect()} == {5}
 
 
-def test_all_batches_are_one_table_and_outputs_follow_the_contract(spark, reduce_pca_entry, tmp_path):
+def test_all_batches_are_one_table_and_outputs_follow_the_contract(spark, tmp_path):
     features_root = tmp_path / "features"
     matrix = feature_matrix(30, 16, seed=3)
     feature_frame(spark, matrix[:18]).write.parquet(str(features_root / "batch=2026-11-20T000000Z"))
@@ -130,8 +133,9 @@ def test_all_batches_are_one_table_and_outputs_follow_the_contract(spark, reduce
     (features_root / "batch=manual__2026-11-21" / "_job_result.json").write_text('{"job": "extract_features"}\n')
     output = tmp_path / "pca" / "run 1"
 
-    first = reduce_pca_entry.run(spark, f"file://{features_root}", f"file://{output}", k=3)
-    second = reduce_pca_entry.run(spark, f"file://{features_root}", f"file://{output}", k=3)  # rerun replaces
+    args = reduce_pca.parse_args(["--features", f"file://{features_root}", "--output", f"file://{output}", "--k", "3"])
+    first = reduce_pca.run(spark, args)
+    second = reduce_pca.run(spark, args)  # rerun replaces
 
     reduced = spark.read.parquet(str(output))
     assert reduced.schema.simpleString() == "struct<path:string,label:string,pca_features:array<float>>"
@@ -269,8 +273,8 @@ def test_row_without_features_is_named(spark):
         ["--features", "f", "--output", "o", "--k", "0"],
     ],
 )
-def test_cli_refuses_a_missing_or_impossible_target(argv, reduce_pca_entry, capsys):
+def test_cli_refuses_a_missing_or_impossible_target(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        reduce_pca_entry.parse_args(argv)
+        reduce_pca.parse_args(argv)
     assert exit_info.value.code == 2
     assert "reduce_pca.py: error:" in capsys.readouterr().err

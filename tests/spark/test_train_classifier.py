@@ -6,7 +6,6 @@ job's own output on real images holds the classify command to the Spark model.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -16,22 +15,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fruits_spark import classifier as C
+from fruits_spark import classifier_training as C
 from fruits_spark.classify import load_export
+from fruits_spark.errors import ClassifierInputError
+from fruits_spark.jobs import extract_features, reduce_pca, train_classifier
 from real_features import NEEDS_REAL_DATA, SAMPLE, WEIGHTS, keras_features, write_real_features
 
 pytestmark = pytest.mark.spark
 needs_real_data = pytest.mark.skipif(not (SAMPLE and WEIGHTS), reason=NEEDS_REAL_DATA)
 JOBS = Path(__file__).resolve().parents[2] / "spark_jobs"
-
-
-@pytest.fixture(scope="module")
-def job():
-    """spark_jobs/train_classifier.py, the entry script, loaded as a module."""
-    spec = importlib.util.spec_from_file_location("train_classifier_entry", JOBS / "train_classifier.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def pca_frame(spark, rows: list[tuple[str, str, list[float]]]):
@@ -103,37 +95,39 @@ def test_training_names_left_out_labels_and_measures_each_k(spark):
 
 def test_one_label_is_refused_with_the_counts(spark):
     frame = pca_frame(spark, clusters({"apple": 30, "fig": 2}))
-    with pytest.raises(C.ClassifierInputError, match=r"1 label\(s\) with at least 5 images.*'fig': 2"):
+    with pytest.raises(ClassifierInputError, match=r"1 label\(s\) with at least 5 images.*'fig': 2"):
         C.train(frame, "file:///pca")
 
 
-def test_too_few_labelled_images_train_nothing_and_say_why(spark, job, tmp_path):
+def test_too_few_labelled_images_train_nothing_and_say_why(spark, tmp_path):
     output = tmp_path / "classifier"
     (output / "model").mkdir(parents=True)  # left by an earlier attempt of the run
     pca_frame(spark, clusters({"apple": 4, "kiwi": 4})).write.parquet(str(tmp_path / "pca"))
-    result = job.run(spark, f"file://{tmp_path}/pca", f"file://{output}")
+    result = train_classifier.run(spark, train_classifier.parse_args(["--pca", f"file://{tmp_path}/pca",
+                                                                      "--output", f"file://{output}"]))
     assert result["trained"] is False and "0 label(s) with at least 5 images" in result["reason"]
     assert sorted(p.name for p in output.iterdir() if not p.name.startswith(".")) == ["_job_result.json"]
 
 
 def test_a_folder_that_is_not_a_pca_output_is_named(spark, tmp_path):
-    with pytest.raises(C.ClassifierInputError, match="no such folder"):
+    with pytest.raises(ClassifierInputError, match="no such folder"):
         C.read_pca_output(spark, f"file://{tmp_path}/nothing")
     spark.createDataFrame([("p", "a")], "path string, label string").write.parquet(str(tmp_path / "other"))
-    with pytest.raises(C.ClassifierInputError, match=r"\['pca_features'\] are missing"):
+    with pytest.raises(ClassifierInputError, match=r"\['pca_features'\] are missing"):
         C.read_pca_output(spark, f"file://{tmp_path}/other")
 
 
 # ------------------------------------------------------------------ real features
 
 @pytest.fixture(scope="module")
-def real_run(spark, real_keras_features, reduce_pca_entry, job, tmp_path_factory):
+def real_run(spark, real_keras_features, tmp_path_factory):
     """The sample's real features -> the PCA job (90% of the variance) -> the classifier job, in this session."""
     root = tmp_path_factory.mktemp("real-classifier")
     write_real_features(root / "features", *real_keras_features)
     pca, output = f"file://{root}/pca", f"file://{root}/classifier"
-    reduce_pca_entry.run(spark, f"file://{root}/features", pca, variance=0.9)
-    result = job.run(spark, pca, output)
+    reduce_pca.run(spark, reduce_pca.parse_args(["--features", f"file://{root}/features", "--output", pca,
+                                                 "--variance", "0.9"]))
+    result = train_classifier.run(spark, train_classifier.parse_args(["--pca", pca, "--output", output]))
     return root, result
 
 
@@ -195,16 +189,20 @@ def test_trained_on_the_samples_training_images_it_gets_its_test_images_right(sp
 # ------------------------------------------------------------------ export and classify, on the feature job's output
 
 @pytest.fixture(scope="module")
-def image_run(spark, images_dir, reduce_pca_entry, job, tmp_path_factory):
+def image_run(spark, images_dir, tmp_path_factory):
     """images_dir (32 real images of 4 labels, or generated ones) through the three jobs, as a run does."""
-    from fruits_spark import features
     from fruits_contract.model import SHIPPED_MODEL_PATH
+    from fruits_spark.feature_model import load_model_on_driver
 
     root = tmp_path_factory.mktemp("image-run")
-    model = features.load_model_on_driver(spark, str(SHIPPED_MODEL_PATH))
-    features.run(spark, str(images_dir), f"file://{root}/features/batch=r", model=model)
-    reduce_pca_entry.run(spark, f"file://{root}/features", f"file://{root}/pca", k=6)
-    job.run(spark, f"file://{root}/pca", f"file://{root}/classifier")
+    model = load_model_on_driver(spark, str(SHIPPED_MODEL_PATH))
+    extract_features.run(spark, extract_features.parse_args(["--images", str(images_dir),
+                                                             "--output", f"file://{root}/features/batch=r"]),
+                         model=model)
+    reduce_pca.run(spark, reduce_pca.parse_args(["--features", f"file://{root}/features",
+                                                 "--output", f"file://{root}/pca", "--k", "6"]))
+    train_classifier.run(spark, train_classifier.parse_args(["--pca", f"file://{root}/pca",
+                                                             "--output", f"file://{root}/classifier"]))
     return root
 
 
@@ -212,7 +210,8 @@ CLASSIFY_PROBE = """
 import json, sys
 from fruits_spark.classify import main
 code = main(sys.argv[1:])
-heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("pyspark", "py4j", "airflow", "tensorflow", "keras"))
+heavy = sorted(m for m in sys.modules
+               if m.split(".")[0] in ("pyspark", "py4j", "airflow", "tensorflow", "keras", "pandas", "pyarrow"))
 print("MODULES " + json.dumps(heavy), file=sys.stderr)
 sys.exit(code)
 """
@@ -243,7 +242,7 @@ def test_the_export_and_the_classify_command_give_the_spark_models_predictions(i
     completed = classify("--model", f"file://{image_run}/classifier", *images, str(not_an_image))
 
     assert completed.returncode == 0, completed.stderr[-3000:]
-    assert "MODULES []" in completed.stderr, "no Spark, Airflow or TensorFlow in the classify process"
+    assert "MODULES []" in completed.stderr, "no Spark, Airflow, TensorFlow, pandas or pyarrow in the classify process"
     lines = [json.loads(line) for line in completed.stdout.splitlines()]
     assert [line["image"] for line in lines] == [*images, str(not_an_image)]
     for line, row in zip(lines, held_out):
@@ -258,7 +257,7 @@ def test_the_export_and_the_classify_command_give_the_spark_models_predictions(i
 
 def test_the_export_records_what_made_the_features(image_run):
     from fruits_contract.model import SHIPPED_MODEL_PATH
-    from fruits_spark.features import model_name
+    from fruits_spark.feature_model import model_name
 
     metadata = load_export(str(image_run / "classifier" / "export")).metadata
     assert metadata["feature_model"]["name"] == model_name(SHIPPED_MODEL_PATH.read_bytes())

@@ -60,7 +60,8 @@ def _asymmetric(size=(320, 240)) -> Image.Image:
 
 def _model():
     from fruits_contract.model import SHIPPED_MODEL_PATH
-    from fruits_spark.features import LiteRTModel, preprocess
+    from fruits_spark.feature_model import LiteRTModel
+    from fruits_spark.features import preprocess
 
     model = LiteRTModel(SHIPPED_MODEL_PATH.read_bytes())
     return lambda pixels: model.predict(preprocess(np.stack(pixels).astype(np.float32)))

@@ -8,9 +8,9 @@ import json
 import numpy as np
 import pytest
 
+from fruits_contract.model import FEATURE_DIM, SHIPPED_MODEL_PATH
 from fruits_spark import model_conversion
-from fruits_contract.model import SHIPPED_MODEL_PATH
-from fruits_spark.features import FEATURE_DIM, check_model, provenance_path
+from fruits_spark.feature_model import check_model, provenance_path
 
 
 def _sha256(path) -> str:

@@ -1,29 +1,14 @@
-"""Session, logging and path helpers shared by the Spark jobs."""
+"""The Spark session every job runs in, built one way, and what the application knows about its executors."""
 from __future__ import annotations
 
-import logging
 import os
-import sys
 
 # A node lost mid-step (a spot node reclaimed, a worker killed): its running tasks fail and run again
 # on the other executors, up to maxFailures attempts each; only one attempt of a task commits its
 # output (Spark's output commit coordinator), and accumulators count successful attempts only.
 # No speculation: a duplicate attempt would run the model twice for nothing (docs/reliability.md).
 FAULT_TOLERANCE_CONFIG = {"spark.task.maxFailures": "4", "spark.speculation": "false"}
-
-
-def get_logger(name: str) -> logging.Logger:
-    """A logger that writes plain lines to stderr (shown in the EMR step's stderr and the Airflow task log)."""
-    logger = logging.getLogger(name)
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-        logger.propagate = False
-    return logger
-
-
+# Tasks per core that list the paths a job names one by one (build_session says why).
 LISTING_TASKS_PER_CORE = 4
 
 
@@ -51,25 +36,6 @@ def build_session(app_name: str, config: dict[str, str] | None = None):
     spark.sparkContext.setLogLevel("WARN")
     _put_package_on_local_workers_path(spark.sparkContext)
     return spark
-
-
-def run_job(job: str, work, input_error: type[Exception]) -> int:
-    """A job's main: ``work(spark, logger)`` on a new session, stopped after; its result printed as the
-    ``FRUITS_RESULT`` line the local runner reads. Bad input (``input_error``) is logged and exits 2."""
-    import json
-
-    logger = get_logger(job)
-    spark = build_session(job, FAULT_TOLERANCE_CONFIG)
-    try:
-        job_result = work(spark, logger)
-    except input_error as error:
-        logger.error("%s failed: %s", job, error)
-        print(f"{job}: error: {error}", file=sys.stderr, flush=True)
-        return 2
-    finally:
-        spark.stop()
-    print("FRUITS_RESULT " + json.dumps(job_result), file=sys.stderr, flush=True)
-    return 0
 
 
 def _put_package_on_local_workers_path(sc) -> None:

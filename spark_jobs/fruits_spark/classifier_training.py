@@ -1,7 +1,7 @@
-"""The fruit classifier on the PCA features (DESIGN.md, "Classifier job").
+"""Training the fruit classifier on the PCA features, on Spark (docs/design.md, "Classifier job").
 
 Each step is a function from DataFrame to DataFrame (or a small plain value) so that tests call
-it on tiny frames; ``train_classifier.py`` only parses arguments and chains them.
+it on tiny frames; the job (fruits_spark.jobs.train_classifier) only chains them.
 
 - Split: an image is held out when ``pmod(xxhash64(<label>/<file>), 100) < 20``, the last two parts
   of its path (``raw/<label>/<file>``: unique in a lake, and the same when a lake moves from a laptop
@@ -26,6 +26,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from fruits_spark.errors import ClassifierInputError
+
 PCA_COLUMN = "pca_features"
 VECTOR_COLUMN = "pca_vector"
 LABEL_INDEX_COLUMN = "label_index"
@@ -40,10 +42,6 @@ REG_PARAM = 1e-3
 MAX_ITER = 100  # Spark's defaults; the sample's fits converge in 60-80 iterations
 TOLERANCE = 1e-6
 TOP = 3
-
-
-class ClassifierInputError(ValueError):
-    """The PCA output cannot be trained on; the message names the input and what is wrong."""
 
 
 class NotEnoughImages(ClassifierInputError):
