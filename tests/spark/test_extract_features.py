@@ -159,6 +159,22 @@ def test_escape_hadoop_glob_makes_brackets_literal():
     assert extract_features.escape_hadoop_glob("file:///a/b [1]/c*.jpg") == "file:///a/b \\[1\\]/c\\*.jpg"
 
 
+def test_input_the_job_cannot_use_exits_2_with_the_message_and_stops_the_session(monkeypatch, capsys):
+    """Through the one job runner, like the PCA and the classifier (a stand-in session: the tests' own stays up)."""
+    from fruits_spark import job_runner
+
+    class Session:
+        stopped = False
+
+        def stop(self):
+            Session.stopped = True
+
+    monkeypatch.setattr(job_runner, "build_session", lambda *args: Session())
+    assert extract_features.main(["--images", "in", "--output", "out", "--batch-size", "0"]) == 2
+    assert Session.stopped
+    assert "extract_features: error: --batch-size must be at least 1, got 0" in capsys.readouterr().err
+
+
 def test_preprocess_is_bit_identical_to_keras_preprocess_input():
     from keras.applications.mobilenet_v2 import preprocess_input
 
