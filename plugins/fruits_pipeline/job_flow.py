@@ -68,7 +68,7 @@ def build_job_flow(settings: Settings, cluster: ClusterShape, *, run_key: str, c
                  "InstanceType": cluster.instance_type, "InstanceCount": 1},
                 core_group,
             ],
-            # Kept alive so both steps run on one cluster; the teardown task terminates it.
+            # Kept alive so all the run's steps run on one cluster; the teardown task terminates it.
             "KeepJobFlowAliveWhenNoSteps": True,
             "TerminationProtected": False,
             **network(settings),

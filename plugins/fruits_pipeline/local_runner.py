@@ -6,8 +6,9 @@ import logging
 import subprocess
 import time
 
+from fruits_contract.lake import RESULT_LINE_PREFIX
+
 log = logging.getLogger(__name__)
-RESULT_PREFIX = "FRUITS_RESULT "
 
 
 class LocalStepError(RuntimeError):
@@ -29,8 +30,8 @@ def run_step(command: list[str], *, name: str, env: dict | None = None, tail_lin
             line = line.rstrip("\n")
             tail.append(line)
             log.info("[%s] %s", name, line)
-            if line.startswith(RESULT_PREFIX):
-                result = json.loads(line[len(RESULT_PREFIX):])
+            if line.startswith(RESULT_LINE_PREFIX):
+                result = json.loads(line[len(RESULT_LINE_PREFIX):])
         code = process.wait()
     seconds = round(time.monotonic() - started, 3)
     if code != 0:

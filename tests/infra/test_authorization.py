@@ -133,8 +133,14 @@ def test_the_instance_profile_allows_what_the_nodes_do(route_steps):
     assert denied(_policy("ec2_instance_inline"), requests) == []
 
 
-def test_the_instance_profile_never_writes_uploads_or_code():
-    for key in ("raw/Kiwi/k.jpg", "code/0123456789ab/reduce_pca.py", "models/m/m.tflite"):
+def test_the_instance_profile_never_writes_uploads_or_code_nor_moves_the_current_pointers():
+    # The pointers name the outputs the next run and the app use: only the report task, once the run
+    # succeeded, moves them (docs/design.md, "The lake"); the nodes still write the outputs beside them.
+    writable = requests_for_call("s3", "PutObject", {"Bucket": "fruits-lake", "Key": "pca/2026-12-02T000000Z/x"},
+                                 ACCOUNT)
+    assert not denied(_policy("ec2_instance_inline"), writable[:1])
+    for key in ("raw/Kiwi/k.jpg", "code/0123456789ab/reduce_pca.py", "models/m/m.tflite", "pca/current.json",
+                "classifier/current.json"):
         put = requests_for_call("s3", "PutObject", {"Bucket": "fruits-lake", "Key": key}, ACCOUNT)
         assert denied(_policy("ec2_instance_inline"), put[:1]), key
     other_bucket = requests_for_call("s3", "GetObject", {"Bucket": "someone-else", "Key": "raw/x"}, ACCOUNT)
