@@ -280,6 +280,19 @@ def test_tally_counts_featurized_rows_and_keeps_rejects():
     assert tally.rejects.value == [("b", "truncated", "cut")]
 
 
+@pytest.mark.parametrize("key", ["raw/Apple Pink Lady/r_1_100.jpg", "raw/kiwi/IMG 0001 (1).HEIC", "raw/été/ü#?+&.jpg",
+                                 "raw/a/b/c.jpg"])
+def test_the_job_labels_a_path_as_the_contract_does(spark, key):
+    """One label rule: the feature job's Spark SQL spelling (features.with_label) gives what
+    fruits_contract.names.label_of gives the Airflow side, on any name. (A file directly in raw/ has
+    no label: validation rejects it as no_label_folder, so the job never reads it.)"""
+    from fruits_contract.names import label_of
+
+    uri = f"s3://bucket/{key}"
+    (row,) = features.with_label(spark.createDataFrame([(uri,)], "path string")).collect()
+    assert row.label == label_of("s3://bucket/raw", uri) == key.split("/")[-2]
+
+
 def test_empty_files_are_listed_files_never_seen():
     listed = ["file:/data/a b/x.jpg", "file:/data/a b/empty.jpg", "file:///data/y.jpg"]
     seen = ["file:///data/a b/x.jpg", "file:///data/y.jpg"]

@@ -43,7 +43,7 @@ def test_package_holds_what_spark_submit_and_the_bootstrap_need(jobs_copy, tmp_p
     with zipfile.ZipFile(package.files["fruits_spark.zip"]) as archive:
         names = archive.namelist()
     assert names == sorted(names)
-    assert {"fruits_spark/__init__.py", "fruits_spark/common.py", "fruits_spark/pca.py",
+    assert {"fruits_spark/__init__.py", "fruits_spark/session.py", "fruits_spark/jobs/extract_features.py", "fruits_spark/pca.py",
             "fruits_contract/__init__.py", "fruits_contract/lake.py"} <= set(names)
     assert not [name for name in names if not name.endswith(".py")]
     assert package.keys("s3://bucket/code/" + package.version)[
@@ -72,7 +72,7 @@ def test_zip_is_importable_as_py_files_would_use_it(tmp_path):
     package = build_code_package(JOBS_DIR, tmp_path / "out")
     probe = (
         "import sys; sys.path.insert(0, sys.argv[1]); "
-        "import fruits_spark.pca, fruits_spark.common, fruits_spark.io, fruits_contract.lake; "
+        "import fruits_spark.pca, fruits_spark.session, fruits_spark.io, fruits_contract.lake; "
         "print(fruits_spark.pca.__file__, fruits_contract.lake.__file__)"
     )
     completed = subprocess.run(
