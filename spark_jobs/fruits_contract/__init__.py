@@ -1,4 +1,4 @@
-"""The contract both sides of the pipeline share (docs/design.md, "The contract package").
+"""The contract both sides of the pipeline share (docs/design.md, "Packages and their boundaries").
 
 Airflow's tasks, the Spark jobs and the EMR zip all import this package, and it imports nothing
 outside Python's standard library: where things live in the lake (``lake``), which upload names

@@ -55,7 +55,7 @@ CLASSIFIER_FIGURES_FILE = "figures.json"
 CLASSIFIER_HELD_OUT_FOLDER = "held_out"
 CLASSIFIER_EXPORT_FOLDER = "export"
 
-# Pointers to the outputs the next run builds on (docs/design.md, "The run plan"): one small JSON
+# Pointers to the outputs the next run builds on (docs/design.md, "The lake"): one small JSON
 # object each, written in one PUT after the output it names is complete.
 CURRENT_FILE = "current.json"
 

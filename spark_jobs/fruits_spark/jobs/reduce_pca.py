@@ -5,7 +5,7 @@
 Output: Parquet path, label, pca_features array<float>[k]; ``_pca_report.json``;
 ``_model/`` (centering + PCA, one Spark PipelineModel); ``_preview/`` (a small sample of
 the first two components, for the run's picture); ``_job_result.json``. The last
-stderr line on success is ``FRUITS_RESULT {...}`` (docs/design.md, "Cross-team contracts").
+stderr line on success is ``FRUITS_RESULT {...}`` (docs/design.md, "The jobs").
 Its entry script, spark_jobs/reduce_pca.py, runs from the checkout and from an S3 copy with
 ``--py-files fruits_spark.zip``.
 """
