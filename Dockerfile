@@ -24,6 +24,8 @@ RUN pip install --no-cache-dir \
     "ai-edge-litert==2.3.0" \
     "pillow==13.0.0" \
     "pillow-heif==1.8.1" \
+    "pyvips==3.2.0" \
+    "pyvips-binary==8.18.7" \
     "pyarrow==26.0.1" \
     "pandas==3.1.1" \
     "numpy==2.4.6" \

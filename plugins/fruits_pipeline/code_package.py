@@ -3,6 +3,8 @@
 ``build_wheelhouse(dest)`` fills a wheelhouse with ``pip download --platform ... --only-binary=:all:``:
 the bootstrap's PINNED list (the single source of the nodes' packages), their dependencies at the
 versions of ``requirements.lock`` (given as constraints), for every architecture in ARCHITECTURES.
+The pins in BUILT_HERE are published as source only: each is built once into a pure-Python wheel
+(``pip wheel --no-deps``) that serves every architecture.
 
 ``python -m fruits_pipeline.code_package OUT_DIR [--wheelhouse DIR]`` builds the wheelhouse in DIR when
 it is not complete, then the package (``fruits_pipeline.job_code``), and prints the version. A
@@ -23,6 +25,9 @@ from fruits_pipeline.job_code import (ARCHITECTURES, CodePackageError, bootstrap
 # versions itself, hence one --platform per version.
 GLIBC_MINORS = range(17, 35)
 NODE_PYTHON = "3.11"
+# pyvips is on PyPI as an sdist only; it is pure Python (it loads pyvips-binary's libvips through
+# cffi), so its wheel is "py3-none-any". Its dependency, cffi, comes with pyvips-binary's download.
+BUILT_HERE = ("pyvips",)
 
 
 def wheel_platforms(arch: str) -> list[str]:
@@ -55,18 +60,26 @@ def build_wheelhouse(dest: Path, jobs_dir: Path | None = None, *, architectures=
     pins = bootstrap_pins(jobs_dir)
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
+    built_here = [pin for pin in pins if pin.split("==")[0] in BUILT_HERE]
+    downloaded = [pin for pin in pins if pin not in built_here]
+    if missing_wheels(dest, built_here, architectures):
+        _run_pip([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(dest), *built_here],
+                 "pip wheel of the source-only pins", env)
     for arch in architectures:
-        if not missing_wheels(dest, pins, (arch,)):
+        if not missing_wheels(dest, downloaded, (arch,)):
             continue
-        command = pip_download_command(pins, dest, arch, constraints if Path(constraints).is_file() else None)
-        completed = subprocess.run(command, capture_output=True, text=True, env=env)
-        if completed.returncode != 0:
-            raise CodePackageError(f"pip download of the {arch} wheelhouse failed ({' '.join(command)}):\n"
-                                   f"{completed.stderr.strip()[-2000:]}")
+        command = pip_download_command(downloaded, dest, arch, constraints if Path(constraints).is_file() else None)
+        _run_pip(command, f"pip download of the {arch} wheelhouse", env)
     missing = missing_wheels(dest, pins, architectures)
     if missing:
         raise CodePackageError(f"wheelhouse {dest} lacks wheels for: {', '.join(missing)}")
     return sorted(dest.glob("*.whl"))
+
+
+def _run_pip(command: list[str], what: str, env: dict | None) -> None:
+    completed = subprocess.run(command, capture_output=True, text=True, env=env)
+    if completed.returncode != 0:
+        raise CodePackageError(f"{what} failed ({' '.join(command)}):\n{completed.stderr.strip()[-2000:]}")
 
 
 def main(argv: list[str] | None = None) -> int:

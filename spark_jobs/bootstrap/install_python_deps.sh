@@ -15,11 +15,15 @@ set -euo pipefail
 PYTHON="${FRUITS_PYTHON:-python3.11}"
 WHEELHOUSE="${FRUITS_WHEELHOUSE:-${1:-}}"
 # The jobs' runtime: LiteRT runs the model (no TensorFlow or Keras on the nodes), pandas for the
-# pandas UDF, Pillow to decode (pillow-heif for HEIC/HEIF), PyArrow for Arrow batches.
+# pandas UDF, Pillow to decode (pillow-heif for HEIC/HEIF, pyvips for WebP at reduced size),
+# boto3 for the Python workers' reads of the photos from S3, PyArrow for Arrow batches.
 PINNED=(
   "ai-edge-litert==2.3.0"
   "pillow==13.0.0"
   "pillow-heif==1.8.1"
+  "pyvips==3.2.0"
+  "pyvips-binary==8.18.7"
+  "boto3==1.43.117"
   "pyarrow==26.0.1"
   "pandas==3.1.1"
   "numpy==2.4.6"

@@ -123,7 +123,7 @@ def test_dockerfile_pins_the_versions_of_pyproject():
     project_pins = _pins(pyproject["project"]["dependencies"])
     text = DOCKERFILE.read_text()
     image_pins = _pins(re.findall(r'"([^"$]+==[^"$]+)"', text))
-    for package in ("pyspark", "ai-edge-litert", "pillow", "pillow-heif", "pyarrow", "apache-airflow-providers-amazon"):
+    for package in ("pyspark", "ai-edge-litert", "pillow", "pillow-heif", "pyvips", "pyvips-binary", "pyarrow", "apache-airflow-providers-amazon"):
         assert package in image_pins, f"Dockerfile does not pin {package}"
     disagree = {p: (v, project_pins.get(p)) for p, v in image_pins.items() if project_pins.get(p) != v}
     assert not disagree, f"Dockerfile pins differ from pyproject.toml (image, pyproject): {disagree}"

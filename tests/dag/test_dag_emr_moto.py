@@ -15,6 +15,9 @@ import json
 
 import pyarrow.parquet as pq
 
+from fruits_pipeline.job_code import bootstrap_pins
+from fruits_pipeline.settings import REPO_ROOT
+
 from generated_images import write_generated_images
 from moto_emr import ACCOUNT, REGION, all_clusters
 
@@ -101,7 +104,8 @@ def test_emr_run_processes_new_uploads_and_terminates_the_cluster(aws, lake_buck
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=lake_bucket)["Contents"]}
     assert any(k.startswith("models/tiny-") and k.endswith("/tiny.tflite") for k in keys)
     code_prefix = report_code_prefix = next(k for k in keys if k.endswith("/fruits_spark.zip")).rsplit("/", 1)[0]
-    assert sum(k.startswith(f"{code_prefix}/wheelhouse/") and k.endswith(".whl") for k in keys) == 12  # six pins x two architectures
+    wheels = sum(k.startswith(f"{code_prefix}/wheelhouse/") and k.endswith(".whl") for k in keys)
+    assert wheels == 2 * len(bootstrap_pins(REPO_ROOT / "spark_jobs"))  # each pin for two architectures
     assert described["Ec2InstanceAttributes"]["Ec2SubnetId"] == SUBNET
     assert tags.get("for-use-with-amazon-emr-managed-policies") == "true"
     (bootstrap,) = aws["emr"].list_bootstrap_actions(ClusterId=cluster.id)["BootstrapActions"]

@@ -1,5 +1,5 @@
 """fruits-classify (spark_jobs/pyproject.toml): the classify command installed on its own, as the app's
-backend installs it, with NumPy, Pillow, pillow-heif and LiteRT and nothing else.
+backend installs it, with NumPy, Pillow, pillow-heif, pyvips and LiteRT and nothing else.
 
 Slow for a unit test (10-60 s): it makes a bare venv (no system site packages, nothing of this checkout's
 venv), builds the distribution and installs it there, non-editable, with uv: offline from uv's cache when
@@ -29,7 +29,7 @@ DISTRIBUTION = REPO / "spark_jobs"
 # What the distribution is made of: its packages and the model it carries.
 SOURCES = ("pyproject.toml", "fruits_spark", "fruits_contract", "models")
 FORBIDDEN = ("pandas", "pyarrow", "pyspark", "py4j", "airflow", "tensorflow", "keras")
-DEPENDENCIES = ("numpy", "pillow", "pillow-heif", "ai-edge-litert")
+DEPENDENCIES = ("numpy", "pillow", "pillow-heif", "pyvips", "pyvips-binary", "ai-edge-litert")
 PHOTO = sorted((REPO / "plugins" / "fruits_pipeline" / "demo_data").rglob("*.jpg"))[0]
 LABELS = ["apple", "fig", "kiwi", "lemon"]
 INSTALL_SECONDS = 600
@@ -49,7 +49,7 @@ def pins(pyproject: Path) -> dict[str, str]:
     return {requirement.split("==")[0].split("[")[0]: requirement for requirement in requirements}
 
 
-def test_the_distribution_pins_exactly_the_root_projects_versions_of_its_four_dependencies():
+def test_the_distribution_pins_exactly_the_root_projects_versions_of_its_dependencies():
     ours, root = pins(DISTRIBUTION / "pyproject.toml"), pins(REPO / "pyproject.toml")
     assert sorted(ours) == sorted(DEPENDENCIES)
     assert ours == {name: root[name] for name in DEPENDENCIES}

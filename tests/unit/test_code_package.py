@@ -121,7 +121,8 @@ def _normalized(name: str) -> str:
 
 def test_bootstrap_pins_agree_with_pyproject_and_lock():
     pins = _bootstrap_pins()
-    assert set(pins) == {"ai-edge-litert", "pillow", "pillow-heif", "pyarrow", "pandas", "numpy"}  # no TensorFlow/Keras on nodes
+    assert set(pins) == {"ai-edge-litert", "pillow", "pillow-heif", "pyvips", "pyvips-binary", "boto3", "pyarrow", "pandas",
+                         "numpy"}  # no TensorFlow/Keras on nodes
 
     dependencies = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     pyproject = {}
@@ -253,9 +254,9 @@ def test_real_bootstrap_installs_a_fresh_python_from_the_wheelhouse_alone(host_w
                                env=_offline_env(python, host_wheelhouse))
     assert installed.returncode == 0, installed.stdout + installed.stderr
     assert "installed ai-edge-litert==2.3.0" in installed.stdout
-    probe = ("import numpy, ai_edge_litert.interpreter as lite, PIL, pillow_heif, pyarrow, pandas; "
+    probe = ("import numpy, ai_edge_litert.interpreter as lite, PIL, pillow_heif, pyvips, boto3, pyarrow, pandas; "
              "from importlib.metadata import version; "
-             "print(sorted(version(n) for n in ('ai-edge-litert', 'pillow', 'pillow-heif', 'pyarrow', 'pandas', 'numpy'))); "
+             f"print(sorted(version(n) for n in {tuple(_bootstrap_pins())})); "
              "print(lite.Interpreter.__name__)")
     versions = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, timeout=60)
     assert versions.returncode == 0, versions.stderr

@@ -150,10 +150,10 @@ def test_a_12mp_jpeg_is_decoded_at_a_quarter_within_cosine_0999_of_a_full_decode
     assert _cosine(reduced_features, full_features) >= 0.999
 
 
-@pytest.mark.parametrize("kind", ["heic", "webp"])
-def test_a_12mp_heic_or_webp_is_box_reduced_before_the_bicubic_within_cosine_0999(kind, phone_source, sample_dir):
-    """No reduced decode for these: the 3024-pixel square is box-reduced to 504 (a whole factor, no
-    less than twice 224) before the bicubic resize, instead of 13.5 source pixels per output pixel."""
+@pytest.mark.parametrize("kind", ["heic", "webp", "png_alpha"])
+def test_a_12mp_heic_webp_or_png_at_reduced_size_is_within_cosine_0999_of_a_full_decode(kind, phone_source, sample_dir):
+    """HEIC: its 3024-pixel square box-reduced to 504 before the bicubic. WebP: scaled inside libwebp
+    to 672 on the short side. PNG with alpha: resized with its alpha attached, on white at 224."""
     if sample_dir is None:
         pytest.skip("FRUITS_SAMPLE_DIR is not set: a real sample photo is needed to judge feature quality")
     content = upload_bytes(phone_frame(phone_source), kind)
@@ -161,6 +161,37 @@ def test_a_12mp_heic_or_webp_is_box_reduced_before_the_bicubic_within_cosine_099
     assert not np.array_equal(reduced, full)  # the reduced path is taken
     reduced_features, full_features = _model()([reduced, full])
     assert _cosine(reduced_features, full_features) >= 0.999
+
+
+def test_webp_is_scaled_inside_libwebp_to_three_times_the_model_size(phone_source, monkeypatch):
+    import pyvips
+
+    asked = []
+    load = pyvips.Image.webpload_buffer
+    monkeypatch.setattr(pyvips.Image, "webpload_buffer", lambda content, **options: asked.append(options) or
+                        load(content, **options))
+    images.model_pixels(upload_bytes(phone_frame(phone_source, (4032, 3024)), "webp"))
+    assert [options.get("scale") for options in asked] == [None, images.WEBP_MIN_SIDE / 3024]
+
+
+@pytest.mark.parametrize("orientation", sorted(STORE_FOR_ORIENTATION))
+def test_a_webp_with_any_exif_orientation_gives_the_upright_picture(orientation):
+    upright = _asymmetric((1600, 1200))  # more than WEBP_MIN_SIDE: the scaled decode is taken
+    exif = Image.Exif()
+    exif[images.ORIENTATION_TAG] = orientation
+    webp = _encoded(stored(upright, orientation), "WEBP", lossless=True, exif=exif.tobytes())
+    expected = images.model_pixels(_encoded(upright, "PNG"))
+    assert np.abs(images.model_pixels(webp).astype(int) - expected).mean() < 2.5
+    assert np.array_equal(images.model_pixels(webp, reduced_decode=False),  # Pillow's reference turns it too
+                          images.model_pixels(_encoded(upright, "PNG"), reduced_decode=False))
+
+
+def test_a_transparent_webp_is_on_white(phone_source):
+    upright = phone_frame(phone_source, (1600, 1200))
+    cutout = Image.open(io.BytesIO(png_alpha_bytes(upright)))
+    got = images.model_pixels(_encoded(cutout, "WEBP", lossless=True))
+    assert got[:8, :8].min() >= 250  # the transparent background, black under its alpha
+    assert np.abs(got.astype(int) - images.model_pixels(_encoded(upright, "PNG"))).mean() < 3
 
 
 @pytest.mark.parametrize("width,height,scale", [(100, 100, 1), (448, 600, 1), (900, 1200, 2), (1800, 2400, 4),
