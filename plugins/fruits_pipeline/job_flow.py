@@ -20,6 +20,13 @@ SPARK_DEFAULTS = {
 }
 
 
+def photo_reader_env(settings: Settings) -> dict[str, str]:
+    """The feature job's Python code reads the photos through boto3 (fruits_spark.photo_reader), which
+    takes its region from the environment, not from EMRFS: the lake's region, so that no request
+    goes through another region's endpoint (GDPR). Credentials: the nodes' instance profile."""
+    return {f"spark.{where}.AWS_REGION": settings.region for where in ("executorEnv", "yarn.appMasterEnv")}
+
+
 def cluster_name(run_key: str) -> str:
     return f"{PROJECT_TAG}-{run_key}"
 
@@ -82,7 +89,7 @@ def build_job_flow(settings: Settings, cluster: ClusterShape, *, run_key: str, c
              "Configurations": [{"Classification": "export",
                                  "Properties": {"PYSPARK_PYTHON": "python3.11",
                                                 "PYSPARK_DRIVER_PYTHON": "python3.11"}}]},
-            {"Classification": "spark-defaults", "Properties": dict(SPARK_DEFAULTS)},
+            {"Classification": "spark-defaults", "Properties": {**SPARK_DEFAULTS, **photo_reader_env(settings)}},
         ],
         "SecurityConfiguration": settings.emr_security_configuration,
         # Backstop if the teardown task itself never runs.

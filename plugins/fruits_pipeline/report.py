@@ -9,6 +9,7 @@ import logging
 from datetime import datetime
 
 from fruits_contract.lake import Lake
+from fruits_contract.s3_faults import report_faults
 from fruits_pipeline.routes import ROUTE_TITLES
 
 log = logging.getLogger(__name__)
@@ -84,10 +85,11 @@ def write_current_pointers(lake: Lake, report: dict, conn_id: str | None) -> Non
 
 def faults_met(*, validation: dict, feature_result: dict | None = None, pca_result: dict | None = None,
                s3_faults: list[dict] | None = None) -> list[dict]:
-    """The faults a run met and survived, as {"kind", "detail"}: S3 errors retried (validation's and the
-    report task's own), partial feature batches ignored (by validation or the PCA job), executors lost
+    """The faults a run met and survived, as {"kind", "detail"}: S3 errors retried (validation's, the
+    report task's own and the feature job's Python workers'), partial feature batches ignored (by validation or the PCA job), executors lost
     during the feature job (their tasks ran again elsewhere)."""
-    faults = [*validation.get("s3_faults", []), *(s3_faults or [])]
+    faults = [*validation.get("s3_faults", []), *(s3_faults or []),
+              *report_faults((feature_result or {}).get("s3_retried", {}), where="feature job's reads of the photos, ")]
     partial = {*validation.get("partial_batches_ignored", []), *(pca_result or {}).get("partial_batches_ignored", [])}
     faults += [{"kind": "partial_batch_ignored",
                 "detail": f"{batch}: a feature job died before committing it; ignored, its images taken again"}

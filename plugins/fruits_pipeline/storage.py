@@ -7,16 +7,15 @@ from __future__ import annotations
 
 import functools
 import json
-import threading
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-# Retryable errors the S3 client met in this process (throttling, 5xx, dropped connections), by
-# operation: each was retried by botocore (its retry config: the connection's config_kwargs) and, when
-# botocore gave up, by s3fs (5 tries). What the run report lists as faults (take_s3_faults).
-_S3_FAULTS: dict[str, dict[str, int]] = {}
-_S3_FAULTS_LOCK = threading.Lock()
+from fruits_contract.s3_faults import S3FaultCounter, report_faults
+
+# Retryable errors the S3 client met in this process, by operation: each was retried by botocore (its
+# retry config: the connection's config_kwargs) and, when botocore gave up, by s3fs (5 tries).
+_S3_FAULTS = S3FaultCounter()
 
 
 class LakeIOError(OSError):
@@ -39,28 +38,9 @@ def _names_the_object(action: str):
     return decorate
 
 
-def _note_s3_fault(response=None, operation=None, caught_exception=None, **_) -> None:
-    """botocore's needs-retry event, once per attempt: remember the attempts that failed retryably."""
-    if caught_exception is not None:
-        error = type(caught_exception).__name__
-    elif response is not None and (response[0].status_code >= 500 or response[0].status_code == 429):
-        error = (response[1].get("Error") or {}).get("Code") or f"HTTP {response[0].status_code}"
-    else:
-        return
-    name = getattr(operation, "name", str(operation))
-    with _S3_FAULTS_LOCK:
-        by_error = _S3_FAULTS.setdefault(name, {})
-        by_error[error] = by_error.get(error, 0) + 1
-
-
 def take_s3_faults() -> list[dict]:
     """The retryable S3 errors met since the last call, as report faults, and forget them."""
-    with _S3_FAULTS_LOCK:
-        met = {operation: dict(errors) for operation, errors in _S3_FAULTS.items()}
-        _S3_FAULTS.clear()
-    return [{"kind": "s3_retried", "detail": f"{operation}: " + ", ".join(f"{error} x{count}" for error, count
-                                                                        in sorted(errors.items()))
-             + " (retried with backoff)"} for operation, errors in sorted(met.items())]
+    return report_faults(_S3_FAULTS.take())
 
 
 def lake_path(uri: str, conn_id: str | None):
@@ -69,7 +49,7 @@ def lake_path(uri: str, conn_id: str | None):
     # file:// needs no connection; s3:// uses the AWS connection (endpoint, region, credentials).
     path = ObjectStoragePath(uri, conn_id=conn_id if uri.startswith("s3://") else None)
     if uri.startswith("s3://"):  # the filesystem is cached per connection: registered once (unique_id)
-        path.fs.s3.meta.events.register("needs-retry.s3", _note_s3_fault, unique_id="fruits-s3-faults")
+        path.fs.s3.meta.events.register("needs-retry.s3", _S3_FAULTS.note, unique_id="fruits-s3-faults")
     return path
 
 

@@ -1,30 +1,35 @@
-"""An image's bytes -> its MobileNetV2 features, on Spark: the decode, the model UDF and its tally.
+"""An image's path -> its bytes -> its MobileNetV2 features, on Spark: the decode, the model UDF and its tally.
 
 The decode functions are NumPy and Pillow only (the classify command calls them, and records their
 names in its export); pandas and Spark are imported by the UDF's code alone, where it runs.
 
 Speed notes (measured with bench/bench_features.py; docs/performance.md has the figures):
-- Few, large partitions (a few per task slot), Arrow batches of ``batch_size`` rows: memory stays
-  bounded by one batch of image bytes and its pixels. The interpreter itself runs one image per
-  invoke (fruits_spark.feature_model.LiteRTModel says why).
+- Spark hands the UDF paths only; the worker reads each photo itself (fruits_spark.photo_reader),
+  a few reads ahead of the decode, and drops its bytes once decoded: memory stays bounded by a few
+  photos' bytes and one Arrow batch of pixels. The interpreter itself runs one image per invoke
+  (fruits_spark.feature_model.LiteRTModel says why).
 - Each worker decodes a batch (straight into one float32 array) then runs the model on it, in
   one thread: there is one worker per core already, and a decoding thread beside the model only
-  made the two compete for that core (measured: 2-3% fewer images per second, never more).
+  made the two compete for that core (measured: 2-3% fewer images per second, never more). The
+  read threads mostly wait on the network or the disk.
 - One pass: the output is written straight from the UDF, which reports its counts and rejects
   through accumulators (Tally); no cache of the features, no second job to count them.
 """
 from __future__ import annotations
 
+import itertools
 import os
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
 
-from fruits_contract.lake import canonical_uri
+from fruits_contract.s3_faults import merge_faults
 from fruits_spark.feature_model import LiteRTModel, worker_model
 from fruits_spark.images import IMAGE_SIZE, RejectedImage, model_pixels
+from fruits_spark import photo_reader
 from fruits_spark.job_runner import get_logger
 
 # The feature job's log, on the driver and in the workers' UDF (bench/ reads its rate lines).
@@ -64,15 +69,19 @@ class DecodedBatch:
     details: list  # per row: None or detail text
 
 
-def decode_batch(contents) -> DecodedBatch:
-    """Decode a sequence of image bytes into one preallocated float32 batch (MobileNetV2 scaling)."""
-    n = len(contents)
+def decode_batch(contents, n: int | None = None) -> DecodedBatch:
+    """Decode image bytes into one preallocated float32 batch (MobileNetV2 scaling). ``contents``
+    may be an iterator of ``n`` items, consumed one at a time (each photo's bytes can go once
+    decoded); an item may be the RejectedImage its read raised."""
+    n = len(contents) if n is None else n
     pixels = np.empty((n, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.float32)
     reasons: list = [None] * n
     details: list = [None] * n
     ok = []
     for i, content in enumerate(contents):
         try:
+            if isinstance(content, RejectedImage):
+                raise content
             pixels[len(ok)] = decode_image(content)
             ok.append(i)
         except RejectedImage as rejected:
@@ -94,6 +103,17 @@ class ListParam:
         return left
 
 
+class FaultsParam:
+    """Accumulator of ``{operation: {error: attempts}}`` (fruits_contract.s3_faults): the S3 retries
+    of every task's reads."""
+
+    def zero(self, value):
+        return {}
+
+    def addInPlace(self, left, right):
+        return merge_faults(left, right)
+
+
 @dataclass
 class Tally:
     """What the UDF's tasks report to the driver besides their rows: accumulators, counted once
@@ -102,28 +122,31 @@ class Tally:
 
     featurized: object  # Accumulator[int]
     rejects: object  # Accumulator[list[(path, reason, detail)]]
+    s3_retried: object  # Accumulator[{operation: {error: attempts}}]
 
     @classmethod
     def on(cls, sc) -> "Tally":
-        return cls(sc.accumulator(0), sc.accumulator([], ListParam()))
+        return cls(sc.accumulator(0), sc.accumulator([], ListParam()), sc.accumulator({}, FaultsParam()))
 
-    def add(self, frame) -> None:
-        """``frame``: a pandas DataFrame the UDF yields (path, features, reject_reason, reject_detail)."""
+    def add(self, frame, s3_retried: dict | None = None) -> None:
+        """``frame``: a pandas DataFrame the UDF yields (path, features, reject_reason, reject_detail);
+        ``s3_retried``: the S3 retries its reads met."""
         rejected = frame[frame.reject_reason.notna()]
         self.featurized.add(len(frame) - len(rejected))
         if len(rejected):
             self.rejects.add(list(zip(rejected.path, rejected.reject_reason, rejected.reject_detail)))
+        if s3_retried:
+            self.s3_retried.add(s3_retried)
 
 
 def make_featurize_udf(broadcast_model, model_key: str, threads: int = 1, tally: Tally | None = None,
                        log_every: int = 512):
-    """Scalar Iterator pandas UDF: (path as Spark lists it, image bytes) ->
-    struct(path canonical, features, reject_reason, reject_detail).
+    """Scalar Iterator pandas UDF: canonical path -> struct(path, features, reject_reason, reject_detail).
 
-    ``broadcast_model`` is the Broadcast of the flatbuffer's bytes; the executor reads nothing else.
-    ``tally``, when given, gets every output frame's counts and rejects.
-    The path is made canonical here rather than in a UDF of its own: each Python UDF of a stage
-    takes a Python worker (and an interpreter) of its own.
+    The worker reads each photo itself (photo_reader.read_ahead, across the Arrow batches: the next
+    batch's first photos arrive while this one's last decode). ``broadcast_model`` is the Broadcast
+    of the flatbuffer's bytes. ``tally``, when given, gets every output frame's counts, rejects and
+    S3 retries.
     """
     import pandas as pd
     from pyspark.sql.functions import pandas_udf
@@ -131,15 +154,25 @@ def make_featurize_udf(broadcast_model, model_key: str, threads: int = 1, tally:
     def featurize(batches):
         model = None  # built on the first batch: an empty partition reads no broadcast
         started, done, next_log = time.monotonic(), 0, log_every
-        for paths, contents in batches:
+        arrived = deque()  # the Arrow batches whose paths read_ahead has pulled, not yet answered
+
+        def every_path():
+            for paths in batches:
+                arrived.append(paths)
+                yield from paths.tolist()
+
+        reads = photo_reader.read_ahead(every_path())
+        while (first := next(reads, None)) is not None:
+            paths = arrived.popleft()
             if model is None:
                 model = worker_model(broadcast_model, model_key, threads)
                 started = time.monotonic()  # the rates logged leave out the interpreter's build
-            frame = _predict_frame(model, paths.map(canonical_uri), decode_batch(contents.tolist()))
+            contents = (content for _, content in itertools.chain([first], itertools.islice(reads, len(paths) - 1)))
+            frame = _predict_frame(model, paths, decode_batch(contents, len(paths)))
             if tally is not None:
-                tally.add(frame)
+                tally.add(frame, photo_reader.S3_FAULTS.take())  # the module's: the UDF pickles names, not it
             yield frame
-            done += len(contents)
+            done += len(paths)
             if done >= next_log:
                 rate = done / max(time.monotonic() - started, 1e-9)
                 log.info("worker pid %d: %d images through the model (%.1f images/s)", os.getpid(), done, rate)
@@ -151,7 +184,7 @@ def make_featurize_udf(broadcast_model, model_key: str, threads: int = 1, tally:
 
     # Spark tells a scalar iterator UDF by its type hints, resolved in this module's namespace, which
     # has no pandas (the decode functions above must import without it): given here, as objects.
-    featurize.__annotations__ = {"batches": Iterator[tuple[pd.Series, pd.Series]], "return": Iterator[pd.DataFrame]}
+    featurize.__annotations__ = {"batches": Iterator[pd.Series], "return": Iterator[pd.DataFrame]}
     # Nondeterministic: it has side effects (the tally), and without it the optimizer pushes the
     # filter on reject_reason below the coalesce with a second copy of the UDF (the model runs twice).
     return pandas_udf(featurize, FEATURIZED_TYPE_DDL).asNondeterministic()
@@ -184,10 +217,10 @@ def with_label(frame):
 
 
 def featurize(frame, featurize_udf):
-    """path, content -> path (canonical), label, features (null when rejected), reject_reason, reject_detail."""
+    """path (canonical) -> path, label, features (null when rejected), reject_reason, reject_detail."""
     from pyspark.sql import functions as F
 
-    result = frame.select(featurize_udf(F.col("path"), F.col("content")).alias("result")).select("result.*")
+    result = frame.select(featurize_udf(F.col("path")).alias("result")).select("result.*")
     return with_label(result).select("path", "label", "features", "reject_reason", "reject_detail")
 
 

@@ -22,7 +22,7 @@ from PIL import Image
 
 from fruits_contract.lake import canonical_uri
 from fruits_contract.model import FEATURE_DIM, MODEL_FAMILY, SHIPPED_MODEL_PATH
-from fruits_spark import feature_model, features
+from fruits_spark import feature_model, features, photo_reader
 from fruits_spark.errors import FeatureInputError
 from fruits_spark.jobs import extract_features
 from fruits_spark.session import LISTING_TASKS_PER_CORE
@@ -155,8 +155,20 @@ def test_decode_batch_keeps_row_positions_of_rejects():
     assert -1.0 <= batch.pixels.min() and batch.pixels.max() <= 1.0  # MobileNetV2 scaling
 
 
-def test_escape_hadoop_glob_makes_brackets_literal():
-    assert extract_features.escape_hadoop_glob("file:///a/b [1]/c*.jpg") == "file:///a/b \\[1\\]/c\\*.jpg"
+def test_decode_batch_takes_an_iterator_of_reads_and_the_rejects_of_the_reads():
+    reads = iter([_jpeg_bytes(1), features.RejectedImage("missing", "gone"), _jpeg_bytes(2)])
+    batch = features.decode_batch(reads, 3)
+    assert batch.ok_rows.tolist() == [0, 2]
+    assert (batch.reasons, batch.details) == ([None, "missing", None], [None, "gone", None])
+
+
+def test_paths_are_dealt_to_partitions_by_size_so_none_gets_all_the_large_photos(spark):
+    photos = [(f"file:///l/{i:02d}.jpg", size) for i, size in enumerate([9_000_000] * 4 + [50_000] * 12)]
+    frame = extract_features.paths_frame(spark, photos, 2)  # 2 slots: 8 partitions
+    partitions = frame.rdd.glom().collect()
+    assert len(partitions) == 8 and sorted(p for part in partitions for (p,) in part) == [p for p, _ in photos]
+    large = {p for p, size in photos if size > 1_000_000}
+    assert max(sum(p in large for (p,) in part) for part in partitions) == 1
 
 
 def test_input_the_job_cannot_use_exits_2_with_the_message_and_stops_the_session(monkeypatch, capsys):
@@ -258,7 +270,7 @@ def test_the_model_runs_once_per_image_in_the_written_plan(spark, lake, driver_m
     """The output is filtered on reject_reason: the optimizer must not copy the UDF into the
     filter (below the coalesce: the model would run twice per image, in many small tasks)."""
     broadcast = spark.sparkContext.broadcast(driver_model)
-    images = extract_features.few_partitions(extract_features.read_images(spark, str(lake)), 2)
+    images = extract_features.paths_frame(spark, photo_reader.list_photos(str(lake)), 2)
     udf = features.make_featurize_udf(broadcast, "key", tally=features.Tally.on(spark.sparkContext))
     plan = features.accepted(features.featurize(images, udf), "m")._jdf.queryExecution().executedPlan().toString()
     assert plan.count("ArrowEvalPython") == 1, plan
@@ -272,12 +284,20 @@ def test_tally_counts_featurized_rows_and_keeps_rejects():
         def add(self, term):
             self.value = self.value + term
 
-    tally = features.Tally(Accumulator(0), Accumulator([]))
+    class FaultsAccumulator(Accumulator):
+        def add(self, term):
+            self.value = features.FaultsParam().addInPlace(self.value, term)
+
+    tally = features.Tally(Accumulator(0), Accumulator([]), FaultsAccumulator({}))
     tally.add(pd.DataFrame({"path": ["a", "b", "c"], "features": [[1.0], None, [2.0]],
-                            "reject_reason": [None, "truncated", None], "reject_detail": [None, "cut", None]}))
+                            "reject_reason": [None, "truncated", None], "reject_detail": [None, "cut", None]}),
+              {"GetObject": {"SlowDown": 2}})
     tally.add(pd.DataFrame({"path": ["d"], "features": [[3.0]], "reject_reason": [None], "reject_detail": [None]}))
     assert tally.featurized.value == 3
     assert tally.rejects.value == [("b", "truncated", "cut")]
+    tally.add(pd.DataFrame({"path": [], "features": [], "reject_reason": [], "reject_detail": []}),
+              {"GetObject": {"SlowDown": 1, "ReadTimeoutError": 1}})
+    assert tally.s3_retried.value == {"GetObject": {"SlowDown": 3, "ReadTimeoutError": 1}}
 
 
 @pytest.mark.parametrize("key", ["raw/Apple Pink Lady/r_1_100.jpg", "raw/kiwi/IMG 0001 (1).HEIC", "raw/été/ü#?+&.jpg",
@@ -291,13 +311,6 @@ def test_the_job_labels_a_path_as_the_contract_does(spark, key):
     uri = f"s3://bucket/{key}"
     (row,) = features.with_label(spark.createDataFrame([(uri,)], "path string")).collect()
     assert row.label == label_of("s3://bucket/raw", uri) == key.split("/")[-2]
-
-
-def test_empty_files_are_listed_files_never_seen():
-    listed = ["file:/data/a b/x.jpg", "file:/data/a b/empty.jpg", "file:///data/y.jpg"]
-    seen = ["file:///data/a b/x.jpg", "file:///data/y.jpg"]
-    assert extract_features.empty_files(listed, seen) == [("file:///data/a b/empty.jpg", "empty", "zero bytes")]
-    assert extract_features.empty_files(listed[:1], seen) == []
 
 
 def test_output_schema_is_path_label_1280_floats_model(first_run, driver_model):

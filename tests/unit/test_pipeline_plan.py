@@ -91,6 +91,14 @@ def test_job_flow_on_demand_by_default():
     assert flow["Instances"]["InstanceGroups"][1]["InstanceCount"] == 2
 
 
+def test_the_workers_read_the_photos_in_the_lakes_region():
+    """boto3 in the Python workers takes its region from the environment: the driver's and the
+    executors' are the lake's, or S3 requests would go through us-east-1's endpoint first."""
+    flow = build_job_flow(S3, RunParams().cluster, run_key="r", code_uri=CODE)
+    (defaults,) = [c["Properties"] for c in flow["Configurations"] if c["Classification"] == "spark-defaults"]
+    assert defaults["spark.executorEnv.AWS_REGION"] == defaults["spark.yarn.appMasterEnv.AWS_REGION"] == S3.region
+
+
 def test_params_are_checked_and_named():
     assert RunParams.from_params({"pca_k": None, "use_spot": True}).use_spot is True
     for bad in ({"pca_variance": 0}, {"pca_variance": 1.5}, {"pca_k": 0}, {"core_instance_count": 0},

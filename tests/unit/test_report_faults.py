@@ -14,14 +14,17 @@ def test_each_fault_met_is_listed_once_with_its_kind_and_detail():
     faults = faults_met(
         validation=VALIDATION,
         feature_result={"featurized": 4, "rejected": 0, "executors_lost": [
-            {"id": "2", "host": "10.0.0.7:35001", "reason": "Worker shutting down"}]},
+            {"id": "2", "host": "10.0.0.7:35001", "reason": "Worker shutting down"}],
+            "s3_retried": {"GetObject": {"SlowDown": 3, "ReadTimeoutError": 1}}},
         pca_result={"n_images": 4, "partial_batches_ignored": ["s3://b/features/batch=day1"]},
         s3_faults=[{"kind": "s3_retried", "detail": "GetObject: ConnectionClosedError x1 (retried with backoff)"}])
 
-    assert [f["kind"] for f in faults] == ["s3_retried", "s3_retried", "partial_batch_ignored", "executor_lost"]
+    assert [f["kind"] for f in faults] == ["s3_retried"] * 3 + ["partial_batch_ignored", "executor_lost"]
     assert all(set(f) == {"kind", "detail"} and isinstance(f["detail"], str) for f in faults)
-    assert "s3://b/features/batch=day1" in faults[2]["detail"]  # named once, though both steps saw it
-    assert "executor 2 on 10.0.0.7:35001: Worker shutting down" in faults[3]["detail"]
+    assert faults[2]["detail"] == ("feature job's reads of the photos, GetObject: ReadTimeoutError x1, SlowDown x3 "
+                                   "(retried with backoff)")
+    assert "s3://b/features/batch=day1" in faults[3]["detail"]  # named once, though both steps saw it
+    assert "executor 2 on 10.0.0.7:35001: Worker shutting down" in faults[4]["detail"]
 
 
 def test_the_report_and_its_summary_carry_the_faults():

@@ -3,13 +3,13 @@
     spark-submit spark_jobs/extract_features.py --images URI --output URI
         [--manifest URI] [--model URI] [--batch-size N]
 
-Reading the images (a listing or a manifest's files), leaving out names Hadoop cannot read and
-duplicate bytes, the one pass through the model UDF (fruits_spark.features), then the rejects,
-duplicates and job result beside the features. The model is read once, here on the driver, and
-broadcast (fruits_spark.feature_model); the features are written without Parquet's dictionary
-encoding, which never fits continuous floats: trying it was the largest share of the JVM's work per
-image. The rejects are written from the driver; empty files are looked for only when the counts say
-some listed file is missing.
+The photos to read (a manifest's, with the sizes validation wrote, or a listing), leaving out names
+Hadoop cannot read and duplicate bytes, the one pass through the model UDF (fruits_spark.features),
+then the rejects, duplicates and job result beside the features. Spark handles paths only: the Python
+workers read the photos themselves (fruits_spark.photo_reader). The model is read once, here on the
+driver, and broadcast (fruits_spark.feature_model); the features are written without Parquet's
+dictionary encoding, which never fits continuous floats: trying it was the largest share of the
+JVM's work per image. The rejects are written from the driver.
 """
 from __future__ import annotations
 
@@ -17,20 +17,20 @@ import argparse
 import json
 import time
 
-from fruits_contract.lake import DUPLICATES_FOLDER, EXTRACT_FEATURES, JOB_RESULT_FILE, REJECTS_FOLDER, canonical_uri
+from fruits_contract.lake import DUPLICATES_FOLDER, EXTRACT_FEATURES, JOB_RESULT_FILE, REJECTS_FOLDER
 from fruits_contract.names import hadoop_name_problem
 from fruits_spark.errors import FeatureInputError
 from fruits_spark.feature_model import load_model_on_driver, model_fingerprint, model_name
 from fruits_spark.features import Tally, accepted, featurize, log, make_featurize_udf
 from fruits_spark.io import write_text
 from fruits_spark.job_runner import run_job
+from fruits_spark.photo_reader import list_photos
 from fruits_spark.session import lost_executors
 
 JOB = EXTRACT_FEATURES
 DEFAULT_BATCH_SIZE = 64
 # The features' leaf column in Parquet's schema (Spark writes arrays as the standard 3-level LIST).
 FEATURES_PARQUET_COLUMN = "features.list.element"
-_HADOOP_GLOB_CHARS = "\\{}[]*?"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -48,39 +48,53 @@ def parse_args(argv=None) -> argparse.Namespace:
 # ---------------------------------------------------------------------------
 # DataFrame transformations (each testable on a tiny frame)
 # ---------------------------------------------------------------------------
-def escape_hadoop_glob(uri: str) -> str:
-    """A literal file name for Spark's path loader, which treats {}[]*?\\ as glob syntax."""
-    return "".join("\\" + ch if ch in _HADOOP_GLOB_CHARS else ch for ch in uri)
-
-
-def manifest_paths(spark, manifest_uri: str) -> list[str]:
-    """Distinct canonical paths listed in a manifest (strings only; images are never collected)."""
+def manifest_photos(spark, manifest_uri: str) -> list[tuple[str, int | None]]:
+    """(path, size or None) of each distinct path a manifest lists (as validation spells them) (strings and sizes only;
+    images are never collected). Validation's manifests carry each upload's size; a manifest with
+    a ``path`` column alone is accepted, its sizes then read from the lake."""
     try:
         frame = spark.read.parquet(manifest_uri)
     except Exception as exc:
         raise FeatureInputError(f"--manifest {manifest_uri}: cannot be read as Parquet ({type(exc).__name__}: {exc})") from None
     if "path" not in frame.columns:
         raise FeatureInputError(f"--manifest {manifest_uri}: has no 'path' column (columns: {frame.columns})")
-    return sorted({row.path for row in frame.select("path").distinct().collect() if row.path})
+    sized = "size" in frame.columns
+    rows = frame.select("path", "size" if sized else "path").distinct().collect()
+    photos = {row[0]: (int(row[1]) if sized and row[1] is not None else None) for row in rows if row[0]}
+    return sorted(photos.items())
 
 
-def read_images(spark, images_uri: str | None, paths: list[str] | None = None):
-    """path (as Spark lists it), length, content of the files; featurize makes the path canonical.
+def photo_sizes(spark, uris: list[str], slots: int) -> dict[str, int | None]:
+    """The size of each of ``uris`` (None: gone), read by the Python workers (a HEAD or a stat each)."""
+    if not uris:
+        return {}
 
-    Every file is read, whatever its name: formats are recognised by content (fruits_spark.images),
-    and what is not an accepted image is rejected with a reason, never left out of the listing.
-    With ``paths`` (a manifest) exactly those files are read, never a listing of the whole
-    tree (raw/ only grows). Without, ``images_uri`` is listed recursively.
-    """
+    def sizes(partition):
+        from fruits_spark.photo_reader import photo_size, read_ahead
 
-    reader = spark.read.format("binaryFile").option("recursiveFileLookup", "true")
-    if paths is None:
-        raw = reader.load(images_uri)
-    elif not paths:
-        raw = spark.createDataFrame([], "path string, length long, content binary")
-    else:
-        raw = reader.load([escape_hadoop_glob(p) for p in paths])
-    return raw.select("path", "length", "content")
+        for uri, size in read_ahead(partition, photo_size):
+            yield uri, (None if isinstance(size, Exception) else size)
+
+    return dict(spark.sparkContext.parallelize(uris, min(len(uris), slots * PARTITIONS_PER_SLOT))
+                .mapPartitions(sizes).collect())
+
+
+def photo_hashes(spark, uris: list[str], slots: int) -> list[tuple[str, str]]:
+    """(uri, sha256 of its bytes) of each of ``uris`` still there, read and hashed by the Python workers."""
+    if not uris:
+        return []
+
+    def hashes(partition):
+        import hashlib
+
+        from fruits_spark.photo_reader import read_ahead
+
+        for uri, content in read_ahead(partition):
+            if not isinstance(content, Exception):
+                yield uri, hashlib.sha256(content).hexdigest()
+
+    return (spark.sparkContext.parallelize(uris, min(len(uris), slots * PARTITIONS_PER_SLOT))
+            .mapPartitions(hashes).collect())
 
 
 def same_size_paths(sizes) -> list[str]:
@@ -106,20 +120,11 @@ def duplicates_of(hashes) -> list[tuple[str, str, str]]:
     return sorted(rows)
 
 
-def find_duplicates(spark, images) -> tuple[list[str], list[tuple[str, str, str]]]:
-    """(paths as listed, rows of the duplicates table) of the files of ``images`` whose bytes another
-    file already has. Reads the files' sizes (a listing, no content), then hashes only the files that
-    share a size, by reading those again: each photo is featurized once per run."""
-    from pyspark.sql import functions as F
-
-    candidates = same_size_paths((row.path, row.length) for row in images.select("path", "length").collect())
-    if not candidates:
-        return [], []
-    hashed = read_images(spark, None, candidates).select("path", F.sha2("content", 256).alias("sha256")).collect()
-    listed_as = {canonical_uri(row.path): row.path for row in hashed}
-    rows = duplicates_of((canonical_uri(row.path), row.sha256) for row in hashed)
-    return [listed_as[path] for path, _, _ in rows], rows
-
+def find_duplicates(spark, photos: list[tuple[str, int]], slots: int) -> list[tuple[str, str, str]]:
+    """Rows of the duplicates table for ``photos`` ((canonical path, size) pairs): only the files that
+    share their size with another are read (by the Python workers) and hashed; each photo is
+    featurized once per run."""
+    return duplicates_of(photo_hashes(spark, same_size_paths(photos), slots))
 
 
 # Partitions per task slot. One per slot left the slowest partition alone at the end: phone uploads
@@ -129,15 +134,16 @@ def find_duplicates(spark, images) -> tuple[list[str], list[tuple[str, str, str]
 PARTITIONS_PER_SLOT = 4
 
 
-def few_partitions(frame, slots: int):
-    """A few partitions per task slot (PARTITIONS_PER_SLOT): each worker builds its model once, and
-    a slot that finishes early takes the next partition instead of waiting for the slowest.
-
-    coalesce, not repartition: no shuffle of image bytes; it never adds partitions, and asking
-    the frame how many it has would plan the whole query once more (seconds on a cold session).
-    """
-    return frame.coalesce(slots * PARTITIONS_PER_SLOT)
-
+def paths_frame(spark, photos: list[tuple[str, int]], slots: int):
+    """The one-column frame (path) the model UDF reads, in a few partitions per task slot
+    (PARTITIONS_PER_SLOT) of about equal bytes: the photos dealt out by size, largest first, so
+    that no partition gets all the large ones."""
+    partitions = max(1, min(len(photos), slots * PARTITIONS_PER_SLOT))
+    by_size = [path for path, _ in sorted(photos, key=lambda photo: (-(photo[1] or 0), photo[0]))]
+    # parallelize cuts its list into contiguous slices: deal them so that slice i gets every
+    # partitions-th photo from position i.
+    dealt = [by_size[k] for start in range(partitions) for k in range(start, len(by_size), partitions)]
+    return spark.createDataFrame(spark.sparkContext.parallelize([(path,) for path in dealt], partitions), "path string")
 
 
 REJECTS_DDL = "path string, reason string, detail string"
@@ -149,9 +155,11 @@ def rejects_table(spark, rejects: list):
     return spark.createDataFrame(sorted(rejects), REJECTS_DDL)
 
 
-def split_unreadable(uris: list[str]) -> tuple[list[str], list[tuple[str, str, str]]]:
-    """Canonical URIs -> (those Spark can read under their names, rejects (uri, "unsafe_name", why)
-    for the others): fruits_contract.names.hadoop_name_problem, the rule validation applies before the job."""
+def split_unsafe_names(uris: list[str]) -> tuple[list[str], list[tuple[str, str, str]]]:
+    """Canonical URIs -> (those with names Hadoop reads literally, rejects (uri, "unsafe_name", why)
+    for the others): fruits_contract.names.hadoop_name_problem, the rule validation applies before the
+    job. The job reads photos without Hadoop now; it keeps the rule so that a listing run and a
+    manifest run of the same lake agree on what is featurized."""
     readable, rejects = [], []
     for uri in uris:
         why = hadoop_name_problem(uri)
@@ -160,14 +168,6 @@ def split_unreadable(uris: list[str]) -> tuple[list[str], list[tuple[str, str, s
         else:
             readable.append(uri)
     return readable, rejects
-
-
-def empty_files(listed_paths: list[str], seen_paths) -> list[tuple[str, str, str]]:
-    """Listed files that never reached the model (Spark's file scan silently skips zero-byte
-    files), as rejects. ``listed_paths``: the listing Spark already made (``DataFrame.inputFiles()``);
-    ``seen_paths``: the canonical paths featurized or rejected."""
-    missing = {canonical_uri(p) for p in listed_paths} - set(seen_paths)
-    return [(path, "empty", "zero bytes") for path in sorted(missing)]
 
 
 # ---------------------------------------------------------------------------
@@ -190,9 +190,8 @@ def run(spark, args: argparse.Namespace, *, model: bytes | None = None) -> dict:
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(args.batch_size))
     slots = task_slots(spark)
 
-    paths = manifest_paths(spark, manifest_uri) if manifest_uri else None
-    if paths is not None:
-        log.info("manifest %s lists %d images", manifest_uri, len(paths))
+    photos = manifest_photos(spark, manifest_uri) if manifest_uri else list_photos(images_uri)
+    log.info("%s lists %d images", f"manifest {manifest_uri}" if manifest_uri else images_uri, len(photos))
     if model is None:
         model = load_model_on_driver(spark, args.model)
     threads = int(spark.conf.get("spark.task.cpus", "1"))
@@ -200,38 +199,27 @@ def run(spark, args: argparse.Namespace, *, model: bytes | None = None) -> dict:
     log.info("model read on the driver (%.1f MB) and broadcast in %.1f s; %d task slots, %d LiteRT thread(s) each",
              len(model) / 1e6, time.monotonic() - started, slots, threads)
 
-    # Names Spark cannot read literally are rejected unread: reading one failed the whole job.
-    if paths is not None:
-        paths, unreadable = split_unreadable(paths)
-    images = read_images(spark, images_uri, paths)
-    listed = images.inputFiles()  # the listing Spark made: paths only, on the driver
-    if paths is None:
-        readable, unreadable = split_unreadable([canonical_uri(path) for path in listed])
-        if unreadable:  # the others, by name
-            images = read_images(spark, None, readable)
-    duplicate_listed, duplicates = find_duplicates(spark, images)
-    if duplicate_listed:
-        from pyspark.sql import functions as F
-
-        images = images.where(~F.col("path").isin(duplicate_listed))
-    images = few_partitions(images, slots)
+    readable, unsafe = split_unsafe_names([path for path, _ in photos])
+    sizes = dict(photos)
+    unsized = [path for path in readable if sizes[path] is None]
+    sizes.update(photo_sizes(spark, unsized, slots))
+    missing = [(path, "missing", f"{path}: no such file or object") for path in unsized if sizes[path] is None]
+    photos = [(path, sizes[path]) for path in readable if sizes[path] is not None]
+    duplicates = find_duplicates(spark, photos, slots)
+    duplicated = {path for path, _, _ in duplicates}
+    to_featurize = [(path, size) for path, size in photos if path not in duplicated]
     tally = Tally.on(spark.sparkContext)
     udf = make_featurize_udf(broadcast, model_fingerprint(model), threads, tally)
     try:
-        log.info("featurizing %d files under %s (%d duplicates left out) in at most %d partition(s)",
-                 len(listed), images_uri, len(duplicates), slots * PARTITIONS_PER_SLOT)
+        log.info("featurizing %d files (%d duplicates left out) in %d partition(s)",
+                 len(to_featurize), len(duplicates), min(len(to_featurize), slots * PARTITIONS_PER_SLOT))
         # The one pass over the images: the model runs once per image, the tally counts as it goes.
-        (accepted(featurize(images, udf), model_name(model)).write.mode("overwrite")
+        (accepted(featurize(paths_frame(spark, to_featurize, slots), udf), model_name(model)).write.mode("overwrite")
          .option(f"parquet.enable.dictionary#{FEATURES_PARQUET_COLUMN}", "false").parquet(output_uri))
     finally:
         broadcast.destroy()
-    rejects = list(tally.rejects.value) + unreadable
+    rejects = list(tally.rejects.value) + unsafe + missing
     counts = {"featurized": int(tally.featurized.value), "rejected": len(rejects), "duplicates": len(duplicates)}
-    if len(listed) > sum(counts.values()):  # Spark's scan skips zero-byte files
-        written = [row.path for row in spark.read.parquet(output_uri).select("path").collect()]
-        empties = empty_files(listed, [*written, *(path for path, _, _ in rejects + duplicates)])
-        rejects += empties
-        counts["rejected"] += len(empties)
     rejects_table(spark, rejects).coalesce(1).write.mode("overwrite").parquet(f"{output_uri}/{REJECTS_FOLDER}")
     # Beside _rejects: duplicates are done (exactly-once reads their paths) though not in the features.
     (spark.createDataFrame(duplicates, DUPLICATES_DDL).coalesce(1).write.mode("overwrite")
@@ -242,6 +230,7 @@ def run(spark, args: argparse.Namespace, *, model: bytes | None = None) -> dict:
         **counts,
         "seconds": round(time.monotonic() - started, 3),
         "executors_lost": lost_executors(spark),  # their tasks ran again elsewhere: the run report lists them
+        "s3_retried": tally.s3_retried.value,  # the workers' reads of the photos: {operation: {error: attempts}}
     }
     write_text(spark, f"{output_uri}/{JOB_RESULT_FILE}", json.dumps(result))  # last: the batch counts from here
     log.info("read %d images, featurized %d, rejected %d (see %s/%s), %d duplicates (%s) in %.1f s",
