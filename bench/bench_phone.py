@@ -45,11 +45,13 @@ sys.path.insert(0, str(REPO / "bench"))
 from fruits_contract.model import SHIPPED_MODEL_PATH  # noqa: E402
 
 PHONE_SET_COUNT = 400
-# Kinds in turn: 1/2 JPEG, 1/4 JPEG stored sideways (EXIF 6), 1/8 HEIC, 1/8 WebP.
-MIX = ("jpeg", "jpeg_sideways", "jpeg", "heic", "jpeg", "jpeg_sideways", "jpeg", "webp")
+# Kinds in turn: 3/7 JPEG, 1/7 each JPEG stored sideways (EXIF 6), HEIC, WebP, PNG with alpha.
+MIX = ("jpeg", "jpeg_sideways", "jpeg", "heic", "jpeg", "webp", "png_alpha")
 UNIQUE_FRAMES = 24  # distinct sample images; each upload is one of them with a few pixels of its own
 CACHE = REPO / "bench" / ".phone-set"
-TARGETS = {"naive_full_decode": 4.0, "reduced_decode_one_core_times_slots": 0.8}
+# The job against (b) end to end and per extra upload (the 4x against (a) was withdrawn: on two cores it
+# is bounded by twice the per-core speed-up, reported as the ceiling).
+TARGETS = {"reduced_decode_one_core_times_slots": 0.8, "per_extra_upload_reduced_decode_one_core_times_slots": 0.9}
 PROBE_UPLOADS = 16  # one Arrow batch per task slot: the fixed-cost probe
 
 
@@ -121,12 +123,27 @@ def run_phone_loop(folder: str, model: str, batch_size: int, threads: int, reduc
 
     interpreter = LiteRTModel(Path(model).read_bytes(), threads=threads)
     files = sorted(p for p in Path(folder).rglob("*") if p.is_file())
-    done = 0
+    done, decode_seconds = 0, {}
+
+    def decoded(path):
+        began = time.process_time()
+        pixels = model_pixels(path.read_bytes(), reduced_decode=reduced)
+        decode_seconds.setdefault(kind_of(path), []).append(time.process_time() - began)
+        return pixels
+
     for start in range(0, len(files), batch_size):
         batch = files[start:start + batch_size]
-        pixels = np.stack([model_pixels(p.read_bytes(), reduced_decode=reduced) for p in batch])
+        pixels = np.stack([decoded(p) for p in batch])
         done += len(interpreter.predict(preprocess(pixels.astype(np.float32))))
-    return {"seconds": time.monotonic() - started, "featurized": done, "cpu_seconds": time.process_time() - cpu}
+    return {"seconds": time.monotonic() - started, "featurized": done, "cpu_seconds": time.process_time() - cpu,
+            # read and decode to the model's 224x224, per upload, by kind: the median in ms
+            "decode_ms_by_kind": {kind: round(1000 * sorted(times)[len(times) // 2], 1)
+                                  for kind, times in sorted(decode_seconds.items())}}
+
+
+def kind_of(path: Path) -> str:
+    """The kind of a phone-set upload, from its name (phone_<index>_<kind><suffix>)."""
+    return path.stem.split("_", 2)[2]
 
 
 def todays_check(data: bytes) -> tuple[int, int]:
@@ -199,8 +216,7 @@ def main(argv=None) -> int:
         if not mix:
             raise SystemExit(f"--kinds {args.kinds}: none of {', '.join(dict.fromkeys(MIX))}")
         files = make_phone_set(Path(args.images), args.count, raw, mix)
-        kinds = {kind: sum(1 for p in files if p.stem.endswith(kind) and
-                           not (kind == "jpeg" and p.stem.endswith("jpeg_sideways"))) for kind in set(mix)}
+        kinds = {kind: sum(1 for p in files if kind_of(p) == kind) for kind in sorted(set(mix))}
         print(f"bench: {len(files)} phone-style uploads ({kinds}); load average {os.getloadavg()}", flush=True)
         validation = measure_validation(tmp / "lake", files)
         print(f"bench: validation {validation}", flush=True)
@@ -244,6 +260,8 @@ def main(argv=None) -> int:
                                               if extra_rate > target else None),
         # What the job could reach against (a) if Spark cost nothing: its slots, each as fast as (b).
         "ceiling_job_to_naive_full_decode": round(slots * reduced_rate / naive_rate, 3),
+        "decode_ms_by_kind": {"naive_full_decode": naive["decode_ms_by_kind"],
+                              "reduced_decode": reduced["decode_ms_by_kind"]},
         # Where the job's CPU goes: its Python workers do (b)'s work; the JVM's is on the same cores.
         "cpu_seconds_per_upload": {
             **{f"job_{kind}": round(seconds / job["featurized"], 4) for kind, seconds in job["cpu_seconds"].items()},
@@ -268,16 +286,17 @@ def main(argv=None) -> int:
           f"job                          {job_rate:6.2f} images/s end to end ({slots} task slots)\n"
           f"(a) naive, full decode       {naive_rate:6.2f} images/s: "
           f"job / (a) = {result['ratio_job_to_naive_full_decode']}"
-          f" (target >= {TARGETS['naive_full_decode']}; {slots} slots as fast as (b) would give "
-          f"{result['ceiling_job_to_naive_full_decode']})\n"
+          f" ({slots} slots as fast as (b) would give {result['ceiling_job_to_naive_full_decode']})\n"
           f"(b) reduced decode, one core {reduced_rate:6.2f} images/s: job / ((b) x {slots}) = "
           f"{result['ratio_job_to_reduced_decode_one_core_times_slots']} "
           f"(target >= {TARGETS['reduced_decode_one_core_times_slots']})\n"
           f"job's fixed cost {result['job_fixed_seconds']} s (the job on {probe['featurized']} uploads: "
           f"{probe['seconds']:.1f} s); per extra upload {extra_rate:.2f} images/s = "
-          f"{result['ratio_job_per_extra_upload_to_reduced_decode_one_core_times_slots']} x (b) x {slots}; "
+          f"{result['ratio_job_per_extra_upload_to_reduced_decode_one_core_times_slots']} x (b) x {slots} "
+          f"(target >= {TARGETS['per_extra_upload_reduced_decode_one_core_times_slots']}); "
           f"end to end >= {TARGETS['reduced_decode_one_core_times_slots']} from "
           f"{result['uploads_for_the_end_to_end_target']} uploads\n"
+          f"read and decode, ms per upload by kind: {result['decode_ms_by_kind']}\n"
           f"CPU seconds per upload: {result['cpu_seconds_per_upload']}; per extra upload: "
           f"{result['cpu_seconds_per_extra_upload']}\n"
           f"validate: {validation['header_only_cpu_ms_per_upload']} ms CPU and "
