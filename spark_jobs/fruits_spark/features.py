@@ -158,8 +158,9 @@ def make_featurize_udf(broadcast_model, model_key: str, threads: int = 1, tally:
 
         def every_path():
             for paths in batches:
-                arrived.append(paths)
-                yield from paths.tolist()
+                if len(paths):  # an empty batch needs no answer: the rows out still match the rows in
+                    arrived.append(paths)
+                    yield from paths.tolist()
 
         reads = photo_reader.read_ahead(every_path())
         while (first := next(reads, None)) is not None:

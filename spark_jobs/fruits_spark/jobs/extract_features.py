@@ -49,9 +49,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 # DataFrame transformations (each testable on a tiny frame)
 # ---------------------------------------------------------------------------
 def manifest_photos(spark, manifest_uri: str) -> list[tuple[str, int | None]]:
-    """(path, size or None) of each distinct path a manifest lists (as validation spells them) (strings and sizes only;
-    images are never collected). Validation's manifests carry each upload's size; a manifest with
-    a ``path`` column alone is accepted, its sizes then read from the lake."""
+    """(path as validation spells it, size or None) of each distinct path a manifest lists: strings and
+    sizes only, images are never collected. Validation's manifests carry each upload's size; a
+    manifest with a ``path`` column alone is accepted, its sizes then read from the lake."""
     try:
         frame = spark.read.parquet(manifest_uri)
     except Exception as exc:
