@@ -73,33 +73,36 @@ def local_path(uri: str) -> str:
     return uri
 
 
-def _unsupported(uri: str) -> ValueError:
-    return ValueError(f"{uri}: the feature job reads photos from s3:// or file:// only")
+def storage_of(uri: str) -> str:
+    """"s3" or "file": where ``uri`` is read from; any other scheme raises ValueError naming it."""
+    if uri.startswith(S3_SCHEMES):
+        return "s3"
+    if uri.startswith("file:") or uri.startswith("/"):
+        return "file"
+    raise ValueError(f"{uri}: the feature job reads photos from s3:// or file:// only")
 
 
 def read_photo(uri: str) -> bytes:
     """The bytes of the photo at ``uri``. A photo that is gone (removed after it was listed or
     validated) raises RejectedImage("missing"); any other failure, after the client's retries, raises:
     the task fails and Spark runs it again, rather than a photo being rejected for a passing fault."""
-    if uri.startswith(S3_SCHEMES):
+    if storage_of(uri) == "s3":
         bucket, key = bucket_and_key(uri)
         client = s3_client()
         try:
             return client.get_object(Bucket=bucket, Key=key)["Body"].read()
         except client.exceptions.NoSuchKey:
             raise RejectedImage("missing", f"{uri}: no such object (removed after it was listed?)") from None
-    if uri.startswith("file:") or uri.startswith("/"):
-        try:
-            with open(local_path(uri), "rb") as photo:
-                return photo.read()
-        except FileNotFoundError:
-            raise RejectedImage("missing", f"{uri}: no such file (removed after it was listed?)") from None
-    raise _unsupported(uri)
+    try:
+        with open(local_path(uri), "rb") as photo:
+            return photo.read()
+    except FileNotFoundError:
+        raise RejectedImage("missing", f"{uri}: no such file (removed after it was listed?)") from None
 
 
 def photo_size(uri: str) -> int:
     """The size in bytes of the photo at ``uri`` (HEAD or stat); missing: RejectedImage("missing")."""
-    if uri.startswith(S3_SCHEMES):
+    if storage_of(uri) == "s3":
         bucket, key = bucket_and_key(uri)
         client = s3_client()
         try:
@@ -108,12 +111,10 @@ def photo_size(uri: str) -> int:
             if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 raise RejectedImage("missing", f"{uri}: no such object") from None
             raise
-    if uri.startswith("file:") or uri.startswith("/"):
-        try:
-            return os.stat(local_path(uri)).st_size
-        except FileNotFoundError:
-            raise RejectedImage("missing", f"{uri}: no such file") from None
-    raise _unsupported(uri)
+    try:
+        return os.stat(local_path(uri)).st_size
+    except FileNotFoundError:
+        raise RejectedImage("missing", f"{uri}: no such file") from None
 
 
 def _pool() -> ThreadPoolExecutor:
@@ -154,9 +155,9 @@ def read_ahead(uris: Iterable[str], read: Callable[[str], object] = read_photo,
 def list_photos(root: str) -> list[tuple[str, int]]:
     """(canonical URI, size) of every file under ``root`` at any depth, in name order, but the
     hidden ones (HIDDEN_PREFIXES, as a Spark listing); zero-byte files included (they are rejected
-    as empty, never left out)."""
+    as empty, never left out). A local ``root`` that is no folder raises FileNotFoundError."""
     found = []
-    if root.startswith(S3_SCHEMES):
+    if storage_of(root) == "s3":
         bucket, prefix = bucket_and_key(root.rstrip("/") + "/")
         pages = s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
         for page in pages:
@@ -164,18 +165,16 @@ def list_photos(root: str) -> list[tuple[str, int]]:
                 relative = entry["Key"][len(prefix):]
                 if relative and not relative.endswith("/") and not _hidden(relative.split("/")):
                     found.append((f"s3://{bucket}/{entry['Key']}", int(entry["Size"])))
-    elif root.startswith("file:") or root.startswith("/"):
-        top = local_path(root).rstrip("/") or "/"
-        if not os.path.isdir(top):
-            raise FileNotFoundError(f"{root}: no such folder")
-        for folder, subfolders, files in os.walk(top):
-            subfolders[:] = [name for name in subfolders if not name.startswith(HIDDEN_PREFIXES)]
-            for name in files:
-                if not name.startswith(HIDDEN_PREFIXES):
-                    path = os.path.join(folder, name)
-                    found.append(("file://" + path, os.stat(path).st_size))
-    else:
-        raise _unsupported(root)
+        return sorted(found)
+    top = local_path(root).rstrip("/") or "/"
+    if not os.path.isdir(top):
+        raise FileNotFoundError(f"{root}: no such folder")
+    for folder, subfolders, files in os.walk(top):
+        subfolders[:] = [name for name in subfolders if not name.startswith(HIDDEN_PREFIXES)]
+        for name in files:
+            if not name.startswith(HIDDEN_PREFIXES):
+                path = os.path.join(folder, name)
+                found.append(("file://" + path, os.stat(path).st_size))
     return sorted(found)
 
 

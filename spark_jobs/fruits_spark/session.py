@@ -27,9 +27,9 @@ def build_session(app_name: str, config: dict[str, str] | None = None):
     for key, value in (config or {}).items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
-    # Paths named one by one (a manifest's files, the files hashed for duplicates, the PCA's batch
-    # folders) are listed by a Spark job with one task per path, up to 10,000: 4,000 tasks took 10 s
-    # of a 35 s feature job here. A few tasks per core list them as fast, each taking its share.
+    # Paths named one by one (the PCA's batch folders; past 32 of them) are listed by a Spark job with
+    # one task per path, up to 10,000: 4,000 tasks took 10 s of a 35 s job here. A few tasks per core
+    # list them as fast, each taking its share.
     spark.conf.set("spark.sql.sources.parallelPartitionDiscovery.parallelism",
                    str(LISTING_TASKS_PER_CORE * spark.sparkContext.defaultParallelism))
     # Spark's INFO chatter (a line per file read) would bury the jobs' own progress lines.

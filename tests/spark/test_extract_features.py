@@ -25,7 +25,6 @@ from fruits_contract.model import FEATURE_DIM, MODEL_FAMILY, SHIPPED_MODEL_PATH
 from fruits_spark import feature_model, features, photo_reader
 from fruits_spark.errors import FeatureInputError
 from fruits_spark.jobs import extract_features
-from fruits_spark.session import LISTING_TASKS_PER_CORE
 from phone_photos import hostile_uploads
 
 BAD_FILES = {
@@ -445,34 +444,12 @@ def test_every_name_is_recorded_literally_or_rejected_unread(spark, driver_model
                                                                          len(UNREADABLE_NAMES))
 
 
-def test_files_named_one_by_one_are_listed_in_a_few_tasks_not_one_each(spark, driver_model, tmp_path):
-    """A manifest of 60 same-size uploads: Spark listed the named files with one task per file (10 of
-    a 4,000-image job's 35 s here), once for the manifest and once for the files hashed for duplicates."""
-    folder = tmp_path / "raw" / "kiwi"
-    folder.mkdir(parents=True)
-    image = _jpeg_bytes(1)
-    named = []
-    for index in range(60):
-        path = folder / f"{index:02d}.jpg"
-        path.write_bytes(image[:-2] + bytes([index, 0]) + image[-1:])  # same size, distinct bytes
-        named.append(f"file://{path}")
-    manifest = tmp_path / "manifest"
-    manifest.mkdir()
-    pd.DataFrame({"path": named}).to_parquet(manifest / "part-0.parquet")
-
-    sc = spark.sparkContext
-    sc.setJobGroup("listing-tasks", "the feature job on a manifest")
-    try:
-        result = extract_features.run(spark, extract_features.parse_args([
-            "--images", str(tmp_path / "raw"), "--output", str(tmp_path / "out"), "--manifest", str(manifest)]),
-            model=driver_model)
-    finally:
-        sc.setLocalProperty("spark.jobGroup.id", None)
-    tracker = sc.statusTracker()
-    tasks = [tracker.getStageInfo(stage).numTasks for job in tracker.getJobIdsForGroup("listing-tasks")
-             for stage in tracker.getJobInfo(job).stageIds]
-    assert result["featurized"] + result["rejected"] == 60 and result["duplicates"] == 0
-    assert max(tasks) <= spark.sparkContext.defaultParallelism * LISTING_TASKS_PER_CORE, tasks
+def test_a_missing_images_folder_is_named_as_the_flag(tmp_path):
+    nowhere = tmp_path / "no such lake" / "raw"
+    with pytest.raises(FeatureInputError, match=rf"--images {nowhere}: no such folder"):
+        extract_features.listed_photos(str(nowhere))
+    with pytest.raises(FeatureInputError, match=r"--images hdfs://lake/raw: .*s3:// or file:// only"):
+        extract_features.listed_photos("hdfs://lake/raw")
 
 
 def test_empty_manifest_writes_an_empty_table(spark, lake, driver_model, tmp_path):

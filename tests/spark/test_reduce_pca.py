@@ -188,6 +188,36 @@ def test_an_image_in_two_committed_batches_is_read_once_from_the_later_commit(sp
         np.testing.assert_array_equal(by_path[path_of(i)], old[i])
 
 
+def test_batch_folders_named_one_by_one_are_listed_in_a_few_tasks_not_one_each(spark, tmp_path):
+    """The PCA names each committed batch folder; Spark lists named paths (past 32) with one task per
+    path, up to 10,000: on a lake of a year's daily batches that is a task per day, every run."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from fruits_spark.io import read_job_output
+    from fruits_spark.session import LISTING_TASKS_PER_CORE
+
+    batches = []
+    for day in range(40):
+        folder = tmp_path / "features" / f"batch=2026-01-{day:02d}"
+        folder.mkdir(parents=True)
+        pq.write_table(pa.table({"path": [path_of(day)]}), folder / "part-0.parquet")
+        batches.append(f"file://{folder}")
+    sc = spark.sparkContext
+    sc.setJobGroup("listing-tasks", "the PCA's batches, named one by one")
+    try:
+        frame = read_job_output(spark, f"file://{tmp_path / 'features'}", ("path",), flag="--features",
+                                made_by="the feature job", error=PcaInputError, partitions=tuple(batches))
+    finally:
+        sc.setLocalProperty("spark.jobGroup.id", None)
+    tracker = sc.statusTracker()
+    tasks = [tracker.getStageInfo(stage).numTasks for job in tracker.getJobIdsForGroup("listing-tasks")
+             for stage in tracker.getJobInfo(job).stageIds]
+    assert tasks, "40 named folders are past Spark's threshold for a listing job"
+    assert max(tasks) <= sc.defaultParallelism * LISTING_TASKS_PER_CORE < len(batches), tasks
+    assert frame.count() == 40
+
+
 def test_no_rows_names_the_features_uri(spark, tmp_path):
     empty = tmp_path / "features"
     spark.createDataFrame([], FEATURE_SCHEMA).write.parquet(str(empty / "batch=r1"))

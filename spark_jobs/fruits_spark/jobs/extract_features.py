@@ -64,37 +64,53 @@ def manifest_photos(spark, manifest_uri: str) -> list[tuple[str, int | None]]:
     return sorted(photos.items())
 
 
+def on_the_workers(spark, uris: list[str], slots: int, read, answer) -> list:
+    """What ``answer(uri, what read(uri) gave or the RejectedImage it raised)`` yields for each of
+    ``uris``, run by the Python workers over a few partitions per task slot, reads running ahead."""
+    if not uris:
+        return []
+
+    def partition_results(partition):
+        from fruits_spark.photo_reader import read_ahead
+
+        for uri, outcome in read_ahead(partition, read):
+            yield from answer(uri, outcome)
+
+    return (spark.sparkContext.parallelize(uris, min(len(uris), slots * PARTITIONS_PER_SLOT))
+            .mapPartitions(partition_results).collect())
+
+
+def _size_or_none(uri, size):
+    yield uri, (None if isinstance(size, Exception) else size)
+
+
+def _sha256_if_there(uri, content):
+    import hashlib
+
+    if not isinstance(content, Exception):
+        yield uri, hashlib.sha256(content).hexdigest()
+
+
+def listed_photos(images_uri: str) -> list[tuple[str, int]]:
+    """(path, size) of every photo under ``--images``, or FeatureInputError naming it."""
+    try:
+        return list_photos(images_uri)
+    except (FileNotFoundError, ValueError) as exc:
+        raise FeatureInputError(f"--images {exc}") from None
+
+
 def photo_sizes(spark, uris: list[str], slots: int) -> dict[str, int | None]:
     """The size of each of ``uris`` (None: gone), read by the Python workers (a HEAD or a stat each)."""
-    if not uris:
-        return {}
+    from fruits_spark.photo_reader import photo_size
 
-    def sizes(partition):
-        from fruits_spark.photo_reader import photo_size, read_ahead
-
-        for uri, size in read_ahead(partition, photo_size):
-            yield uri, (None if isinstance(size, Exception) else size)
-
-    return dict(spark.sparkContext.parallelize(uris, min(len(uris), slots * PARTITIONS_PER_SLOT))
-                .mapPartitions(sizes).collect())
+    return dict(on_the_workers(spark, uris, slots, photo_size, _size_or_none))
 
 
 def photo_hashes(spark, uris: list[str], slots: int) -> list[tuple[str, str]]:
     """(uri, sha256 of its bytes) of each of ``uris`` still there, read and hashed by the Python workers."""
-    if not uris:
-        return []
+    from fruits_spark.photo_reader import read_photo
 
-    def hashes(partition):
-        import hashlib
-
-        from fruits_spark.photo_reader import read_ahead
-
-        for uri, content in read_ahead(partition):
-            if not isinstance(content, Exception):
-                yield uri, hashlib.sha256(content).hexdigest()
-
-    return (spark.sparkContext.parallelize(uris, min(len(uris), slots * PARTITIONS_PER_SLOT))
-            .mapPartitions(hashes).collect())
+    return on_the_workers(spark, uris, slots, read_photo, _sha256_if_there)
 
 
 def same_size_paths(sizes) -> list[str]:
@@ -190,7 +206,7 @@ def run(spark, args: argparse.Namespace, *, model: bytes | None = None) -> dict:
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(args.batch_size))
     slots = task_slots(spark)
 
-    photos = manifest_photos(spark, manifest_uri) if manifest_uri else list_photos(images_uri)
+    photos = manifest_photos(spark, manifest_uri) if manifest_uri else listed_photos(images_uri)
     log.info("%s lists %d images", f"manifest {manifest_uri}" if manifest_uri else images_uri, len(photos))
     if model is None:
         model = load_model_on_driver(spark, args.model)
