@@ -162,36 +162,52 @@ def run_job(images: Path, output: Path, model: str, master: str, batch_size: int
 
 TASK_SLOTS_LOG = re.compile(r"; (\d+) task slots, ")
 WORKER_LOG = re.compile(r"^(\S+ \S+) \S+ INFO worker pid (\d+): (\d+) images through the model "
-                        r"\(([\d.]+) images/s\)")
+                        r"\(([\d.]+) images/s\)(, partition done)?")
 
 
 def worker_progress(log_lines: list[str]) -> dict[str, list[tuple[datetime, int, float]]]:
-    """Each Python worker's log lines (every 512 images and at the end of its partition) as
-    (time, images so far, its rate so far from its interpreter's build), by pid."""
+    """Each Python worker's log lines (every 512 images and at the end of each partition) as (time,
+    images so far over all its partitions, seconds since its model build so far), by pid. A worker
+    counts each partition from zero and times it from the partition's first batch: the pauses between
+    its tasks (Spark's task start and commit) fall in no partition's time, so they are measured
+    here, between one partition's last line and the next one's."""
     progress: dict[str, list[tuple[datetime, int, float]]] = {}
+    finished: dict[str, tuple[int, float]] = {}  # pid -> images and busy seconds of its finished partitions
     for line in log_lines:
         match = WORKER_LOG.search(line)
-        if match:
-            at = datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f")
-            progress.setdefault(match.group(2), []).append((at, int(match.group(3)), float(match.group(4))))
+        if not match:
+            continue
+        at = datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f")
+        pid, done, rate = match.group(2), int(match.group(3)), float(match.group(4))
+        images_before, seconds_before = finished.get(pid, (0, 0.0))
+        points = progress.setdefault(pid, [])
+        if points and images_before:  # a later partition: the wall time since the last one counts
+            seconds = points[-1][2] + (at - points[-1][0]).total_seconds()
+        else:
+            seconds = seconds_before + (done / rate if rate else 0.0)
+        points.append((at, images_before + done, seconds))
+        if match.group(5):
+            finished[pid] = (images_before + done, seconds)
     return progress
 
 
 def steady_rate(log_lines: list[str], warmup: int = WARMUP_IMAGES) -> float | None:
     """The job's steady state: the sum over workers of each one's rate after its first ``warmup``
-    images. A worker with no line after ``warmup`` counts at its rate so far."""
+    images, pauses between its partitions included. A worker with no line after ``warmup`` counts
+    at its rate since its model build."""
     total = 0.0
     for points in worker_progress(log_lines).values():
-        end_at, end_done, rate_so_far = points[-1]
+        end_at, end_done, end_seconds = points[-1]
         start_at, start_done, _ = next(point for point in points if point[1] >= warmup or point is points[-1])
         seconds = (end_at - start_at).total_seconds()
-        total += (end_done - start_done) / seconds if end_done > start_done and seconds > 0 else rate_so_far
+        total += ((end_done - start_done) / seconds if end_done > start_done and seconds > 0
+                  else end_done / max(end_seconds, 1e-9))
     return total or None
 
 
 def rate_from_model_build(log_lines: list[str]) -> float | None:
     """The sum over workers of each one's rate over all its images, warm-up included."""
-    return sum(points[-1][2] for points in worker_progress(log_lines).values()) or None
+    return sum(points[-1][1] / max(points[-1][2], 1e-9) for points in worker_progress(log_lines).values()) or None
 
 
 def image_files(folder: Path) -> list[Path]:

@@ -11,7 +11,7 @@ Here a worker reads each photo from the lake straight into its own memory:
   from the node's instance profile: the same role EMRFS used, so no new permission.
 - ``file://`` from disk.
 
-``read_ahead`` keeps READ_THREADS reads in flight ahead of the decode, in order, so that waiting on
+``read_ahead`` keeps READ_THREADS S3 reads in flight ahead of the decode, in order, so that waiting on
 S3 overlaps the decoding and at most READ_THREADS + 1 photos are in memory at once.
 """
 from __future__ import annotations
@@ -135,13 +135,15 @@ def _outcome(read: Callable[[str], object], uri: str):
 def read_ahead(uris: Iterable[str], read: Callable[[str], object] = read_photo,
                window: int = READ_THREADS) -> Iterator[tuple[str, object]]:
     """(uri, what ``read`` gave, or the RejectedImage it raised) for each of ``uris``, in order, with
-    up to ``window`` reads running ahead of the consumer. ``uris`` is pulled lazily; other errors
-    are raised where their photo's turn comes."""
+    up to ``window`` S3 reads running ahead of the consumer. A local file is read when its turn
+    comes: a read from disk (the page cache, mostly) has no wait to hide, and handing each one to a
+    thread cost about 2% of the job's rate on 100-px Fruits-360 images. ``uris`` is pulled lazily;
+    other errors are raised where their photo's turn comes."""
     pool, pending, source = _pool(), deque(), iter(uris)
 
     def submit() -> None:
         for uri in source:
-            pending.append((uri, pool.submit(_outcome, read, uri)))
+            pending.append((uri, pool.submit(_outcome, read, uri) if uri.startswith(S3_SCHEMES) else None))
             return
 
     for _ in range(window):
@@ -149,7 +151,7 @@ def read_ahead(uris: Iterable[str], read: Callable[[str], object] = read_photo,
     while pending:
         uri, future = pending.popleft()
         submit()
-        yield uri, future.result()
+        yield uri, (future.result() if future is not None else _outcome(read, uri))
 
 
 def list_photos(root: str) -> list[tuple[str, int]]:

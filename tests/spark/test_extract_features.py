@@ -161,13 +161,22 @@ def test_decode_batch_takes_an_iterator_of_reads_and_the_rejects_of_the_reads():
     assert (batch.reasons, batch.details) == ([None, "missing", None], [None, "gone", None])
 
 
-def test_paths_are_dealt_to_partitions_by_size_so_none_gets_all_the_large_photos(spark):
+def test_paths_are_dealt_to_partitions_by_size_so_none_gets_all_the_large_photos(spark, monkeypatch):
+    monkeypatch.setattr(extract_features, "MIN_PHOTOS_PER_TASK", 2)  # 16 photos on 2 slots: 8 partitions
     photos = [(f"file:///l/{i:02d}.jpg", size) for i, size in enumerate([9_000_000] * 4 + [50_000] * 12)]
-    frame = extract_features.paths_frame(spark, photos, 2)  # 2 slots: 8 partitions
+    frame = extract_features.paths_frame(spark, photos, 2)
     partitions = frame.rdd.glom().collect()
     assert len(partitions) == 8 and sorted(p for part in partitions for (p,) in part) == [p for p, _ in photos]
     large = {p for p, size in photos if size > 1_000_000}
     assert max(sum(p in large for (p,) in part) for part in partitions) == 1
+
+
+@pytest.mark.parametrize("photos,slots,partitions", [
+    (1, 2, 1), (400, 2, 2), (5_000, 16, 16),  # a day: one task per slot, each pays its start once
+    (8_000, 2, 4), (150_000, 16, 64),  # long runs: up to 4 per slot, each of at least 2,000 photos
+])
+def test_tasks_are_one_per_slot_until_there_are_photos_enough_for_more(photos, slots, partitions):
+    assert extract_features.partition_count(photos, slots) == partitions
 
 
 def test_input_the_job_cannot_use_exits_2_with_the_message_and_stops_the_session(monkeypatch, capsys):

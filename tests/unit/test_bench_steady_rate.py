@@ -41,3 +41,12 @@ def test_a_worker_that_never_passed_the_warm_up_counts_at_its_rate_so_far():
 
 def test_no_worker_lines_means_no_rate():
     assert bench.steady_rate(["FRUITS_RESULT {}"]) is None
+
+
+def test_a_worker_on_several_partitions_is_counted_over_all_of_them_pauses_included():
+    # Four partitions of 500, each logged at 125/s over its own 4 s, with 1 s between partitions (the
+    # task's start and commit): from the 1,500th image on, 500 images in 5 s. Counting each partition
+    # alone (its own "500 images", its own rate) gave 125/s.
+    lines = [worker_line(f"10:00:{5 * k + 4:02d},000", 3, 500, 125.0, end=True) for k in range(4)]
+    assert bench.steady_rate(lines, warmup=1024) == pytest.approx(100.0)
+    assert bench.rate_from_model_build(lines) == pytest.approx(2000 / 19)

@@ -66,7 +66,7 @@ def manifest_photos(spark, manifest_uri: str) -> list[tuple[str, int | None]]:
 
 def on_the_workers(spark, uris: list[str], slots: int, read, answer) -> list:
     """What ``answer(uri, what read(uri) gave or the RejectedImage it raised)`` yields for each of
-    ``uris``, run by the Python workers over a few partitions per task slot, reads running ahead."""
+    ``uris``, run by the Python workers (partition_count partitions), reads running ahead."""
     if not uris:
         return []
 
@@ -76,7 +76,7 @@ def on_the_workers(spark, uris: list[str], slots: int, read, answer) -> list:
         for uri, outcome in read_ahead(partition, read):
             yield from answer(uri, outcome)
 
-    return (spark.sparkContext.parallelize(uris, min(len(uris), slots * PARTITIONS_PER_SLOT))
+    return (spark.sparkContext.parallelize(uris, partition_count(len(uris), slots))
             .mapPartitions(partition_results).collect())
 
 
@@ -143,18 +143,30 @@ def find_duplicates(spark, photos: list[tuple[str, int]], slots: int) -> list[tu
     return duplicates_of(photo_hashes(spark, same_size_paths(photos), slots))
 
 
-# Partitions per task slot. One per slot left the slowest partition alone at the end: phone uploads
-# cost 0.04 s (a JPEG at reduced size) to 0.45 s (a 12 MP HEIC) each, and coalesce balances file
-# counts, not costs (measured: one worker done after 22 s, the other after 80 s). The interpreter
-# is cached per Python worker, so a further task on the same worker builds nothing.
+# Partitions: one per task slot, and more (up to PARTITIONS_PER_SLOT) only when each would still
+# hold MIN_PHOTOS_PER_TASK photos. A task costs about 0.3 s to start and commit (measured on
+# Fruits-360: 4 partitions per slot ran at 0.89x two bare LiteRT processes, 1 per slot at 0.94x),
+# and every photo costs at least the model's ~7 ms, so a task of 2,000 photos pays under 3%. More
+# partitions bound what a lost worker takes with it (its running task) on the long runs where that
+# matters. Balance does not need them: the photos are dealt out by size (paths_frame), so each
+# partition gets the same mix of large and small, of HEIC and JPEG (the mixed phone set ran at the
+# same rate with 1 and with 4 per slot). The interpreter is cached per Python worker, so a further
+# task on the same worker builds nothing.
 PARTITIONS_PER_SLOT = 4
+MIN_PHOTOS_PER_TASK = 2000
+
+
+def partition_count(photos: int, slots: int) -> int:
+    """How many partitions ``photos`` photos are read in on ``slots`` task slots."""
+    per_slot = min(PARTITIONS_PER_SLOT, max(1, photos // (slots * MIN_PHOTOS_PER_TASK)))
+    return max(1, min(photos, slots * per_slot))
 
 
 def paths_frame(spark, photos: list[tuple[str, int]], slots: int):
-    """The one-column frame (path) the model UDF reads, in a few partitions per task slot
-    (PARTITIONS_PER_SLOT) of about equal bytes: the photos dealt out by size, largest first, so
-    that no partition gets all the large ones."""
-    partitions = max(1, min(len(photos), slots * PARTITIONS_PER_SLOT))
+    """The one-column frame (path) the model UDF reads, in partition_count partitions of about
+    equal bytes: the photos dealt out by size, largest first, so that no partition gets all the
+    large ones."""
+    partitions = partition_count(len(photos), slots)
     by_size = [path for path, _ in sorted(photos, key=lambda photo: (-(photo[1] or 0), photo[0]))]
     # parallelize cuts its list into contiguous slices: deal them so that slice i gets every
     # partitions-th photo from position i.
@@ -228,7 +240,7 @@ def run(spark, args: argparse.Namespace, *, model: bytes | None = None) -> dict:
     udf = make_featurize_udf(broadcast, model_fingerprint(model), threads, tally)
     try:
         log.info("featurizing %d files (%d duplicates left out) in %d partition(s)",
-                 len(to_featurize), len(duplicates), min(len(to_featurize), slots * PARTITIONS_PER_SLOT))
+                 len(to_featurize), len(duplicates), partition_count(len(to_featurize), slots))
         # The one pass over the images: the model runs once per image, the tally counts as it goes.
         (accepted(featurize(paths_frame(spark, to_featurize, slots), udf), model_name(model)).write.mode("overwrite")
          .option(f"parquet.enable.dictionary#{FEATURES_PARQUET_COLUMN}", "false").parquet(output_uri))
