@@ -24,6 +24,10 @@ class PictureError(RuntimeError):
     """The picture cannot be drawn; the message says which input is missing or wrong."""
 
 
+# How the app's photos (features with no label) are named in the picture's legend.
+UNLABELLED = "app photos (no label)"
+
+
 def load_preview(uri: str, conn_id: str | None = None) -> tuple[np.ndarray, list[str]]:
     """(points [n, 2], labels) from the preview Parquet folder at ``uri``, at most PCA_PREVIEW_MAX_ROWS rows."""
     import pyarrow as pa
@@ -46,7 +50,7 @@ def load_preview(uri: str, conn_id: str | None = None) -> tuple[np.ndarray, list
         if rows >= PCA_PREVIEW_MAX_ROWS:
             break
     table = pa.concat_tables(tables, promote_options="permissive").slice(0, PCA_PREVIEW_MAX_ROWS)
-    labels = ["" if v is None else str(v) for v in table.column("label").to_pylist()]
+    labels = [UNLABELLED if v is None else str(v) for v in table.column("label").to_pylist()]
     points = np.array([[0.0 if x is None else float(x) for x in pair]
                        for pair in zip(table.column("pc1").to_pylist(), table.column("pc2").to_pylist())],
                       dtype=np.float64).reshape(-1, 2)

@@ -153,10 +153,12 @@ def write_json(uri: str, payload: dict, conn_id: str | None) -> None:
 
 
 @_names_the_object("removing")
-def remove_tree(uri: str, conn_id: str | None, *, raw_uri: str) -> None:
-    """Remove an output folder this pipeline wrote; refuses anything inside ``raw_uri``."""
-    if uri.rstrip("/") == raw_uri.rstrip("/") or uri.startswith(raw_uri.rstrip("/") + "/"):
-        raise ValueError(f"refusing to delete {uri}: uploads under {raw_uri} are never modified")
+def remove_tree(uri: str, conn_id: str | None, *, inputs: tuple[str, ...]) -> None:
+    """Remove an output folder this pipeline wrote; refuses anything inside the ``inputs`` folders
+    (the lake's raw/ and uploads/: Lake.inputs())."""
+    for kept in inputs:
+        if uri.rstrip("/") == kept.rstrip("/") or uri.startswith(kept.rstrip("/") + "/"):
+            raise ValueError(f"refusing to delete {uri}: uploads under {kept} are never modified")
     path = lake_path(uri, conn_id)
     if path.exists():
         path.fs.rm(path.path, recursive=True)

@@ -108,7 +108,7 @@ def run_local(settings: Settings, plan: RunPlan) -> list[dict]:
     skip_unless_work(plan)
     steps, _ = route_steps(settings, plan)
     for step in steps:  # a rerun replaces its own outputs
-        storage.remove_tree(step.output_uri, settings.aws_conn_id, raw_uri=settings.lake.raw())
+        storage.remove_tree(step.output_uri, settings.aws_conn_id, inputs=settings.lake.inputs())
     commands = render_local_commands(steps, settings.jobs_dir, settings.spark_master)
     env = local_job_env()
     return [run_step(command, name=step.name, env=env) | {"state": "COMPLETED"}

@@ -13,7 +13,9 @@ Previously rejected uploads (in another run's ``rejected`` manifest, or in the `
 another run's feature batch) are not re-validated:
 a rejection is a property of the bytes, so they are counted as ``previously_rejected`` and
 skipped until a ``full_refresh`` run, which takes every upload.
-Nothing in ``raw/`` is ever moved or deleted.
+Two kinds of uploads, treated alike but for their label: ``raw/<label>/<file>``, labelled by its
+folder, and ``uploads/<any depth>/<file>``, the app's photos to identify, which have none.
+Nothing in ``raw/`` or ``uploads/`` is ever moved or deleted.
 """
 from __future__ import annotations
 
@@ -40,6 +42,7 @@ class ValidationResult:
     run_key: str
     listed: int = 0  # uploads selected for this run
     total_in_raw: int = 0
+    total_in_uploads: int = 0
     already_featurized: int = 0
     previously_rejected: int = 0
     valid: list[dict] = field(default_factory=list)
@@ -68,7 +71,8 @@ class ValidationResult:
         return dict(sorted(counts.items()))
 
     def summary(self) -> dict:
-        return {"run_key": self.run_key, "total_in_raw": self.total_in_raw, "listed": self.listed,
+        return {"run_key": self.run_key, "total_in_raw": self.total_in_raw,
+                "total_in_uploads": self.total_in_uploads, "listed": self.listed,
                 "already_featurized": self.already_featurized, "previously_rejected": self.previously_rejected,
                 "valid": len(self.valid), "rejected": len(self.rejected),
                 "rejected_by_reason": self.rejected_by_reason(), "valid_by_format": self.valid_by_format(),
@@ -77,18 +81,20 @@ class ValidationResult:
 
 
 def check_image(uri: str, size: int, read_range, *, label: str | None, max_bytes: int,
-                min_side: int) -> tuple[str, dict]:
+                min_side: int, labelled: bool = True) -> tuple[str, dict]:
     """("valid", row) or ("rejected", row) for one upload, from its header alone.
 
-    ``read_range(start, end) -> bytes`` reads the upload; it is called only when the listing's
-    size and the label allow the upload, for the first 64 KiB and then only what the header needs.
+    ``labelled``: the upload is under raw/, where it needs a label folder; an app photo under
+    uploads/ has none (``label`` None). ``read_range(start, end) -> bytes`` reads the upload; it is
+    called only when the listing's size and the label allow the upload, for the first 64 KiB and
+    then only what the header needs.
     """
     from PIL import Image
 
     def rejected(reason: str, detail: str):
         return "rejected", {"path": uri, "reason": reason, "detail": detail}
 
-    if not label:
+    if labelled and not label:
         return rejected("no_label_folder", "upload is not in a raw/<label>/ folder")
     if size <= 0:
         return rejected("empty", "file has 0 bytes")
@@ -180,7 +186,7 @@ def remove_replaced_partial_batches(lake: Lake, batches: BatchFiles, featurized:
     removed = []
     for key, uris in sorted(batches.partial.items()):
         if _read_paths([uri for uri in uris if storage.is_parquet_data_file(root, uri)], conn_id) <= featurized:
-            storage.remove_tree(lake.features(key), conn_id, raw_uri=lake.raw())
+            storage.remove_tree(lake.features(key), conn_id, inputs=lake.inputs())
             removed.append(lake.features(key))
     return removed
 
@@ -192,11 +198,19 @@ def select_uploads(listed: dict[str, int], featurized: set[str], rejected_before
     return {uri: size for uri, size in sorted(listed.items()) if uri not in featurized and uri not in rejected_before}
 
 
+def listed_uploads(lake: Lake, conn_id: str | None) -> dict[str, dict[str, int]]:
+    """Each upload folder (raw/, uploads/) -> its files (canonical URI -> size), hidden names left out."""
+    return {root: {uri: size for uri, size in storage.list_files(root, conn_id).items()
+                   if not posixpath.basename(uri).startswith(".")}
+            for root in (lake.raw(), lake.uploads())}
+
+
 def validate_uploads(lake: Lake, run_key: str, *, full_refresh: bool, conn_id: str | None, max_image_bytes: int,
                      min_image_side: int, max_workers: int = 4) -> ValidationResult:
     raw_root = lake.raw()
-    listed = {uri: size for uri, size in storage.list_files(raw_root, conn_id).items()
-              if not posixpath.basename(uri).startswith(".")}
+    by_root = listed_uploads(lake, conn_id)
+    listed = {uri: size for files in by_root.values() for uri, size in files.items()}
+    root_of = {uri: root for root, files in by_root.items() for uri in files}
     batches = batch_files(lake, exclude_run_key=run_key, conn_id=conn_id)
     featurized = set() if full_refresh else (
         featurized_paths(lake, exclude_run_key=run_key, conn_id=conn_id, batches=batches)
@@ -204,7 +218,8 @@ def validate_uploads(lake: Lake, run_key: str, *, full_refresh: bool, conn_id: s
     rejected_before = set() if full_refresh else previously_rejected_paths(lake, exclude_run_key=run_key,
                                                                           conn_id=conn_id, batches=batches)
     selected = select_uploads(listed, featurized, rejected_before, full_refresh)
-    result = ValidationResult(run_key=run_key, listed=len(selected), total_in_raw=len(listed),
+    result = ValidationResult(run_key=run_key, listed=len(selected), total_in_raw=len(by_root[raw_root]),
+                              total_in_uploads=len(by_root[lake.uploads()]),
                               already_featurized=len(featurized & listed.keys()),
                               previously_rejected=len((rejected_before - featurized) & listed.keys()),
                               partial_batches_ignored=sorted(lake.features(key) for key in batches.partial))
@@ -214,16 +229,19 @@ def validate_uploads(lake: Lake, run_key: str, *, full_refresh: bool, conn_id: s
             result.partial_batches_ignored.remove(batch)
     for batch in result.partial_batches_ignored:
         log.warning("ignoring %s: a feature job died before committing it; its images are taken again", batch)
-    unsafe = {uri: reason for uri in selected if (reason := unsafe_name_reason(raw_root, uri))}
+    unsafe = {uri: reason for uri in selected if (reason := unsafe_name_reason(root_of[uri], uri))}
     result.rejected += [{"path": uri, "reason": "unsafe_name", "detail": reason} for uri, reason in unsafe.items()]
     selected = {uri: size for uri, size in selected.items() if uri not in unsafe}
-    log.info("raw/ holds %d uploads; %d selected for run %s (%d already featurized, %d rejected before)",
-             result.total_in_raw, result.listed, run_key, result.already_featurized, result.previously_rejected)
+    log.info("raw/ holds %d uploads, uploads/ %d; %d selected for run %s (%d already featurized, %d rejected before)",
+             result.total_in_raw, result.total_in_uploads, result.listed, run_key, result.already_featurized,
+             result.previously_rejected)
 
     def check(item):
         uri, size = item
+        labelled = root_of[uri] == raw_root
         return check_image(uri, size, lambda start, end: storage.read_range(uri, conn_id, start, end),
-                           label=label_of(raw_root, uri), max_bytes=max_image_bytes, min_side=min_image_side)
+                           label=label_of(raw_root, uri) if labelled else None, labelled=labelled,
+                           max_bytes=max_image_bytes, min_side=min_image_side)
 
     with ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="validate") as pool:
         for done, (verdict, row) in enumerate(pool.map(check, selected.items()), start=1):
@@ -243,7 +261,7 @@ def write_manifests(lake: Lake, result: ValidationResult, conn_id: str | None) -
     for kind, rows, columns in (("valid", result.valid, MANIFEST_VALID_COLUMNS),
                                 ("rejected", result.rejected, MANIFEST_REJECTED_COLUMNS)):
         schema = pa.schema([(name, getattr(pa, arrow_type)()) for name, arrow_type in columns])
-        storage.remove_tree(uris[kind], conn_id, raw_uri=lake.raw())  # a rerun replaces its own manifest
+        storage.remove_tree(uris[kind], conn_id, inputs=lake.inputs())  # a rerun replaces its own manifest
         table = pa.Table.from_pylist(rows, schema=schema)
         sink = io.BytesIO()
         pq.write_table(table, sink)

@@ -155,7 +155,16 @@ class Lake:
 
     # Inputs
     def raw(self) -> str:
+        """Labelled images, ``raw/<label>/<file>``."""
         return self.uri("raw")
+
+    def uploads(self) -> str:
+        """The app's photos to identify, ``uploads/<any depth>/<file>``: no label."""
+        return self.uri("uploads")
+
+    def inputs(self) -> tuple[str, str]:
+        """The folders the pipeline reads and never modifies."""
+        return self.raw(), self.uploads()
 
     # Per-run outputs
     def manifests_root(self) -> str:

@@ -53,7 +53,11 @@ def unsafe_name_reason(root: str, uri: str) -> str | None:
 
 def label_of(raw_root: str, uri: str) -> str | None:
     """The label of a labelled image, ``raw/<label>/<file>``: the name of the folder holding the
-    file (spaces kept), or None when the file sits directly in raw/. The feature job writes the same
+    file (spaces kept); None for a file directly in raw/ and for any file outside raw/ (the app's
+    photos under uploads/, whatever their folders are called). The feature job writes the same
     label (``fruits_spark.features.with_label`` spells this rule in Spark SQL; a test ties the two)."""
+    root = raw_root.rstrip("/") + "/"
+    if not uri.startswith(root):
+        return None
     parent = posixpath.dirname(relative_key(raw_root, uri))
     return posixpath.basename(parent) if parent else None

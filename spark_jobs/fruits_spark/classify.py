@@ -7,7 +7,9 @@
 job's own decode function (``fruits_spark.features.decode_image``) and the LiteRT model the
 repository ships (or ``--feature-model``), then the export's PCA and classifier weights, with NumPy.
 Its imports reach NumPy, Pillow, pillow-heif and LiteRT only: ``pip install spark_jobs/`` (the
-``fruits-classify`` distribution, which carries the shipped model) is all an app backend needs.
+``fruits-classify`` distribution, which carries the shipped model) is all an app backend needs; it
+embeds ``FruitClassifier`` (load once, classify bytes or a path, from any thread), of which this
+command is a thin wrapper.
 Prints one JSON line per image: ``{"image", "top": [{"label", "probability"} x 3]}``, or
 ``{"image", "error"}`` for a file that cannot be classified (also said on stderr). Exit code: 0 when
 at least one image was classified, 1 when none was, 2 when the model cannot be used.
@@ -23,6 +25,7 @@ import hashlib
 import io
 import json
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -164,21 +167,59 @@ def default_feature_model() -> Path:
     return SHIPPED_MODEL_PATH if SHIPPED_MODEL_PATH.is_file() else INSTALLED_MODEL_PATH
 
 
-def classify_files(export: ClassifierExport, model, images: list[str]) -> list[dict]:
+class FruitClassifier:
+    """A run's classifier and the feature model, loaded once: what an app backend embeds.
+
+        classifier = FruitClassifier.load("s3://lake/classifier/<run_key>/")
+        classifier.classify(photo_bytes)    # [{"label", "probability"}, ...] best first
+        classifier.classify_path("IMG_0001.HEIC")
+
+    Thread-safe: threads decode their photos at once, and take turns on the one LiteRT
+    interpreter (an interpreter runs one inference at a time). A photo that is not a usable image
+    raises RejectedImage (``reason``, ``detail``), as the feature job rejects it.
+    """
+
+    def __init__(self, export: ClassifierExport, flatbuffer: bytes):
+        self.export = export
+        self._model = LiteRTModel(flatbuffer)
+        self._model_lock = threading.Lock()
+
+    @classmethod
+    def load(cls, uri: str, feature_model: Path | None = None) -> "FruitClassifier":
+        """The classifier at ``uri`` (a run's ``classifier/<run_key>/``, or its export/) with
+        ``feature_model`` (default: the shipped one); ExportError when they cannot be used together."""
+        model_path = feature_model or default_feature_model()
+        export = load_export(uri)
+        flatbuffer = model_path.read_bytes()
+        check_feature_model(export, flatbuffer, model_path)
+        return cls(export, flatbuffer)
+
+    @property
+    def labels(self) -> list[str]:
+        return self.export.labels
+
+    def classify(self, photo: bytes, top: int = TOP) -> list[dict]:
+        """The ``top`` most likely labels of the photo whose bytes are ``photo``, with their probabilities."""
+        pixels = decode_image(photo)
+        batch = preprocess(pixels[None].astype(np.float32))
+        with self._model_lock:
+            features = self._model.predict(batch)
+        return self.export.top(self.export.probabilities(self.export.pca_features(features)), top)[0]
+
+    def classify_path(self, path: str | Path, top: int = TOP) -> list[dict]:
+        return self.classify(Path(path).read_bytes(), top)
+
+
+def classify_files(classifier: FruitClassifier, images: list[str]) -> list[dict]:
     """One result per image, in order: {"image", "top"} or {"image", "error"}."""
     results = []
     for image in images:
         try:
-            pixels = decode_image(Path(image).read_bytes())
+            results.append({"image": image, "top": classifier.classify_path(image)})
         except RejectedImage as rejected:
             results.append({"image": image, "error": f"not a usable image ({rejected.reason}: {rejected.detail})"})
-            continue
         except OSError as error:
             results.append({"image": image, "error": f"cannot be read ({error.strerror or error})"})
-            continue
-        features = model.predict(preprocess(pixels[None].astype(np.float32)))
-        probabilities = export.probabilities(export.pca_features(features))
-        results.append({"image": image, "top": export.top(probabilities)[0]})
     return results
 
 
@@ -190,15 +231,12 @@ def main(argv=None) -> int:
                              "fruits-classify carries)")
     parser.add_argument("images", nargs="+", metavar="IMAGE")
     args = parser.parse_args(argv)
-    model_path = args.feature_model or default_feature_model()
     try:
-        export = load_export(args.model)
-        flatbuffer = model_path.read_bytes()
-        check_feature_model(export, flatbuffer, model_path)
+        classifier = FruitClassifier.load(args.model, args.feature_model)
     except (ExportError, OSError) as error:
         print(f"classify: error: {error}", file=sys.stderr)
         return 2
-    results = classify_files(export, LiteRTModel(flatbuffer), args.images)
+    results = classify_files(classifier, args.images)
     for result in results:
         print(json.dumps(result), flush=True)
         if "error" in result:

@@ -210,19 +210,22 @@ def _predict_frame(model: LiteRTModel, paths, batch: DecodedBatch):
 # ---------------------------------------------------------------------------
 # DataFrame transformations around the UDF (each testable on a tiny frame)
 # ---------------------------------------------------------------------------
-def with_label(frame):
-    """label = name of the folder holding the file (spaces kept)."""
+def with_label(frame, labelled_root: str):
+    """label = name of the folder holding the file (spaces kept) for the files under
+    ``labelled_root`` (raw/); null for the others (the app's photos under uploads/)."""
     from pyspark.sql import functions as F
 
-    return frame.withColumn("label", F.element_at(F.split("path", "/"), -2))
+    root = labelled_root.rstrip("/") + "/"
+    return frame.withColumn("label", F.when(F.col("path").startswith(root), F.element_at(F.split("path", "/"), -2)))
 
 
-def featurize(frame, featurize_udf):
-    """path (canonical) -> path, label, features (null when rejected), reject_reason, reject_detail."""
+def featurize(frame, featurize_udf, labelled_root: str):
+    """path (canonical) -> path, label (with_label), features (null when rejected), reject_reason,
+    reject_detail."""
     from pyspark.sql import functions as F
 
     result = frame.select(featurize_udf(F.col("path")).alias("result")).select("result.*")
-    return with_label(result).select("path", "label", "features", "reject_reason", "reject_detail")
+    return with_label(result, labelled_root).select("path", "label", "features", "reject_reason", "reject_detail")
 
 
 def accepted(featurized, model: str):

@@ -280,7 +280,7 @@ def test_the_model_runs_once_per_image_in_the_written_plan(spark, lake, driver_m
     broadcast = spark.sparkContext.broadcast(driver_model)
     images = extract_features.paths_frame(spark, photo_reader.list_photos(str(lake)), 2)
     udf = features.make_featurize_udf(broadcast, "key", tally=features.Tally.on(spark.sparkContext))
-    plan = features.accepted(features.featurize(images, udf), "m")._jdf.queryExecution().executedPlan().toString()
+    plan = features.accepted(features.featurize(images, udf, str(lake)), "m")._jdf.queryExecution().executedPlan().toString()
     assert plan.count("ArrowEvalPython") == 1, plan
 
 
@@ -309,16 +309,23 @@ def test_tally_counts_featurized_rows_and_keeps_rejects():
 
 
 @pytest.mark.parametrize("key", ["raw/Apple Pink Lady/r_1_100.jpg", "raw/kiwi/IMG 0001 (1).HEIC", "raw/été/ü#?+&.jpg",
-                                 "raw/a/b/c.jpg"])
+                                 "raw/a/b/c.jpg", "uploads/2026-12-02/user 7/8f3c.heic", "uploads/a.jpg",
+                                 "rawish/kiwi/a.jpg"])
 def test_the_job_labels_a_path_as_the_contract_does(spark, key):
     """One label rule: the feature job's Spark SQL spelling (features.with_label) gives what
-    fruits_contract.names.label_of gives the Airflow side, on any name. (A file directly in raw/ has
+    fruits_contract.names.label_of gives the Airflow side, on any name: the folder under raw/, none
+    for the app's photos under uploads/ (a dated folder was a label). (A file directly in raw/ has
     no label: validation rejects it as no_label_folder, so the job never reads it.)"""
     from fruits_contract.names import label_of
 
     uri = f"s3://bucket/{key}"
-    (row,) = features.with_label(spark.createDataFrame([(uri,)], "path string")).collect()
-    assert row.label == label_of("s3://bucket/raw", uri) == key.split("/")[-2]
+    (row,) = features.with_label(spark.createDataFrame([(uri,)], "path string"), "s3://bucket/raw").collect()
+    assert row.label == label_of("s3://bucket/raw", uri) == (key.split("/")[-2] if key.startswith("raw/") else None)
+
+
+def test_the_labelled_root_is_spelt_as_the_paths_are():
+    assert extract_features.labelled_root_of("/lake/raw/") == "file:///lake/raw/"
+    assert extract_features.labelled_root_of("s3a://bucket/raw") == "s3://bucket/raw"
 
 
 def test_output_schema_is_path_label_1280_floats_model(first_run, driver_model):
@@ -414,6 +421,34 @@ def test_manifest_reads_only_listed_files_and_executors_never_open_the_model(spa
     assert sorted(table.path) == sorted(canonical_uri(str(p)) for p in listed)
     assert result == {**result, "read": 4, "featurized": 4, "rejected": 0, "duplicates": 0}
     assert "mixed bag" in set(table.label)
+
+
+@pytest.mark.parametrize("route", ["listing", "manifest"])
+def test_the_apps_photos_are_featurized_with_no_label_whatever_their_folders(spark, driver_model, tmp_path, route):
+    """uploads/<date>/<user>/<id>: the folder holding an app photo is no fruit (it was the label)."""
+    names = {"raw/kiwi/a.jpg": "kiwi", "uploads/2026-12-02/user 7/8f3c.jpg": None, "uploads/b.jpg": None}
+    for index, name in enumerate(names):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(_jpeg_bytes(index))
+    argv = ["--images", str(tmp_path / "raw"), "--output", str(tmp_path / "out")]
+    if route == "listing":
+        argv += ["--uploads", str(tmp_path / "uploads")]
+    else:
+        (tmp_path / "manifest").mkdir()
+        pd.DataFrame({"path": [f"file://{tmp_path / name}" for name in names]}).to_parquet(
+            tmp_path / "manifest" / "part-0.parquet")
+        argv += ["--manifest", str(tmp_path / "manifest")]
+    result = extract_features.run(spark, extract_features.parse_args(argv), model=driver_model)
+    table = pd.read_parquet(tmp_path / "out")
+    labels = {path: (label if isinstance(label, str) else None) for path, label in zip(table.path, table.label)}
+    assert labels == {f"file://{tmp_path / name}": label for name, label in names.items()}
+    assert result["featurized"] == 3
+
+
+def test_a_missing_uploads_folder_is_named_as_the_flag(tmp_path):
+    (tmp_path / "raw").mkdir()
+    with pytest.raises(FeatureInputError, match=rf"--uploads {tmp_path / 'uploads'}: no such folder"):
+        extract_features.listed_photos(str(tmp_path / "raw"), str(tmp_path / "uploads"))
 
 
 # Distinct bytes each (duplicates would hide a wrong name); names every file system here accepts.

@@ -255,6 +255,30 @@ def test_the_export_and_the_classify_command_give_the_spark_models_predictions(i
     assert alone.returncode == 1 and "error" in json.loads(alone.stdout)
 
 
+def test_the_python_api_loads_once_and_answers_from_many_threads_as_the_command_does(image_run):
+    """What a backend embeds: FruitClassifier, the command's own code; one interpreter, many threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import pyarrow.parquet as pq
+
+    from fruits_contract.headers import RejectedImage
+    from fruits_spark.classify import FruitClassifier
+
+    classifier = FruitClassifier.load(str(image_run / "classifier"))
+    held_out = pq.read_table(image_run / "classifier" / "held_out").to_pylist()
+    paths = [row["path"].removeprefix("file://") for row in held_out] * 4
+    alone = [classifier.classify_path(path) for path in paths]
+    for answer, row in zip(alone, held_out):
+        assert answer[0]["label"] == classifier.labels[row["prediction"]]
+        assert answer[0]["probability"] == pytest.approx(max(row["probability"]), abs=1e-3)
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda path: classifier.classify(open(path, "rb").read()), paths))
+    assert together == alone
+    with pytest.raises(RejectedImage) as rejected:
+        classifier.classify(b"a shopping list, not a photo")
+    assert rejected.value.reason == "not_an_image"
+
+
 def test_the_export_records_what_made_the_features(image_run):
     from fruits_contract.model import SHIPPED_MODEL_PATH
     from fruits_spark.feature_model import model_name

@@ -14,7 +14,7 @@ from PIL import Image
 
 from fruits_contract.lake import Lake
 from fruits_contract.lake import PCA_PREVIEW_MAX_ROWS as PREVIEW_MAX_ROWS
-from fruits_pipeline.picture import (PictureError, load_preview,
+from fruits_pipeline.picture import (UNLABELLED, PictureError, load_preview,
                                      render_run_picture, write_run_picture)
 
 
@@ -45,6 +45,8 @@ def test_the_preview_gives_each_images_two_coordinates_and_label(tmp_path):
     points = _write_pca_output(lake, "run-1", labels, k=4)
     read_points, read_labels = load_preview(lake.pca_preview("run-1"))
     assert read_labels == labels
+    _write_pca_output(lake, "with-uploads", ["kiwi", None, "kiwi", None], k=2)
+    assert load_preview(lake.pca_preview("with-uploads"))[1] == ["kiwi", UNLABELLED, "kiwi", UNLABELLED]
     np.testing.assert_allclose(read_points, points, rtol=1e-6)
 
 

@@ -91,17 +91,47 @@ def test_exactly_once_selection(lake):
     assert len(everything.valid) == 5 and len(everything.rejected) == 6
 
 
+def test_app_photos_under_uploads_are_validated_at_any_depth_without_a_label(lake):
+    """uploads/<date>/<user>/<id>: a dated or per-user folder is no label (it was: a class called
+    "2026-12-02"); exactly-once, rejects and unsafe names as in raw/."""
+    uploads = Path(lake.local_root, "uploads")
+    deep, flat = uploads / "2026-12-02" / "user 7" / "8f3c.jpg", uploads / "a1.jpg"
+    for path in (deep, flat):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(jpeg_bytes())
+    (uploads / "2026-12-02" / "broken.jpg").write_bytes(b"not a photo")
+    (uploads / "50%41.jpg").write_bytes(jpeg_bytes())
+    result = validate_uploads(lake, "run1", full_refresh=False, **LIMITS)
+    assert (result.total_in_raw, result.total_in_uploads, result.listed) == (11, 4, 15)
+    valid = {row["path"]: row["label"] for row in result.valid}
+    assert valid[f"{lake.base_uri}/uploads/2026-12-02/user 7/8f3c.jpg"] is None
+    assert valid[f"{lake.base_uri}/uploads/a1.jpg"] is None
+    reasons = {row["path"]: row["reason"] for row in result.rejected}
+    assert reasons[f"{lake.base_uri}/uploads/2026-12-02/broken.jpg"] == "not_an_image"
+    assert reasons[f"{lake.base_uri}/uploads/50%41.jpg"] == "unsafe_name"
+    assert len(result.valid) == 5 + 2
+
+    batch = Path(lake.local_root, "features", "batch=run1")
+    batch.mkdir(parents=True)
+    pq.write_table(pa.table({"path": [f"{lake.base_uri}/uploads/a1.jpg"], "label": pa.array([None], pa.string())}),
+                   batch / "part-0.parquet")
+    (batch / JOB_RESULT_FILE).write_text("{}")
+    second = validate_uploads(lake, "run2", full_refresh=False, **LIMITS)
+    assert f"{lake.base_uri}/uploads/a1.jpg" not in {row["path"] for row in second.valid}
+    assert second.already_featurized == 1
+
+
 def test_label_is_the_parent_folder():
     assert label_of("s3://b/raw", "s3://b/raw/pear/a.jpg") == "pear"
     assert label_of("s3://b/raw", "s3://b/raw/a.jpg") is None
 
 
-def test_removing_outputs_never_touches_raw(lake):
+def test_removing_outputs_never_touches_raw_or_uploads(lake):
     from fruits_pipeline import storage
 
-    for target in (lake.raw(), f"{lake.raw()}/kiwi"):
+    for target in (lake.raw(), f"{lake.raw()}/kiwi", lake.uploads(), f"{lake.uploads()}/2026-12-02"):
         with pytest.raises(ValueError, match="never modified"):
-            storage.remove_tree(target, None, raw_uri=lake.raw())
+            storage.remove_tree(target, None, inputs=lake.inputs())
 
 
 @pytest.fixture

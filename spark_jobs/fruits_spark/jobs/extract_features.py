@@ -1,7 +1,7 @@
 """Feature job: images -> MobileNetV2 features (Parquet). See docs/design.md, "Feature job".
 
     spark-submit spark_jobs/extract_features.py --images URI --output URI
-        [--manifest URI] [--model URI] [--batch-size N]
+        [--uploads URI] [--manifest URI] [--model URI] [--batch-size N]
 
 The photos to read (a manifest's, with the sizes validation wrote, or a listing), leaving out names
 Hadoop cannot read and duplicate bytes, the one pass through the model UDF (fruits_spark.features),
@@ -17,7 +17,7 @@ import argparse
 import json
 import time
 
-from fruits_contract.lake import DUPLICATES_FOLDER, EXTRACT_FEATURES, JOB_RESULT_FILE, REJECTS_FOLDER
+from fruits_contract.lake import DUPLICATES_FOLDER, EXTRACT_FEATURES, JOB_RESULT_FILE, REJECTS_FOLDER, canonical_uri
 from fruits_contract.names import hadoop_name_problem
 from fruits_spark.errors import FeatureInputError
 from fruits_spark.feature_model import load_model_on_driver, model_fingerprint, model_name
@@ -35,9 +35,13 @@ FEATURES_PARQUET_COLUMN = "features.list.element"
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="MobileNetV2 features of images, written as Parquet.")
-    parser.add_argument("--images", required=True, help="folder or prefix read recursively; label = parent folder")
+    parser.add_argument("--images", required=True,
+                        help="labelled images (the lake's raw/), read recursively; label = parent folder")
+    parser.add_argument("--uploads", help="the app's photos to identify (the lake's uploads/), read recursively "
+                                          "too; their features have no label")
     parser.add_argument("--output", required=True, help="Parquet output (overwritten); rejects under _rejects/")
-    parser.add_argument("--manifest", help="Parquet with a 'path' column: only these images are read")
+    parser.add_argument("--manifest", help="Parquet with a 'path' column: only these images are read (those "
+                                           "under --images labelled by their folder, the others not)")
     parser.add_argument("--model", help="TFLite flatbuffer of MobileNetV2 1.0 224 no top, any URI Spark reads "
                                         "(default: the one the repository ships, spark_jobs/models/)")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
@@ -91,12 +95,23 @@ def _sha256_if_there(uri, content):
         yield uri, hashlib.sha256(content).hexdigest()
 
 
-def listed_photos(images_uri: str) -> list[tuple[str, int]]:
-    """(path, size) of every photo under ``--images``, or FeatureInputError naming it."""
-    try:
-        return list_photos(images_uri)
-    except (FileNotFoundError, ValueError) as exc:
-        raise FeatureInputError(f"--images {exc}") from None
+def labelled_root_of(images_uri: str) -> str:
+    """``--images`` spelt as the paths listed or given are (file:///..., s3://... for s3a and s3n too)."""
+    root = canonical_uri(images_uri)
+    return "s3://" + root.split("://", 1)[1] if root.startswith(("s3a://", "s3n://")) else root
+
+
+def listed_photos(images_uri: str, uploads_uri: str | None = None) -> list[tuple[str, int]]:
+    """(path, size) of every photo under ``--images`` and ``--uploads``, or FeatureInputError naming
+    the flag whose folder cannot be listed."""
+    photos = []
+    for flag, uri in (("--images", images_uri), ("--uploads", uploads_uri)):
+        if uri:
+            try:
+                photos += list_photos(uri)
+            except (FileNotFoundError, ValueError) as exc:
+                raise FeatureInputError(f"{flag} {exc}") from None
+    return sorted(photos)
 
 
 def photo_sizes(spark, uris: list[str], slots: int) -> dict[str, int | None]:
@@ -218,7 +233,7 @@ def run(spark, args: argparse.Namespace, *, model: bytes | None = None) -> dict:
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(args.batch_size))
     slots = task_slots(spark)
 
-    photos = manifest_photos(spark, manifest_uri) if manifest_uri else listed_photos(images_uri)
+    photos = manifest_photos(spark, manifest_uri) if manifest_uri else listed_photos(images_uri, args.uploads)
     log.info("%s lists %d images", f"manifest {manifest_uri}" if manifest_uri else images_uri, len(photos))
     if model is None:
         model = load_model_on_driver(spark, args.model)
@@ -242,7 +257,9 @@ def run(spark, args: argparse.Namespace, *, model: bytes | None = None) -> dict:
         log.info("featurizing %d files (%d duplicates left out) in %d partition(s)",
                  len(to_featurize), len(duplicates), partition_count(len(to_featurize), slots))
         # The one pass over the images: the model runs once per image, the tally counts as it goes.
-        (accepted(featurize(paths_frame(spark, to_featurize, slots), udf), model_name(model)).write.mode("overwrite")
+        labelled_root = labelled_root_of(images_uri)
+        (accepted(featurize(paths_frame(spark, to_featurize, slots), udf, labelled_root), model_name(model))
+         .write.mode("overwrite")
          .option(f"parquet.enable.dictionary#{FEATURES_PARQUET_COLUMN}", "false").parquet(output_uri))
     finally:
         broadcast.destroy()
