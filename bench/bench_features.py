@@ -11,7 +11,8 @@
 3. One LiteRT process (the steady-state baseline): the same flatbuffer as the job, one interpreter
    with two threads, decoding in the same process, the same loop.
 4. The job's arrangement without Spark: as many one-thread LiteRT processes as the job had task
-   slots, at once, each running the same loop on its share of the images.
+   slots, at once, each running the same loop on its share of the images; on a local[N] master
+   measured before the job and after the other baselines, the job compared with their mean.
 Each baseline's end-to-end time counts its imports and model build, as the job's counts its start.
 Writes bench/results/latest.json (`make cost` reads it).
 """
@@ -289,10 +290,31 @@ def in_subprocess(function: str, *args, module: str = "bench_features") -> dict:
     return json.loads(lines[-1][len("RESULT "):])
 
 
+def local_slots(master: str) -> int | None:
+    """The task slots of a ``local[N]`` master, known before the job runs (None for any other)."""
+    match = re.fullmatch(r"local\[(\d+)\]", master)
+    return int(match.group(1)) if match else None
+
+
+def bracketing(before: dict | None, after: dict) -> dict:
+    """The one-thread processes' result measured before and after the job: their mean steady rate.
+    Measured after the job alone, a machine that slowed down in between flattered the job (runs 21
+    and 22: 1.03x and 1.08x against baselines 10-20% slower than the run before)."""
+    if before is None:
+        return {**after, "steady_before_job": None, "steady_after_job": after["steady_images_per_second"]}
+    return {**after, "steady_images_per_second": (before["steady_images_per_second"]
+                                                  + after["steady_images_per_second"]) / 2,
+            "steady_before_job": before["steady_images_per_second"],
+            "steady_after_job": after["steady_images_per_second"]}
+
+
 def summarize(images: int, job: dict, tf_loop: dict, litert: dict, litert_processes: dict) -> dict:
     """Rates and the ratios between them, all from this one run."""
     def rate(result):
         return result["featurized"] / result["seconds"]
+
+    def rounded(value):
+        return round(value, 2) if value is not None else None
 
     job_steady = job["steady_images_per_second"]
     return {
@@ -312,6 +334,8 @@ def summarize(images: int, job: dict, tf_loop: dict, litert: dict, litert_proces
         "steady_ratio_job_to_tf_loop": (round(job_steady / tf_loop["steady_images_per_second"], 3)
                                         if job_steady else None),
         "litert_1_thread_processes_steady_images_per_second": round(litert_processes["steady_images_per_second"], 2),
+        "litert_1_thread_processes_steady_before_job": rounded(litert_processes.get("steady_before_job")),
+        "litert_1_thread_processes_steady_after_job": rounded(litert_processes.get("steady_after_job")),
         "steady_ratio_job_to_litert_1_thread_processes": (
             round(job_steady / litert_processes["steady_images_per_second"], 3) if job_steady else None),
         "job_seconds": job["seconds"],
@@ -332,6 +356,8 @@ def main(argv=None) -> int:
         files = stage_images(Path(args.images), args.scale, tmp / "images")
         load_before = os.getloadavg()
         print(f"bench: {len(files)} images staged under {tmp / 'images'}; load average {load_before}", flush=True)
+        slots = local_slots(args.master)
+        before = run_litert_processes(tmp / "images", args.model, args.batch_size, slots) if slots else None
         job = run_job(tmp / "images", tmp / "features", args.model, args.master, args.batch_size)
         print(f"bench: job {job['featurized']} images in {job['seconds']:.1f} s", flush=True)
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
@@ -341,9 +367,10 @@ def main(argv=None) -> int:
         litert = in_subprocess("run_litert_process", tmp / "images", args.model, args.batch_size, args.litert_threads)
         print(f"bench: LiteRT process {litert['featurized']} images in {litert['seconds']:.1f} s", flush=True)
         slots = job["task_slots"]  # as many one-thread processes as the job had workers
-        litert_processes = run_litert_processes(tmp / "images", args.model, args.batch_size, slots)
+        litert_processes = bracketing(before, run_litert_processes(tmp / "images", args.model, args.batch_size, slots))
         print(f"bench: {slots} one-thread LiteRT processes {litert_processes['featurized']} images in "
-              f"{litert_processes['seconds']:.1f} s", flush=True)
+              f"{litert_processes['seconds']:.1f} s; steady {litert_processes['steady_before_job']} before the job, "
+              f"{litert_processes['steady_after_job']} after", flush=True)
     result = summarize(len(files), job, tf_loop, litert, litert_processes) | {
         "cores": psutil.cpu_count(logical=True),
         "master": args.master,

@@ -50,3 +50,11 @@ def test_a_worker_on_several_partitions_is_counted_over_all_of_them_pauses_inclu
     lines = [worker_line(f"10:00:{5 * k + 4:02d},000", 3, 500, 125.0, end=True) for k in range(4)]
     assert bench.steady_rate(lines, warmup=1024) == pytest.approx(100.0)
     assert bench.rate_from_model_build(lines) == pytest.approx(2000 / 19)
+
+
+def test_the_bare_processes_are_measured_around_the_job_and_compared_by_their_mean():
+    assert bench.local_slots("local[2]") == 2 and bench.local_slots("spark://host:7077") is None
+    after = {"featurized": 4000, "seconds": 17.0, "steady_images_per_second": 210.0}
+    both = bench.bracketing({"featurized": 4000, "seconds": 16.0, "steady_images_per_second": 250.0}, after)
+    assert (both["steady_images_per_second"], both["steady_before_job"], both["steady_after_job"]) == (230.0, 250.0, 210.0)
+    assert bench.bracketing(None, after)["steady_images_per_second"] == 210.0
