@@ -238,9 +238,8 @@ def validate_uploads(lake: Lake, run_key: str, *, full_refresh: bool, conn_id: s
 
     def check(item):
         uri, size = item
-        labelled = root_of[uri] == raw_root
         return check_image(uri, size, lambda start, end: storage.read_range(uri, conn_id, start, end),
-                           label=label_of(raw_root, uri) if labelled else None, labelled=labelled,
+                           label=label_of(raw_root, uri), labelled=root_of[uri] == raw_root,
                            max_bytes=max_image_bytes, min_side=min_image_side)
 
     with ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="validate") as pool:
