@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import unquote, urlparse
 
-# The three Spark steps, in the order a run adds them; each is spark_jobs/<name>.py.
-EXTRACT_FEATURES, REDUCE_PCA, TRAIN_CLASSIFIER = "extract_features", "reduce_pca", "train_classifier"
+# The Spark steps, in the order a run adds them; each is spark_jobs/<name>.py.
+EXTRACT_FEATURES, REDUCE_PCA, TRAIN_CLASSIFIER, PREDICT_UPLOADS = (
+    "extract_features", "reduce_pca", "train_classifier", "predict_uploads")
 STEP_NAMES = (EXTRACT_FEATURES, REDUCE_PCA, TRAIN_CLASSIFIER)
 # The jobs' shared code as shipped to a cluster (spark-submit --py-files): fruits_spark and this package.
 PY_FILES_ZIP = "fruits_spark.zip"
@@ -35,6 +36,8 @@ RESULT_LINE_PREFIX = "FRUITS_RESULT "
 MANIFEST_VALID_COLUMNS = (("path", "string"), ("label", "string"), ("size", "int64"), ("format", "string"),
                           ("width", "int32"), ("height", "int32"))
 MANIFEST_REJECTED_COLUMNS = (("path", "string"), ("reason", "string"), ("detail", "string"))
+# manifests/<run_key>/labels/: the confirmed labels the run trains on (labels/ resolved: last row wins).
+MANIFEST_LABELS_COLUMNS = (("path", "string"), ("label", "string"))
 
 # features/batch=<run_key>/ and its side tables (names starting with "_": Spark's readers skip them).
 BATCH_FOLDER_PREFIX = "batch="
@@ -176,6 +179,14 @@ class Lake:
     def manifest_rejected(self, run_key: str) -> str:
         return self.uri("manifests", run_key, "rejected")
 
+    def manifest_labels(self, run_key: str) -> str:
+        """The confirmed labels of uploads this run trains on (``labels/`` resolved by validation)."""
+        return self.uri("manifests", run_key, "labels")
+
+    def labels_root(self) -> str:
+        """What the app writes when a user confirms a fruit: ``labels/<any>.csv|.parquet`` rows path, label."""
+        return self.uri("labels")
+
     def features_root(self) -> str:
         return self.uri("features")
 
@@ -220,6 +231,13 @@ class Lake:
     def classifier_current(self) -> str:
         """The pointer to the published classifier: what ``classify`` uses when given the lake."""
         return self.uri("classifier", CURRENT_FILE)
+
+    def predictions_root(self) -> str:
+        return self.uri("predictions")
+
+    def predictions(self, run_key: str) -> str:
+        """The answers of the current classifier for the uploads featurized in the run."""
+        return self.uri("predictions", run_key)
 
     def job_result(self, output_uri: str) -> str:
         """The JOB_RESULT_FILE of a job's output folder: it says what the job did (or why it trained nothing)."""
