@@ -18,7 +18,9 @@ $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip uv
 	$(BIN)/uv pip install --python $(BIN)/python --quiet --compile-bytecode -r requirements.lock
-	$(BIN)/uv pip install --python $(BIN)/python --quiet --no-deps -e .
+	# --no-cache: uv's cache may hand this venv an editable wheel built for another checkout of the
+	# same project (seen: a venv whose packages pointed at a deleted clone, so nothing imported).
+	$(BIN)/uv pip install --python $(BIN)/python --quiet --no-deps --no-cache -e .
 	touch $(STAMP)
 
 # Spark needs a Java 17 runtime; say how to get one instead of failing inside spark-submit.

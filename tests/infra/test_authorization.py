@@ -139,8 +139,15 @@ def test_the_instance_profile_never_writes_uploads_or_code_nor_moves_the_current
     writable = requests_for_call("s3", "PutObject", {"Bucket": "fruits-lake", "Key": "pca/2026-12-02T000000Z/x"},
                                  ACCOUNT)
     assert not denied(_policy("ec2_instance_inline"), writable[:1])
-    for key in ("raw/Kiwi/k.jpg", "code/0123456789ab/reduce_pca.py", "models/m/m.tflite", "pca/current.json",
-                "classifier/current.json"):
+    for key in ("predictions/2026-12-02T000000Z/part-0.parquet", "classifier/2026-12-02T000000Z/x"):
+        put = requests_for_call("s3", "PutObject", {"Bucket": "fruits-lake", "Key": key}, ACCOUNT)
+        assert not denied(_policy("ec2_instance_inline"), put[:1]), key
+    # The feature job reads the app's photos itself (issue 26): without this grant it failed on EMR.
+    photo = requests_for_call("s3", "GetObject", {"Bucket": "fruits-lake", "Key": "uploads/2026-12-02/u1/a.heic"},
+                              ACCOUNT)
+    assert not denied(_policy("ec2_instance_inline"), photo[:1])
+    for key in ("raw/Kiwi/k.jpg", "uploads/2026-12-02/u1/a.heic", "code/0123456789ab/reduce_pca.py",
+                "models/m/m.tflite", "pca/current.json", "classifier/current.json", "labels/2026-12-02.csv"):
         put = requests_for_call("s3", "PutObject", {"Bucket": "fruits-lake", "Key": key}, ACCOUNT)
         assert denied(_policy("ec2_instance_inline"), put[:1]), key
     other_bucket = requests_for_call("s3", "GetObject", {"Bucket": "someone-else", "Key": "raw/x"}, ACCOUNT)

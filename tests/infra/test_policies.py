@@ -60,11 +60,11 @@ def test_instance_role_reads_inputs_and_writes_only_derived_prefixes():
     writes = [r for s in statements if "s3:PutObject" in _list(s["Action"]) for r in _list(s["Resource"])]
     reads = [r for s in statements if "s3:GetObject" in _list(s["Action"]) for r in _list(s["Resource"])]
     assert sorted(writes) == sorted(
-        f"{BUCKET_ARN}/{p}/*" for p in ("manifests", "features", "pca", "classifier", "reports", "logs")
+        f"{BUCKET_ARN}/{p}/*" for p in ("manifests", "features", "pca", "classifier", "predictions", "reports", "logs")
     )
-    for prefix in ("raw", "code", "models"):
+    for prefix in ("raw", "uploads", "code", "models"):
         assert f"{BUCKET_ARN}/{prefix}/*" in reads
-    assert not any("/raw/" in r for r in writes), "the cluster must never modify uploads"
+    assert not any("/raw/" in r or "/uploads/" in r for r in writes), "the cluster must never modify uploads"
     kms = [s for s in statements if any(a.startswith("kms:") for a in _list(s["Action"]))]
     assert kms and all(s["Resource"] == CONTEXT.key_arn for s in kms)
 
