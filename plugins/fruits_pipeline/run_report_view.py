@@ -160,6 +160,9 @@ def _classifier(classifier: dict | None) -> str:
             _row("images trained on / held out", _field("classifier.n_train", classifier.get("n_train")) + " / "
                  + _field("classifier.n_test", classifier.get("n_test"))),
             _row("model", lake_link(classifier.get("uri")))]
+    if classifier.get("labelled_uploads") is not None:
+        rows.append(_row("uploads trained on under a user's confirmed label",
+                         _field("classifier.labelled_uploads", classifier["labelled_uploads"])))
     if classifier.get("excluded_labels"):
         rows.append(_row("labels left out (too few images)",
                          _e(", ".join(str(label) for label in classifier["excluded_labels"]))))
@@ -184,7 +187,103 @@ def _classifier(classifier: dict | None) -> str:
         body += "<h3>Accuracy by number of PCA components</h3>" + _table(
             [f"<tr><td>{_e(k)}</td><td>{_field(f'classifier.accuracy_by_k.{k}', acc, _percent(acc))}</td></tr>"
              for k, acc in items], ["k", "accuracy"])
+    body += _not_sure(classifier.get("unsure")) + _publication(classifier.get("publication"))
     return _section("Classifier", body)
+
+
+def _not_sure(unsure: dict | None) -> str:
+    """How the classifier says "not sure", measured on held-out fruit and on photos of no fruit."""
+    if not unsure:
+        return ""
+
+    def share(key: str) -> str:
+        return _field(f"classifier.unsure.{key}", unsure.get(key), _percent(unsure.get(key)))
+    rows = [_row("method", _field("classifier.unsure.method", unsure.get("method"))),
+            _row("held-out images", _field("classifier.unsure.held_out", unsure.get("held_out"))),
+            _row("held-out images: sure and right", share("held_out_sure_and_right")),
+            _row("held-out images: unsure", share("held_out_unsure")),
+            _row("held-out images: sure and wrong", share("held_out_sure_and_wrong")),
+            _row("photos of no fruit: unsure", share("not_fruit_unsure") + " of "
+                 + _field("classifier.unsure.not_fruit_photos", unsure.get("not_fruit_photos")))]
+    return "<h3>Not sure</h3>" + _table(rows)
+
+
+def _publication(publication: dict | None) -> str:
+    """Whether this run's classifier became the published one (the one the app and the next runs use), and why."""
+    if not publication:
+        return ""
+    published = publication.get("published")
+    rows = [_row("published", _field("classifier.publication.published", published,
+                                     "yes" if published else "no")),
+            _row("why", _field("classifier.publication.why", publication.get("why")))]
+    if publication.get("compared_with"):
+        rows.append(_row("compared with the published classifier",
+                         _field("classifier.publication.compared_with", publication["compared_with"])
+                         + " on " + _field("classifier.publication.shared_held_out", publication.get("shared_held_out"))
+                         + " held-out images both were tested on: this one right on "
+                         + _field("classifier.publication.new_right", publication.get("new_right"))
+                         + ", the published one on "
+                         + _field("classifier.publication.current_right", publication.get("current_right"))))
+    return "<h3>Publication</h3>" + _table(rows)
+
+
+def _predictions(predictions: dict | None) -> str:
+    """The day's answers to the app's photos: by which classifier, how many, how many unsure, by label."""
+    if not predictions:
+        return ""
+    if not predictions.get("model"):
+        return _section("Predictions", "<p>No prediction: "
+                        + _field("predictions.reason", predictions.get("reason") or "no classifier answered") + "</p>")
+    rows = [_row("classifier (the run that trained it)", _field("predictions.model", predictions["model"])),
+            _row("uploads answered", _field("predictions.predicted", predictions.get("predicted"))),
+            _row("unsure", _field("predictions.unsure", predictions.get("unsure")))]
+    if predictions.get("uri"):
+        rows.append(_row("answers", lake_link(predictions["uri"])))
+    body = _table(rows)
+    by_label = predictions.get("by_label") or {}
+    means = predictions.get("mean_probability_by_label") or {}
+    if by_label:
+        body += "<h3>Sure answers, by label</h3>" + _table(
+            [f"<tr><td>{_e(label)}</td><td>{_field(f'predictions.by_label.{label}', n)}</td>"
+             f"<td>{_field(f'predictions.mean_probability_by_label.{label}', means.get(label), _number(means.get(label)))}</td></tr>"
+             for label, n in by_label.items()], ["label", "uploads", "mean probability"])
+    return _section("Predictions", body)
+
+
+def _labels(labels: dict | None) -> str:
+    """The users' confirmed labels (labels/): rows accepted, rejected and why, files that could not be read."""
+    if not labels:
+        return ""
+    rows = [_row("label files", _field("labels.files", labels.get("files"))),
+            _row("rows", _field("labels.rows", labels.get("rows"))),
+            _row("accepted", _field("labels.accepted", labels.get("accepted"))),
+            _row("rejected", _field("labels.rejected", labels.get("rejected")))]
+    if labels.get("digest"):
+        rows.append(_row("digest", f'<code data-field="labels.digest">{_e(labels["digest"])}</code>'))
+    body = _table(rows)
+    by_reason = labels.get("rejected_by_reason") or {}
+    if by_reason:
+        examples = labels.get("rejected_examples") or {}
+        reason_rows = [
+            f"<tr><td><code>{_e(reason)}</code></td><td>{_field(f'labels.rejected_by_reason.{reason}', n)}</td>"
+            f"<td data-field=\"labels.rejected_examples.{_e(reason)}\">"
+            f"{'<br>'.join(_label_example(example) + chr(10) for example in examples.get(reason) or [])}</td></tr>"
+            for reason, n in by_reason.items()]
+        body += "<h3>Rejected, by reason</h3>" + _table(reason_rows, ["reason", "rows", "for example"])
+    problems = labels.get("file_problems") or []
+    if problems:
+        body += (f"<h3>Files not read (<span data-field=\"labels.file_problems\">{len(problems)}</span>)</h3>"
+                 + _table([f"<tr><td><code>{_e(p.get('file'))}</code></td><td><code>{_e(p.get('reason'))}</code></td>"
+                           f"<td>{_e(p.get('detail'))}</td></tr>" for p in problems], ["file", "reason", "detail"]))
+    return _section("Confirmed labels", body)
+
+
+def _label_example(example) -> str:
+    if not isinstance(example, dict):
+        return f"<code>{_e(example)}</code>"
+    text = (f"<code>{_e(example.get('file'))}</code> row {_e(example.get('row'))}: "
+            f"<code>{_e(example.get('path'))}</code> labelled <q>{_e(example.get('label'))}</q>")
+    return text + (f" ({_e(example['detail'])})" if example.get("detail") else "")
 
 
 def _number(value) -> str | None:
@@ -279,7 +378,8 @@ def render_report(report: dict, *, run_id: str, run_state: str | None, picture_u
                f'alt="variance by PCA component and the images on the first two components"></section>'
                if picture_url else "")
     body = (head + f'<div class="columns"><div class="numbers">{numbers}</div><div class="figure">{picture}</div></div>'
-            + _classifier(report.get("classifier")) + _faults(report.get("faults")) + _links(report.get("uris") or {}))
+            + _labels(report.get("labels")) + _classifier(report.get("classifier"))
+            + _predictions(report.get("predictions")) + _faults(report.get("faults")) + _links(report.get("uris") or {}))
     return _page(f"Run report: {run_id}", body)
 
 

@@ -175,3 +175,122 @@ def test_the_app_asks_for_a_signed_in_user_before_anything_else(path):
     response = TestClient(create_app()).get(path, params={"dag_id": "fruits_pipeline", "run_id": "../x"})
     assert response.status_code == 401
     assert fields_of(response.text) == {"refused": "Not authenticated"}
+
+
+HOSTILE_LABEL = '<script>alert("x")</script>'
+CLASSIFIER = {"uri": "s3://fruits-lake/classifier/r1", "accuracy": 0.9375, "macro_f1": 0.91234,
+              "per_label": {}, "confusion_matrix": None, "accuracy_by_k": {}, "excluded_labels": None,
+              "n_train": 60, "n_test": 16, "labelled_uploads": 3,
+              "unsure": {"method": "max probability below 0.6", "held_out": 16, "held_out_sure_and_right": 0.875,
+                         "held_out_unsure": 0.0625, "held_out_sure_and_wrong": 0.0625, "not_fruit_photos": 20,
+                         "not_fruit_unsure": 0.95},
+              "publication": {"published": False, "why": "worse by more than 1 point: 80% against 90%",
+                              "compared_with": "r0", "shared_held_out": 10, "new_right": 8, "current_right": 9}}
+PREDICTIONS = {"uri": "s3://fruits-lake/predictions/r1", "model": "r0", "predicted": 9, "unsure": 2,
+               "by_label": {"Kiwi": 5, HOSTILE_LABEL: 2}, "mean_probability_by_label": {"Kiwi": 0.97, HOSTILE_LABEL: 0.8},
+               "reason": None}
+LABELS = {"files": 2, "rows": 5, "accepted": 2, "rejected": 3,
+          "rejected_by_reason": {"unknown_path": 2, "empty_label": 1},
+          "rejected_examples": {
+              "unknown_path": [{"file": "s3://fruits-lake/labels/day1.csv", "row": 2, "path": "uploads/<img src=x>.jpg",
+                                "label": HOSTILE_LABEL, "reason": "unknown_path", "detail": "no such upload"},
+                               {"file": "s3://fruits-lake/labels/day1.csv", "row": 4, "path": "uploads/b.jpg",
+                                "label": "Kiwi", "reason": "unknown_path", "detail": ""}],
+              "empty_label": [{"file": "s3://fruits-lake/labels/day2.parquet", "row": 1, "path": "uploads/c.jpg",
+                               "label": "", "reason": "empty_label", "detail": None}]},
+          "file_problems": [{"file": "s3://fruits-lake/labels/<notes>.txt", "reason": "not_csv_or_parquet",
+                             "detail": "only .csv and .parquet files are read"}],
+          "digest": "sha256:abc"}
+
+
+def _page_with(**extra) -> tuple[str, dict[str, str]]:
+    report = _report(**extra)
+    report["uris"]["predictions"] = (extra.get("predictions") or {}).get("uri")
+    page = render_report(report, run_id="manual__1", run_state="success", picture_url=None)
+    return page, fields_of(page)
+
+
+def test_the_page_shows_the_days_predictions_by_label():
+    page, shown = _page_with(predictions=PREDICTIONS)
+    assert "<h2>Predictions</h2>" in page
+    assert (shown["predictions.model"], shown["predictions.predicted"], shown["predictions.unsure"]) == ("r0", "9", "2")
+    assert shown["predictions.by_label.Kiwi"] == "5" and shown["predictions.mean_probability_by_label.Kiwi"] == "0.970"
+    assert shown[f"predictions.by_label.{HOSTILE_LABEL}"] == "2"
+    assert shown[f"predictions.mean_probability_by_label.{HOSTILE_LABEL}"] == "0.800"
+    assert "https://s3.console.aws.amazon.com/s3/buckets/fruits-lake?prefix=predictions%2Fr1" in page
+    # the label came from a user: escaped in the text and in the attribute
+    assert "<script>" not in page and "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page
+
+
+def test_a_day_without_a_classifier_says_why_nothing_was_predicted():
+    page, shown = _page_with(predictions={"uri": "s3://fruits-lake/predictions/r1", "model": None, "predicted": 0,
+                                          "unsure": 0, "by_label": {}, "mean_probability_by_label": {},
+                                          "reason": "no classifier published yet"})
+    assert shown["predictions.reason"] == "no classifier published yet"
+    assert "predictions.predicted" not in shown and "predictions.model" not in shown
+
+
+def test_the_classifier_section_says_how_often_it_is_unsure_and_whether_it_was_published():
+    page, shown = _page_with(classifier=CLASSIFIER)
+    assert shown["classifier.unsure.method"] == "max probability below 0.6"
+    assert shown["classifier.unsure.held_out"] == "16"
+    assert (shown["classifier.unsure.held_out_sure_and_right"], shown["classifier.unsure.held_out_unsure"],
+            shown["classifier.unsure.held_out_sure_and_wrong"]) == ("87.5%", "6.2%", "6.2%")
+    assert shown["classifier.unsure.not_fruit_unsure"] == "95.0%" and shown["classifier.unsure.not_fruit_photos"] == "20"
+    assert shown["classifier.publication.published"] == "no"
+    assert shown["classifier.publication.why"] == "worse by more than 1 point: 80% against 90%"
+    assert (shown["classifier.publication.compared_with"], shown["classifier.publication.shared_held_out"],
+            shown["classifier.publication.new_right"], shown["classifier.publication.current_right"]) == ("r0", "10", "8", "9")
+    assert shown["classifier.labelled_uploads"] == "3"
+    published = CLASSIFIER | {"publication": {"published": True, "why": "first classifier", "compared_with": None,
+                                              "shared_held_out": 0, "new_right": 0, "current_right": 0}}
+    _, shown = _page_with(classifier=published)
+    assert shown["classifier.publication.published"] == "yes" and "classifier.publication.compared_with" not in shown
+
+
+def test_a_classifier_of_before_the_not_sure_figures_still_renders():
+    old = {key: value for key, value in CLASSIFIER.items() if key not in ("unsure", "publication", "labelled_uploads")}
+    for classifier in (old, old | {"unsure": None, "publication": None, "labelled_uploads": None}):
+        page, shown = _page_with(classifier=classifier)
+        assert shown["classifier.accuracy"] == "93.8%"
+        assert not any(name.startswith(("classifier.unsure", "classifier.publication", "classifier.labelled"))
+                       for name in shown)
+
+
+def test_the_page_shows_the_confirmed_labels_and_escapes_what_users_wrote():
+    page, shown = _page_with(labels=LABELS)
+    assert "<h2>Confirmed labels</h2>" in page
+    assert (shown["labels.files"], shown["labels.rows"], shown["labels.accepted"], shown["labels.rejected"]) == \
+        ("2", "5", "2", "3")
+    assert shown["labels.rejected_by_reason.unknown_path"] == "2" and shown["labels.rejected_by_reason.empty_label"] == "1"
+    examples = shown["labels.rejected_examples.unknown_path"].splitlines()
+    assert examples[0] == ('s3://fruits-lake/labels/day1.csv row 2: uploads/<img src=x>.jpg labelled '
+                           '<script>alert("x")</script> (no such upload)')
+    assert examples[1] == "s3://fruits-lake/labels/day1.csv row 4: uploads/b.jpg labelled Kiwi"
+    assert shown["labels.file_problems"] == "1" and "not_csv_or_parquet" in page
+    assert shown["labels.digest"] == "sha256:abc"
+    assert "<script>" not in page and "<img src=x>" not in page and "<notes>" not in page
+    assert "&lt;img src=x&gt;" in page and "&lt;notes&gt;" in page
+
+
+@pytest.mark.parametrize("name", ["predictions", "labels", "classifier"])
+def test_absent_sections_are_left_out(name):
+    page, shown = _page_with(**{name: None})
+    assert not any(field.startswith(name + ".") for field in shown)
+    assert {"predictions": "<h2>Predictions</h2>", "labels": "<h2>Confirmed labels</h2>",
+            "classifier": "<h2>Classifier</h2>"}[name] not in page
+
+
+def test_a_report_with_every_new_section_renders_from_build_report():
+    validation = {"listed": 5, "valid": 5, "rejected": 0, "labels": LABELS}
+    figures = {key: value for key, value in CLASSIFIER.items() if key != "uri"}
+    report = build_report(LAKE, run_key="r1", status="success", compute="emr", validation=validation,
+                          feature_result={"featurized": 5, "rejected": 0},
+                          pca_report={"k": 12, "cumulative": 0.9, "n_images": 43}, classifier_figures=figures,
+                          predictions={k: v for k, v in PREDICTIONS.items() if k != "uri"} | {"seconds": 3.0})
+    page = render_report(report, run_id="manual__1", run_state="success", picture_url=None)
+    shown = fields_of(page)
+    assert shown["predictions.unsure"] == "2" and shown["classifier.unsure.not_fruit_unsure"] == "95.0%"
+    assert shown["classifier.publication.published"] == "no" and shown["labels.accepted"] == "2"
+    assert "https://s3.console.aws.amazon.com/s3/buckets/fruits-lake?prefix=predictions%2Fr1" in page
+    assert "<script>" not in page
