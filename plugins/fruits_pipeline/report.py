@@ -1,7 +1,8 @@
 """The run report (``reports/<run_key>.json``): route and why, counts that reconcile, timings, cost, URIs.
 
-A successful run also moves the pointers to the current PCA and classifier (``pca/current.json``,
-``classifier/current.json``), which the next run and ``make classify`` read.
+A successful run also moves the pointers to the current PCA and the published classifier
+(``pca/current.json``, ``classifier/current.json``), which the next run, ``make classify`` and the app
+read; the classifier's only when the classifier step found it as good as the current one.
 """
 from __future__ import annotations
 
@@ -51,22 +52,25 @@ def current_pca(lake: Lake, conn_id: str | None, *, exclude_run_key: str | None 
 
 def current_classifier(lake: Lake, conn_id: str | None) -> dict | None:
     """The published classifier, from its pointer ``classifier/current.json`` ({"run_key",
-    "classifier_uri", "accuracy"}); None when no run has trained one."""
+    "classifier_uri", "accuracy"}), which the classifier step writes; None when none is published."""
     from fruits_pipeline import storage
 
     return storage.read_json(lake.classifier_current(), conn_id)
 
 
 def current_pointers(report: dict) -> dict[str, dict]:
-    """The pointers a run report moves, by the lake URI each is written to: a successful run that
-    fitted a PCA (or trained a classifier) makes it the current one."""
+    """The pointers a run report moves, by kind: a successful run that fitted a PCA makes it the
+    current one (with the digest of the confirmed labels it trained on, so that a day with new
+    labels and no new photo still trains); its classifier becomes the published one only when the
+    classifier step found it as good as the current one (``publication``)."""
     if report.get("status") != "success":
         return {}
     uris, pointers = report.get("uris") or {}, {}
     if uris.get("pca"):
-        pointers["pca"] = {"run_key": report["run_key"], "pca_uri": uris["pca"], "pca_target": report.get("pca_target")}
+        pointers["pca"] = {"run_key": report["run_key"], "pca_uri": uris["pca"], "pca_target": report.get("pca_target"),
+                           "labels_digest": (report.get("labels") or {}).get("digest")}
     classifier = report.get("classifier") or {}
-    if classifier.get("uri"):
+    if classifier.get("uri") and (classifier.get("publication") or {}).get("published", True):
         pointers["classifier"] = {"run_key": report["run_key"], "classifier_uri": classifier["uri"],
                                   "accuracy": classifier.get("accuracy")}
     return pointers
@@ -75,7 +79,8 @@ def current_pointers(report: dict) -> dict[str, dict]:
 def write_current_pointers(lake: Lake, report: dict, conn_id: str | None) -> None:
     """Point ``pca/current.json`` and ``classifier/current.json`` at this run's outputs: each one PUT
     of a small object, after the outputs and the report are written, so a reader sees the old
-    pointer or the new one, never a half-written one nor one naming an unfinished output."""
+    pointer or the new one, never a half-written one nor one naming an unfinished output. Only this
+    task moves them: the cluster's nodes may not (infra/, the instance profile)."""
     from fruits_pipeline import storage
 
     where = {"pca": lake.pca_current(), "classifier": lake.classifier_current()}
@@ -105,7 +110,7 @@ def build_report(lake: Lake, *, run_key: str, status: str, compute: str, validat
                  step_timings: list[dict] | None = None, cluster_id: str | None = None, cost: dict | None = None,
                  message: str | None = None, pca_target: dict | None = None, picture_uri: str | None = None,
                  classifier_figures: dict | None = None, classifier_not_trained: str | None = None,
-                 faults: list[dict] | None = None) -> dict:
+                 predictions: dict | None = None, faults: list[dict] | None = None) -> dict:
     counts = {
         "listed": validation["listed"],
         "valid": validation["valid"],
@@ -141,6 +146,9 @@ def build_report(lake: Lake, *, run_key: str, status: str, compute: str, validat
         },
         "classifier": classifier_report(lake.classifier(run_key), classifier_figures) if classifier_figures else None,
         "classifier_not_trained": classifier_not_trained,  # why a run that fitted a PCA has no classifier
+        "labels": validation.get("labels"),  # the users' confirmed labels: accepted, rejected and why
+        "upload_collisions": validation.get("upload_collisions") or [],  # uploads named like a raw/ image
+        "predictions": predictions_report(lake.predictions(run_key), predictions) if predictions else None,
         "steps": step_timings or [],
         "cluster_id": cluster_id,
         "estimated_cost": cost,
@@ -153,6 +161,7 @@ def build_report(lake: Lake, *, run_key: str, status: str, compute: str, validat
             "pca": lake.pca(run_key) if pca_ran else None,
             "pca_report": lake.pca_report(run_key) if pca_ran else None,
             "classifier": lake.classifier(run_key) if classifier_figures else None,
+            "predictions": lake.predictions(run_key) if predictions else None,
             "report": lake.report(run_key),
             "picture": picture_uri,
             "emr_logs": lake.emr_logs() if cluster_id else None,
@@ -161,12 +170,22 @@ def build_report(lake: Lake, *, run_key: str, status: str, compute: str, validat
 
 
 CLASSIFIER_KEYS = ("accuracy", "macro_f1", "per_label", "confusion_matrix", "accuracy_by_k", "excluded_labels",
-                   "n_train", "n_test")
+                   "n_train", "n_test", "unsure", "publication", "labelled_uploads")
+PREDICTION_KEYS = ("model", "predicted", "unsure", "by_label", "mean_probability_by_label", "reason")
 
 
 def classifier_report(uri: str, figures: dict) -> dict:
     """The report's ``classifier`` object: the classifier's URI and its held-out figures (figures.json)."""
     return {"uri": uri, **{key: figures.get(key) for key in CLASSIFIER_KEYS}}
+
+
+def predictions_report(uri: str, job_result: dict) -> dict:
+    """The report's ``predictions`` object: the day's answers (the predictions step's job result)."""
+    return {"uri": uri, **{key: job_result.get(key) for key in PREDICTION_KEYS}}
+
+
+def _percent(value) -> str:
+    return f"{value:.1%}" if isinstance(value, (int, float)) else "n/a"
 
 
 def summary_text(report: dict) -> str:
@@ -195,8 +214,38 @@ def summary_text(report: dict) -> str:
         lines.append(f"  classifier: held-out accuracy {classifier['accuracy']:.1%}, macro F1 {classifier['macro_f1']:.3f} "
                      f"on {classifier['n_test']} images (trained on {classifier['n_train']})"
                      + (f"; left out, too few images: {left_out}" if left_out else ""))
+        unsure = classifier.get("unsure") or {}
+        if unsure:
+            lines.append(f"  not sure ({unsure.get('method')}): held-out fruit sure and right "
+                         f"{_percent(unsure.get('held_out_sure_and_right'))}, unsure {_percent(unsure.get('held_out_unsure'))}; "
+                         f"photos of no fruit unsure {_percent(unsure.get('not_fruit_unsure'))} "
+                         f"of {unsure.get('not_fruit_photos')}")
+        publication = classifier.get("publication") or {}
+        if publication:
+            lines.append(f"  {'published' if publication.get('published') else 'NOT published'}: {publication.get('why')}")
+        if classifier.get("labelled_uploads"):
+            lines.append(f"  trained on {classifier['labelled_uploads']} upload(s) with a confirmed label")
     elif report.get("classifier_not_trained"):
         lines.append(f"  classifier: not trained: {report['classifier_not_trained']}")
+    collisions = report.get("upload_collisions") or []
+    if collisions:
+        lines.append(f"  {len(collisions)} upload(s) named like a labelled image, processed as app photos: "
+                     + ", ".join(f"{c['path']} (as {c['raw_path']})" for c in collisions[:3])
+                     + (" ..." if len(collisions) > 3 else ""))
+    labels = report.get("labels") or {}
+    if labels.get("rows") or labels.get("file_problems"):
+        rejected = ", ".join(f"{k}={v}" for k, v in (labels.get("rejected_by_reason") or {}).items()) or "none"
+        lines.append(f"  confirmed labels: {labels.get('accepted', 0)} accepted from {labels.get('rows', 0)} row(s) in "
+                     f"{labels.get('files', 0)} file(s); rejected: {rejected}"
+                     + "".join(f"; file {p['file']}: {p['reason']}" for p in labels.get("file_problems") or []))
+    predictions = report.get("predictions")
+    if predictions:
+        if predictions.get("model"):
+            by_label = ", ".join(f"{label}={n}" for label, n in (predictions.get("by_label") or {}).items()) or "none sure"
+            lines.append(f"  predictions: {predictions['predicted']} upload(s) answered by classifier {predictions['model']}: "
+                         f"{by_label}; unsure {predictions['unsure']}")
+        else:
+            lines.append(f"  predictions: none: {predictions.get('reason')}")
     for step in report["steps"]:
         lines.append(f"  step {step['name']}: {step.get('state', '')} {step.get('seconds')}s")
     if report.get("cluster_id"):

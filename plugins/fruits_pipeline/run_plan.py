@@ -10,12 +10,13 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from fruits_contract.lake import EXTRACT_FEATURES, REDUCE_PCA, STEP_NAMES, TRAIN_CLASSIFIER
+from fruits_contract.lake import EXTRACT_FEATURES, PREDICT_UPLOADS, REDUCE_PCA, STEP_NAMES, TRAIN_CLASSIFIER
 from fruits_pipeline.cost import classifier_step_seconds
 from fruits_pipeline.params import ClusterShape, PcaTarget, RunParams
 from fruits_pipeline.routes import ROUTE_DRY_RUN, ROUTE_NOTHING, ROUTE_PCA_ONLY, ROUTE_RUN, ROUTES_WITH_WORK
 
-# Which of the steps each route runs, in the order they are added to the cluster.
+# Which of the steps each route runs, in the order they are added to the cluster. A PCA-only run
+# featurized no upload, so it has none to predict.
 STEPS_OF_ROUTE = {ROUTE_RUN: STEP_NAMES, ROUTE_PCA_ONLY: (REDUCE_PCA, TRAIN_CLASSIFIER)}
 
 # Conservative throughput for sizing sensor timeouts (MobileNetV2 on CPU, per core node) and the
@@ -28,9 +29,11 @@ PCA_IMAGES_PER_CORE_NODE = 200_000
 
 
 def decide_route(valid_count: int, dry_run: bool, *, pca_target: PcaTarget, latest_pca: dict | None = None,
-                 featurized_count: int = 0) -> tuple[str, str]:
+                 featurized_count: int = 0, labels_digest: str | None = None) -> tuple[str, str]:
     """(route, why) of a run. ``latest_pca``: the current PCA's pointer (``report.current_pca``) or None;
-    ``featurized_count``: images already featurized by earlier runs (what a PCA-only run would refit on)."""
+    ``featurized_count``: images already featurized by earlier runs (what a PCA-only run would refit on);
+    ``labels_digest``: the users' confirmed labels as validation found them (``confirmed_labels``): when
+    they differ from those the latest run trained on, the classifier is trained again."""
     if dry_run:
         return ROUTE_DRY_RUN, "dry run asked for: uploads validated and manifests written, no Spark"
     if valid_count > 0:
@@ -41,6 +44,10 @@ def decide_route(valid_count: int, dry_run: bool, *, pca_target: PcaTarget, late
         return ROUTE_PCA_ONLY, (f"no valid new upload, but no PCA output yet for the {featurized_count} "
                                 f"featurized images: PCA {pca_target} without feature extraction")
     latest_target = PcaTarget.from_dict(latest_pca.get("pca_target"))
+    if labels_digest is not None and labels_digest != latest_pca.get("labels_digest"):
+        return ROUTE_PCA_ONLY, (f"no valid new upload, but the users' confirmed labels changed since the latest "
+                                f"classifier (run {latest_pca.get('run_key')}): PCA {pca_target} and classifier "
+                                "trained again, without feature extraction")
     if latest_target != pca_target:
         return ROUTE_PCA_ONLY, (f"no valid new upload; PCA target {pca_target} differs from the "
                                 f"latest PCA output's ({latest_target or 'none'}, run "
@@ -66,6 +73,7 @@ def step_seconds(valid_images: int, core_instance_count: int, featurized_images:
         EXTRACT_FEATURES: 3 * valid_images / (IMAGES_PER_SECOND_PER_CORE_NODE * core_instance_count),
         REDUCE_PCA: 15 * 60 + 3 * lake_images / 1000,  # a refit over every batch; small next to the features
         TRAIN_CLASSIFIER: 15 * 60 + 3 * classifier_step_seconds(lake_images),  # the same model as `make cost`
+        PREDICT_UPLOADS: 15 * 60 + 3 * valid_images / 1000,  # NumPy on the features of the day's uploads
     }
 
 
@@ -127,7 +135,8 @@ def make_plan(run_key: str, params: RunParams, validation: dict, *, latest_pca: 
     """The plan of a run from its params and what validation found (``ValidationResult.summary()``)."""
     featurized = int(validation.get("already_featurized", 0))
     route, reason = decide_route(int(validation["valid"]), params.dry_run, pca_target=params.pca_target,
-                                 latest_pca=latest_pca, featurized_count=featurized)
+                                 latest_pca=latest_pca, featurized_count=featurized,
+                                 labels_digest=(validation.get("labels") or {}).get("digest"))
     cluster = cluster_for(route, params, featurized)
     steps = STEPS_OF_ROUTE.get(route, ())
     return RunPlan(run_key=run_key, route=route, reason=reason, params=params, cluster=cluster,

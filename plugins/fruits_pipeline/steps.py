@@ -6,7 +6,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from fruits_contract.lake import EXTRACT_FEATURES, PY_FILES_ZIP, REDUCE_PCA, TRAIN_CLASSIFIER, Lake
+from fruits_contract.lake import EXTRACT_FEATURES, PREDICT_UPLOADS, PY_FILES_ZIP, REDUCE_PCA, TRAIN_CLASSIFIER, Lake
 from fruits_pipeline.params import PcaTarget
 
 
@@ -28,7 +28,12 @@ def pipeline_steps(lake: Lake, run_key: str, *, model_name: str | None, pca_targ
         JobStep(REDUCE_PCA, f"{REDUCE_PCA}.py",
                 ("--features", lake.features_root(), "--output", lake.pca(run_key), *pca_target.job_args()), lake.pca(run_key)),
         JobStep(TRAIN_CLASSIFIER, f"{TRAIN_CLASSIFIER}.py",
-                ("--pca", lake.pca(run_key), "--output", lake.classifier(run_key)), lake.classifier(run_key)),
+                ("--pca", lake.pca(run_key), "--labels", lake.manifest_labels(run_key),
+                 "--current", lake.classifier_current(), "--output", lake.classifier(run_key)), lake.classifier(run_key)),
+        JobStep(PREDICT_UPLOADS, f"{PREDICT_UPLOADS}.py",
+                ("--features", lake.features(run_key), "--classifier", lake.classifier(run_key),
+                 "--current", lake.classifier_current(), "--output", lake.predictions(run_key)),
+                lake.predictions(run_key)),
     ]
 
 

@@ -167,7 +167,8 @@ def write_run_report(settings: Settings, plan: RunPlan | None, *, cluster_id: st
     classifier_result = storage.read_json(lake.job_result(lake.classifier(run_key)), conn) if ran else None
     feature_result = storage.read_json(lake.job_result(lake.features(run_key)), conn) if featurized else None
     pca_result = storage.read_json(lake.job_result(lake.pca(run_key)), conn) if ran else None
-    picture_uri = write_picture(lake, run_key, pca_report, conn, classifier_figures) if pca_report else None
+    predictions = storage.read_json(lake.job_result(lake.predictions(run_key)), conn) if featurized else None
+    picture_uri = write_picture(lake, run_key, pca_report, conn, classifier_figures, predictions) if pca_report else None
     validation = plan.report_validation()
     report = build_report(
         lake, run_key=run_key, status=status, compute=settings.compute, validation=validation,
@@ -176,6 +177,7 @@ def write_run_report(settings: Settings, plan: RunPlan | None, *, cluster_id: st
         pca_target=plan.pca_target.as_dict(), picture_uri=picture_uri,
         classifier_figures=classifier_figures,
         classifier_not_trained=(classifier_result or {}).get("reason") if not classifier_figures else None,
+        predictions=predictions,
         faults=faults_met(validation=validation, feature_result=feature_result, pca_result=pca_result,
                           s3_faults=storage.take_s3_faults()),
     )
@@ -191,13 +193,14 @@ def write_run_report(settings: Settings, plan: RunPlan | None, *, cluster_id: st
 
 
 def write_picture(lake, run_key: str, pca_report: dict, conn_id: str | None,
-                  classifier_figures: dict | None = None) -> str | None:
+                  classifier_figures: dict | None = None, predictions: dict | None = None) -> str | None:
     """Draw reports/<run_key>.png from the PCA job's small preview; None (and a warning) when it cannot:
     the picture illustrates the run, it never fails it."""
     from fruits_pipeline.picture import PictureError, write_run_picture
 
     try:
-        return write_run_picture(lake, run_key, conn_id, pca_report=pca_report, classifier_figures=classifier_figures)
+        return write_run_picture(lake, run_key, conn_id, pca_report=pca_report, classifier_figures=classifier_figures,
+                                 predictions=predictions)
     except PictureError as error:
         log.warning("no run picture: %s", error)
         return None

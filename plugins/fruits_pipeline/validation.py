@@ -48,6 +48,9 @@ class ValidationResult:
     valid: list[dict] = field(default_factory=list)
     rejected: list[dict] = field(default_factory=list)
     partial_batches_ignored: list[str] = field(default_factory=list)  # features/batch=* left by a failed job
+    upload_collisions: list[dict] = field(default_factory=list)  # uploads named like a raw/ image (upload_collisions)
+    labels: dict | None = None  # the users' confirmed labels (confirmed_labels.ConfirmedLabels.summary)
+    uploads: frozenset = frozenset()  # every photo under uploads/ (what a confirmed label may name)
 
     def rejected_by_reason(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -77,7 +80,8 @@ class ValidationResult:
                 "valid": len(self.valid), "rejected": len(self.rejected),
                 "rejected_by_reason": self.rejected_by_reason(), "valid_by_format": self.valid_by_format(),
                 "rejected_examples": self.rejected_examples(),
-                "partial_batches_ignored": self.partial_batches_ignored}
+                "partial_batches_ignored": self.partial_batches_ignored,
+                "upload_collisions": self.upload_collisions, "labels": self.labels}
 
 
 def check_image(uri: str, size: int, read_range, *, label: str | None, max_bytes: int,
@@ -191,6 +195,15 @@ def remove_replaced_partial_batches(lake: Lake, batches: BatchFiles, featurized:
     return removed
 
 
+def upload_collisions(lake: Lake, selected: dict[str, int], raw_files: dict[str, int]) -> list[dict]:
+    """The selected uploads whose key below uploads/ is a raw/ image's key below raw/
+    (``uploads/Apple/1.jpg`` and ``raw/Apple/1.jpg``): most likely a labelled image sent again, or an
+    app writing into the wrong folder. Each is processed as an upload (no label) and named in the report."""
+    uploads_root, raw_root = lake.uploads() + "/", lake.raw() + "/"
+    return [{"path": uri, "raw_path": raw_root + uri[len(uploads_root):]} for uri in sorted(selected)
+            if uri.startswith(uploads_root) and raw_root + uri[len(uploads_root):] in raw_files]
+
+
 def select_uploads(listed: dict[str, int], featurized: set[str], rejected_before: set[str],
                    full_refresh: bool) -> dict[str, int]:
     if full_refresh:
@@ -222,7 +235,12 @@ def validate_uploads(lake: Lake, run_key: str, *, full_refresh: bool, conn_id: s
                               total_in_uploads=len(by_root[lake.uploads()]),
                               already_featurized=len(featurized & listed.keys()),
                               previously_rejected=len((rejected_before - featurized) & listed.keys()),
-                              partial_batches_ignored=sorted(lake.features(key) for key in batches.partial))
+                              partial_batches_ignored=sorted(lake.features(key) for key in batches.partial),
+                              upload_collisions=upload_collisions(lake, selected, by_root[raw_root]),
+                              uploads=frozenset(by_root[lake.uploads()]))
+    for collision in result.upload_collisions:
+        log.warning("%s has the name of the labelled image %s: processed as an app photo, without a label",
+                    collision["path"], collision["raw_path"])
     if not full_refresh:
         for batch in remove_replaced_partial_batches(lake, batches, featurized, conn_id):
             log.info("removed %s: a feature job died before committing it; committed batches hold its images", batch)

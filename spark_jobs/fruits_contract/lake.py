@@ -16,7 +16,7 @@ from urllib.parse import unquote, urlparse
 # The Spark steps, in the order a run adds them; each is spark_jobs/<name>.py.
 EXTRACT_FEATURES, REDUCE_PCA, TRAIN_CLASSIFIER, PREDICT_UPLOADS = (
     "extract_features", "reduce_pca", "train_classifier", "predict_uploads")
-STEP_NAMES = (EXTRACT_FEATURES, REDUCE_PCA, TRAIN_CLASSIFIER)
+STEP_NAMES = (EXTRACT_FEATURES, REDUCE_PCA, TRAIN_CLASSIFIER, PREDICT_UPLOADS)
 # The jobs' shared code as shipped to a cluster (spark-submit --py-files): fruits_spark and this package.
 PY_FILES_ZIP = "fruits_spark.zip"
 # Inside code/<version>/: the EMR bootstrap action and the wheels it installs from.

@@ -42,6 +42,9 @@ REG_PARAM = 1e-3
 MAX_ITER = 100  # Spark's defaults; the sample's fits converge in 60-80 iterations
 TOLERANCE = 1e-6
 TOP = 3
+# A new classifier is published when its held-out accuracy on the images the current one also held
+# out is at least the current one's less this many points (issue 27: "within 1 point").
+PUBLISH_TOLERANCE_POINTS = 1.0
 
 
 class NotEnoughImages(ClassifierInputError):
@@ -55,6 +58,32 @@ def read_pca_output(spark, pca_uri: str):
 
     return read_job_output(spark, pca_uri, ("path", "label", PCA_COLUMN), flag="--pca", made_by="the PCA job",
                            error=ClassifierInputError)
+
+
+def with_confirmed_labels(frame, confirmed):
+    """``frame`` with the labels users confirmed for its uploads: ``confirmed`` (path, label) fills the
+    label of the rows that have none (an upload); a labelled image keeps its folder's label."""
+    from pyspark.sql import functions as F
+
+    confirmed = confirmed.select("path", F.col("label").alias("confirmed_label"))
+    return (frame.join(F.broadcast(confirmed), "path", "left")
+            .withColumn("label", F.coalesce("label", "confirmed_label")).drop("confirmed_label"))
+
+
+def publish_decision(shared: int, new_right: int, current_right: int, *, current_run: str | None,
+                     tolerance_points: float = PUBLISH_TOLERANCE_POINTS) -> tuple[bool, str]:
+    """(publish, why): whether a new classifier replaces the current one. ``shared``: held-out images
+    both classifiers held out; ``new_right``/``current_right``: how many of them each answered right."""
+    if current_run is None:
+        return True, "no classifier published yet"
+    if shared == 0:
+        return True, f"no held-out image in common with the current classifier ({current_run}) to compare on"
+    new, current = 100 * new_right / shared, 100 * current_right / shared
+    figures = (f"{new:.2f}% against {current:.2f}% for the current classifier ({current_run}) on the "
+               f"{shared} held-out images both held out")
+    if new >= current - tolerance_points:
+        return True, f"as good or better: {figures}"
+    return False, f"worse by more than {tolerance_points:g} point: {figures}; kept, not published"
 
 
 def with_split(frame, held_out_percent: int = HELD_OUT_PERCENT):
@@ -206,6 +235,20 @@ def train(frame, pca_uri: str, logger=None) -> TrainedClassifier:
     result = figures(run_counts, labels) | {"accuracy_by_k": accuracy_by_k, "excluded_labels": excluded,
                                             "n_train": n_train, "n_test": n_test}
     return TrainedClassifier(model=model, labels=labels, k=k, figures=result, held_out=held_out)
+
+
+def held_out_agreement(new_held_out, current_held_out) -> tuple[int, int, int]:
+    """(shared, new right, current right) over the images both classifiers held out: each
+    ``held_out/`` table's own label_index and prediction (two models may number labels apart)."""
+    from pyspark.sql import functions as F
+
+    def right(frame, name):
+        return frame.select("path", (F.col(LABEL_INDEX_COLUMN) == F.col("prediction")).cast("int").alias(name))
+
+    row = (right(new_held_out, "new").join(right(current_held_out, "current"), "path")
+           .agg(F.count("*").alias("shared"), F.sum("new").alias("new"), F.sum("current").alias("current"))
+           .first())
+    return int(row["shared"]), int(row["new"] or 0), int(row["current"] or 0)
 
 
 def pca_mean_and_components(pca_model) -> tuple[object, object]:

@@ -2,21 +2,25 @@
 
     python -m fruits_spark.classify --model URI [--feature-model FILE] IMAGE...
 
-``--model``: the classifier of a run, ``classifier/<run_key>/`` of the lake (``s3://...``,
-``file://...`` or a plain folder), or its ``export/`` folder. Each image goes through the feature
+``--model``: the lake (``s3://bucket``, ``file:///lake``: its published classifier, named by
+``classifier/current.json``), or one run's classifier, ``classifier/<run_key>/`` (or its ``export/``
+folder), as ``s3://...``, ``file://...`` or a plain folder. Each image goes through the feature
 job's own decode function (``fruits_spark.features.decode_image``) and the LiteRT model the
-repository ships (or ``--feature-model``), then the export's PCA and classifier weights, with NumPy.
+repository ships (or ``--feature-model``), then the export's PCA and classifier weights, with NumPy: the same answer as the run's ``predictions/`` for the
+same photo and model (``ClassifierExport.answers`` makes both).
 Its imports reach NumPy, Pillow, pillow-heif and LiteRT only: ``pip install spark_jobs/`` (the
 ``fruits-classify`` distribution, which carries the shipped model) is all an app backend needs; it
 embeds ``FruitClassifier`` (load once, classify bytes or a path, from any thread), of which this
 command is a thin wrapper.
-Prints one JSON line per image: ``{"image", "top": [{"label", "probability"} x 3]}``, or
-``{"image", "error"}`` for a file that cannot be classified (also said on stderr). Exit code: 0 when
-at least one image was classified, 1 when none was, 2 when the model cannot be used.
+Prints one JSON line per image: ``{"image", "label", "probability", "unsure", "top": [{"label",
+"probability"} x 3], "model"}`` (``label`` null when unsure), or ``{"image", "error"}`` for a file
+that cannot be classified (also said on stderr). Exit code: 0 when at least one image was
+classified, 1 when none was, 2 when the model cannot be used.
 
 The export (docs/classifier.md, "Export format"): ``export/classifier.json`` (format, labels, k,
-feature model, decode settings, figures) and ``export/classifier.npz`` (NumPy arrays, float64:
-``pca_mean`` [dim], ``pca_components`` [dim, k], ``coefficients`` [labels, k], ``intercepts`` [labels]).
+feature model, decode settings, figures) and ``export/classifier.npz`` (NumPy
+arrays, float64: ``pca_mean`` [dim], ``pca_components`` [dim, k], ``coefficients`` [labels, k],
+``intercepts`` [labels]).
 """
 from __future__ import annotations
 
@@ -33,7 +37,7 @@ from urllib.parse import unquote, urlparse
 import numpy as np
 
 from fruits_contract.headers import RejectedImage
-from fruits_contract.lake import CLASSIFIER_EXPORT_FOLDER
+from fruits_contract.lake import CLASSIFIER_EXPORT_FOLDER, CURRENT_FILE
 from fruits_contract.model import SHIPPED_MODEL_PATH
 from fruits_spark.feature_model import LiteRTModel
 from fruits_spark.features import decode_image, preprocess
@@ -82,6 +86,25 @@ class ClassifierExport:
         return [[{"label": labels[i], "probability": round(float(row[i]), 6)} for i in ranked]
                 for row, ranked in zip(probabilities, order)]
 
+    @property
+    def model(self) -> str | None:
+        """The run key of the run that trained this classifier (the ``model`` of its predictions)."""
+        return self.metadata.get("run_key")
+
+    def unsure(self, pca_features: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
+        """Which rows are answered unsure. No "not sure" rule is measured and exported yet (issue 27
+        is open on it): every answer is sure, as before the field existed."""
+        return np.zeros(len(probabilities), dtype=bool)
+
+    def answers(self, features: np.ndarray) -> list[dict]:
+        """The answer for each row of ``features`` [n, dim]: ``label`` (None when unsure),
+        ``probability`` (the best label's), ``unsure``, ``top`` (the TOP best labels)."""
+        pca = self.pca_features(features)
+        probabilities = self.probabilities(pca)
+        return [{"label": None if unsure else top[0]["label"], "probability": top[0]["probability"],
+                 "unsure": bool(unsure), "top": top}
+                for top, unsure in zip(self.top(probabilities), self.unsure(pca, probabilities))]
+
 
 def write_export(folder: Path, metadata: dict, arrays: dict[str, np.ndarray]) -> list[Path]:
     """Write classifier.json and classifier.npz into ``folder``; returns the two files."""
@@ -120,21 +143,46 @@ def _reader(uri: str):
     return lambda name: (root / name).read_bytes()
 
 
-def load_export(uri: str) -> ClassifierExport:
-    """The export of ``uri``: a run's classifier folder (holding export/) or the export folder itself."""
-    read = _reader(uri)
+def _read_json(read, name: str, uri: str):
+    """The JSON object in file ``name`` of ``uri``, or None when there is no such file."""
+    try:
+        return json.loads(read(name))
+    except FileNotFoundError:
+        return None
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ExportError(f"--model {uri}: {name} is not JSON ({error})") from None
+
+
+def published_classifier_uri(uri: str, read=None) -> str | None:
+    """The ``classifier_uri`` that ``classifier/current.json`` names when ``uri`` is a lake (or
+    ``current.json`` when it is the lake's classifier/ folder); None when there is no such pointer."""
+    read = read or _reader(uri)
+    for name in (f"classifier/{CURRENT_FILE}", CURRENT_FILE):
+        pointer = _read_json(read, name, uri)
+        if pointer is not None:
+            if not isinstance(pointer, dict) or not pointer.get("classifier_uri"):
+                raise ExportError(f"--model {uri}: {name} names no classifier_uri ({pointer!r})")
+            return pointer["classifier_uri"]
+    return None
+
+
+def load_export(uri: str, read=None) -> ClassifierExport:
+    """The export of ``uri``: a run's classifier folder (holding export/), the export folder itself, or
+    a lake, whose published classifier (``classifier/current.json``) is used. ``read``: name -> bytes of
+    the files under ``uri`` (default: boto3 for s3://, the file system otherwise)."""
+    read = read or _reader(uri)
     metadata, prefix = None, ""
     for prefix in (f"{CLASSIFIER_EXPORT_FOLDER}/", ""):
-        try:
-            metadata = json.loads(read(prefix + EXPORT_JSON))
+        metadata = _read_json(read, prefix + EXPORT_JSON, uri)
+        if metadata is not None:
             break
-        except FileNotFoundError:
-            continue
-        except (ValueError, UnicodeDecodeError) as error:
-            raise ExportError(f"--model {uri}: {prefix}{EXPORT_JSON} is not JSON ({error})") from None
     if metadata is None:
-        raise ExportError(f"--model {uri}: no {CLASSIFIER_EXPORT_FOLDER}/{EXPORT_JSON} (nor {EXPORT_JSON}) there; give a run's "
-                          "classifier/<run_key>/ folder of the lake")
+        published = published_classifier_uri(uri, read)
+        if published:
+            return load_export(published)
+        raise ExportError(f"--model {uri}: no {CLASSIFIER_EXPORT_FOLDER}/{EXPORT_JSON} (nor {EXPORT_JSON}) there, and "
+                          f"no classifier/{CURRENT_FILE}: give the lake (once a run has published a classifier) or "
+                          "a run's classifier/<run_key>/ folder")
     if metadata.get("format") != EXPORT_FORMAT:
         raise ExportError(f"--model {uri}: format {metadata.get('format')!r}, this command reads {EXPORT_FORMAT!r}")
     try:
@@ -168,10 +216,10 @@ def default_feature_model() -> Path:
 
 
 class FruitClassifier:
-    """A run's classifier and the feature model, loaded once: what an app backend embeds.
+    """A classifier and the feature model, loaded once: what an app backend embeds.
 
-        classifier = FruitClassifier.load("s3://lake/classifier/<run_key>/")
-        classifier.classify(photo_bytes)    # [{"label", "probability"}, ...] best first
+        classifier = FruitClassifier.load("s3://lake")   # the published one (classifier/current.json)
+        classifier.classify(photo_bytes)   # {"label": "Pepino" or None, "probability", "unsure", "top"}
         classifier.classify_path("IMG_0001.HEIC")
 
     Thread-safe: threads decode their photos at once, and take turns on the one LiteRT
@@ -180,13 +228,13 @@ class FruitClassifier:
     """
 
     def __init__(self, export: ClassifierExport, flatbuffer: bytes):
-        self.export = export
+        self.export = export  # ClassifierExport
         self._model = LiteRTModel(flatbuffer)
         self._model_lock = threading.Lock()
 
     @classmethod
     def load(cls, uri: str, feature_model: Path | None = None) -> "FruitClassifier":
-        """The classifier at ``uri`` (a run's ``classifier/<run_key>/``, or its export/) with
+        """The classifier at ``uri`` (the lake's published one, a run's ``classifier/<run_key>/``, or its export/) with
         ``feature_model`` (default: the shipped one); ExportError when they cannot be used together."""
         model_path = feature_model or default_feature_model()
         export = load_export(uri)
@@ -198,16 +246,21 @@ class FruitClassifier:
     def labels(self) -> list[str]:
         return self.export.labels
 
-    def classify(self, photo: bytes, top: int = TOP) -> list[dict]:
-        """The ``top`` most likely labels of the photo whose bytes are ``photo``, with their probabilities."""
+    @property
+    def model(self) -> str | None:
+        return self.export.model
+
+    def classify(self, photo: bytes) -> dict:
+        """The answer for the photo whose bytes are ``photo``: ``label`` (None when unsure),
+        ``probability``, ``unsure`` and ``top``, the three best labels with their probabilities."""
         pixels = decode_image(photo)
         batch = preprocess(pixels[None].astype(np.float32))
         with self._model_lock:
             features = self._model.predict(batch)
-        return self.export.top(self.export.probabilities(self.export.pca_features(features)), top)[0]
+        return self.export.answers(features)[0]
 
-    def classify_path(self, path: str | Path, top: int = TOP) -> list[dict]:
-        return self.classify(Path(path).read_bytes(), top)
+    def classify_path(self, path: str | Path) -> dict:
+        return self.classify(Path(path).read_bytes())
 
 
 def classify_files(classifier: FruitClassifier, images: list[str]) -> list[dict]:
@@ -215,7 +268,7 @@ def classify_files(classifier: FruitClassifier, images: list[str]) -> list[dict]
     results = []
     for image in images:
         try:
-            results.append({"image": image, "top": classifier.classify_path(image)})
+            results.append({"image": image, **classifier.classify_path(image), "model": classifier.model})
         except RejectedImage as rejected:
             results.append({"image": image, "error": f"not a usable image ({rejected.reason}: {rejected.detail})"})
         except OSError as error:
@@ -225,7 +278,9 @@ def classify_files(classifier: FruitClassifier, images: list[str]) -> list[dict]
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fruits_spark.classify", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, help="a run's classifier/<run_key>/ (s3://, file:// or a folder)")
+    parser.add_argument("--model", required=True,
+                        help="the lake (its published classifier) or a run's classifier/<run_key>/ "
+                             "(s3://, file:// or a folder)")
     parser.add_argument("--feature-model", type=Path, default=None,
                         help="TFLite feature model (default: the one the repository ships, which an installed "
                              "fruits-classify carries)")
@@ -241,7 +296,7 @@ def main(argv=None) -> int:
         print(json.dumps(result), flush=True)
         if "error" in result:
             print(f"classify: {result['image']}: {result['error']}", file=sys.stderr)
-    return 0 if any("top" in result for result in results) else 1
+    return 0 if any("error" not in result for result in results) else 1
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ def read_bytes(spark, uri: str) -> bytes:
     The JVM copies it to a local temporary file that Python then reads: through py4j the bytes
     would travel as text (about 2 s for the 9 MB model here)."""
     path, fs = _hadoop_path(spark, uri)
+    if not fs.exists(path):
+        raise FileNotFoundError(uri)
     if not fs.getFileStatus(path).isFile():
         raise IsADirectoryError(f"{uri} is a folder, not a file")
     with tempfile.TemporaryDirectory(prefix="fruits-read-") as tmp:

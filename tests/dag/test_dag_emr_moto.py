@@ -83,8 +83,8 @@ def test_emr_run_processes_new_uploads_and_terminates_the_cluster(aws, lake_buck
     described = aws["emr"].describe_cluster(ClusterId=cluster.id)["Cluster"]
     tags = {tag["Key"]: tag["Value"] for tag in described["Tags"]}
     assert tags.get("data-residency") == REGION and tags.get("project") == "fruits-pipeline"
-    assert [step.state for step in cluster.steps] == ["COMPLETED", "COMPLETED", "COMPLETED"]
-    assert [step.name.split()[0] for step in cluster.steps] == ["extract_features", "reduce_pca", "train_classifier"]
+    assert [step.state for step in cluster.steps] == ["COMPLETED"] * 4
+    assert [step.name.split()[0] for step in cluster.steps] == ["extract_features", "reduce_pca", "train_classifier", "predict_uploads"]
     assert states["watch_train_classifier"] == "success"
     assert cluster.steps[0].args[:3] == ["spark-submit", "--deploy-mode", "cluster"]
 
@@ -97,9 +97,9 @@ def test_emr_run_processes_new_uploads_and_terminates_the_cluster(aws, lake_buck
     classifier = report["classifier"]
     assert classifier["uri"] == f"s3://{lake_bucket}/classifier/{report['run_key']}"
     assert set(classifier) == {"uri", "accuracy", "macro_f1", "per_label", "confusion_matrix", "accuracy_by_k",
-                               "excluded_labels", "n_train", "n_test"}
+                               "excluded_labels", "n_train", "n_test", "unsure", "publication", "labelled_uploads"}
     assert (classifier["accuracy"], classifier["n_test"]) == (0.75, 4)
-    assert [s["name"].split()[0] for s in report["steps"]] == ["extract_features", "reduce_pca", "train_classifier"]
+    assert [s["name"].split()[0] for s in report["steps"]] == ["extract_features", "reduce_pca", "train_classifier", "predict_uploads"]
     assert report["estimated_cost"]["core"] == {"instance_type": "m5.xlarge", "count": 3, "market": "SPOT"}
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=lake_bucket)["Contents"]}
     assert any(k.startswith("models/tiny-") and k.endswith("/tiny.tflite") for k in keys)

@@ -95,7 +95,8 @@ def test_a_new_pca_target_runs_the_pca_step_alone_on_a_small_cluster(aws, lake_b
     # The next run builds on this run's PCA, and make classify uses its classifier.
     run_key = key.removeprefix("reports/").removesuffix(".json")
     assert read_pointer(s3, lake_bucket, "pca/current.json") == {
-        "run_key": run_key, "pca_uri": f"s3://{lake_bucket}/pca/{run_key}", "pca_target": {"k": 8}}
+        "run_key": run_key, "pca_uri": f"s3://{lake_bucket}/pca/{run_key}", "pca_target": {"k": 8},
+        "labels_digest": None}
     assert read_pointer(s3, lake_bucket, "classifier/current.json")["classifier_uri"] == \
         f"s3://{lake_bucket}/classifier/{run_key}"
 

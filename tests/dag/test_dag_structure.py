@@ -8,6 +8,7 @@ import pytest
 from .conftest import DAGS_FOLDER, parse_dag_folder
 
 AWS_TASKS = ("create_cluster", "add_steps", "watch_extract_features", "watch_reduce_pca", "watch_train_classifier",
+             "watch_predict_uploads",
              "terminate_cluster")
 
 
@@ -71,7 +72,7 @@ def test_the_trigger_form_has_titles_and_cluster_params_say_emr_only_in_local_mo
 
 def test_emr_graph_is_one_chain_with_terminate_as_teardown_and_no_branch(emr_dag):
     down = {t.task_id: set(t.downstream_task_ids) for t in emr_dag.tasks}
-    sensors = {"watch_extract_features", "watch_reduce_pca", "watch_train_classifier"}
+    sensors = {"watch_extract_features", "watch_reduce_pca", "watch_train_classifier", "watch_predict_uploads"}
     assert down["validate_and_plan"] == {"clean_up_and_stage"}
     assert down["clean_up_and_stage"] == {"create_cluster", "add_steps"}  # the job flow and the steps it built
     assert down["create_cluster"] == {"add_steps", "terminate_cluster"}

@@ -182,7 +182,7 @@ def test_first_report_counts_reconcile(first_run, lake_root, uploads):
     pca_report = json.loads(_local(lake.pca_report(run_key)).read_text())
     assert report["pca"]["k"] == pca_report["k"]
     assert report["pca"]["variance_kept"] == pytest.approx(pca_report["cumulative"])
-    assert [s["name"] for s in report["steps"]] == ["extract_features", "reduce_pca", "train_classifier"]
+    assert [s["name"] for s in report["steps"]] == ["extract_features", "reduce_pca", "train_classifier", "predict_uploads"]
     # PER_LABEL_FIRST images a label: fewer than a classifier needs; the run goes on and says why
     assert report["classifier"] is None and report["uris"]["classifier"] is None
     assert "label(s) with at least 5 images" in report["classifier_not_trained"]

@@ -18,7 +18,7 @@ import pytest
 from fruits_spark import classifier_training as C
 from fruits_spark.classify import load_export
 from fruits_spark.errors import ClassifierInputError
-from fruits_spark.jobs import extract_features, reduce_pca, train_classifier
+from fruits_spark.jobs import extract_features, predict_uploads, reduce_pca, train_classifier
 from real_features import NEEDS_REAL_DATA, SAMPLE, WEIGHTS, keras_features, write_real_features
 
 pytestmark = pytest.mark.spark
@@ -194,16 +194,68 @@ def image_run(spark, images_dir, tmp_path_factory):
     from fruits_contract.model import SHIPPED_MODEL_PATH
     from fruits_spark.feature_model import load_model_on_driver
 
+    from PIL import Image
+
     root = tmp_path_factory.mktemp("image-run")
+    # Two app photos: images of the run re-encoded (other bytes, so not duplicates), at any depth.
+    uploads = root / "uploads" / "2026-12-02" / "u1"
+    uploads.mkdir(parents=True)
+    for i, source in enumerate(sorted(images_dir.glob("*/*"))[:2]):
+        Image.open(source).convert("RGB").save(uploads / f"photo{i}.jpg", quality=70)
     model = load_model_on_driver(spark, str(SHIPPED_MODEL_PATH))
     extract_features.run(spark, extract_features.parse_args(["--images", str(images_dir),
+                                                             "--uploads", str(root / "uploads"),
                                                              "--output", f"file://{root}/features/batch=r"]),
                          model=model)
     reduce_pca.run(spark, reduce_pca.parse_args(["--features", f"file://{root}/features",
                                                  "--output", f"file://{root}/pca", "--k", "6"]))
     train_classifier.run(spark, train_classifier.parse_args(["--pca", f"file://{root}/pca",
+                                                             "--current", f"file://{root}/current.json",
                                                              "--output", f"file://{root}/classifier"]))
+    predict_uploads.run(spark, predict_uploads.parse_args(["--features", f"file://{root}/features/batch=r",
+                                                           "--classifier", f"file://{root}/classifier",
+                                                           "--current", f"file://{root}/current.json",
+                                                           "--output", f"file://{root}/predictions"]))
     return root
+
+
+def test_the_days_uploads_get_the_answer_classify_gives_for_the_same_photo(image_run):
+    """predictions/: one row per upload (none for labelled images), by the classifier to be published
+    (none was before), the same answer as the classify command's for the same file."""
+    import pyarrow.parquet as pq
+
+    rows = sorted(pq.read_table(image_run / "predictions").to_pylist(), key=lambda row: row["path"])
+    uploads = sorted((image_run / "uploads").rglob("*.jpg"))
+    assert [row["path"] for row in rows] == [f"file://{path}" for path in uploads]
+    result = json.loads((image_run / "predictions" / "_job_result.json").read_text())
+    assert result["model"] == "classifier" and result["predicted"] == 2, result
+    assert sum(result["by_label"].values()) + result["unsure"] == 2
+    completed = classify("--model", str(image_run / "classifier"), *map(str, uploads))
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    for line, row in zip((json.loads(l) for l in completed.stdout.splitlines()), rows):
+        assert (line["label"], line["unsure"], line["model"]) == (row["label"], row["unsure"], row["model"])
+        assert line["probability"] == pytest.approx(row["probability"], abs=1e-5)
+        assert [t["label"] for t in line["top"]] == [t["label"] for t in row["top"]]
+
+
+def test_a_classifier_worse_than_the_published_one_is_kept_not_published(spark, image_run, tmp_path):
+    """The rule compares the two on the held-out images both held out: here the published one got
+    them all right and the new one is made to look worse by rewriting its predictions."""
+    import pyarrow.parquet as pq
+
+    published = tmp_path / "published"
+    held_out = pq.read_table(image_run / "classifier" / "held_out").to_pylist()
+    (published / "held_out").mkdir(parents=True)
+    pq.write_table(pq.read_table(image_run / "classifier" / "held_out").from_pylist(
+        [row | {"prediction": int(row["label_index"])} for row in held_out]), published / "held_out" / "p.parquet")
+    wrong = spark.createDataFrame([(row["path"], int(row["label_index"]), (int(row["label_index"]) + 1) % 4)
+                                   for row in held_out], "path string, label_index int, prediction int")
+    decision = train_classifier.publication(spark, wrong, {"run_key": "d0", "classifier_uri": f"file://{published}"})
+    assert decision["shared_held_out"] == len(held_out) and decision["current_right"] == len(held_out)
+    assert not decision["published"] and "kept, not published" in decision["why"]
+    same = train_classifier.publication(spark, spark.read.parquet(str(image_run / "classifier" / "held_out")),
+                                        {"run_key": "d0", "classifier_uri": f"file://{image_run}/classifier"})
+    assert same["published"], same
 
 
 CLASSIFY_PROBE = """
@@ -269,8 +321,8 @@ def test_the_python_api_loads_once_and_answers_from_many_threads_as_the_command_
     paths = [row["path"].removeprefix("file://") for row in held_out] * 4
     alone = [classifier.classify_path(path) for path in paths]
     for answer, row in zip(alone, held_out):
-        assert answer[0]["label"] == classifier.labels[row["prediction"]]
-        assert answer[0]["probability"] == pytest.approx(max(row["probability"]), abs=1e-3)
+        assert answer["top"][0]["label"] == classifier.labels[row["prediction"]]
+        assert answer["probability"] == pytest.approx(max(row["probability"]), abs=1e-3)
     with ThreadPoolExecutor(4) as pool:
         together = list(pool.map(lambda path: classifier.classify(open(path, "rb").read()), paths))
     assert together == alone

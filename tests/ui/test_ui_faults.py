@@ -64,6 +64,7 @@ def run_through_outages(airflow, aws, emr_dag) -> dict:
     _complete(aws["s3"], *_step_ids(ti))
     _restart(airflow, "api-server")
     _complete(aws["s3"], *_step_ids(_wait_until_deferred(airflow, run_id, "watch_train_classifier")))
+    _complete(aws["s3"], *_step_ids(_wait_until_deferred(airflow, run_id, "watch_predict_uploads")))
 
     run = airflow.wait_for_run(DAG_ID, run_id, RUN_TIMEOUT_SECONDS)
     tis = airflow.task_instances(DAG_ID, run_id)
@@ -79,8 +80,8 @@ def test_killing_the_scheduler_and_the_triggerer_mid_run_loses_nothing(run_throu
     (cluster,) = run_through_outages["clusters"]  # created once
     assert cluster.id == run_through_outages["cluster_id"] and cluster.state == "TERMINATED"
     assert [step.name.split()[0] for step in cluster.steps] == ["extract_features", "reduce_pca",
-                                                                "train_classifier"], "added once"
-    assert [step.state for step in cluster.steps] == ["COMPLETED"] * 3
+                                                                "train_classifier", "predict_uploads"], "added once"
+    assert [step.state for step in cluster.steps] == ["COMPLETED"] * 4
 
 
 def test_killing_the_api_server_mid_run_loses_nothing(run_through_outages):

@@ -18,7 +18,7 @@ from fruits_pipeline.settings import REPO_ROOT
 
 JOBS_DIR = REPO_ROOT / "spark_jobs"
 BOOTSTRAP = JOBS_DIR / BOOTSTRAP_SCRIPT
-EXPECTED_FILES = {"extract_features.py", "reduce_pca.py", "train_classifier.py", "fruits_spark.zip", "bootstrap/install_python_deps.sh"}
+EXPECTED_FILES = {"extract_features.py", "reduce_pca.py", "train_classifier.py", "predict_uploads.py", "fruits_spark.zip", "bootstrap/install_python_deps.sh"}
 
 
 @pytest.fixture

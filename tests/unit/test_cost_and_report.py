@@ -105,7 +105,7 @@ def test_the_report_carries_the_classifiers_figures_under_the_agreed_keys():
                           pca_report={"k": 12, "cumulative": 0.9, "n_images": 43}, classifier_figures=FIGURES)
     classifier = report["classifier"]
     assert set(classifier) == {"uri", "accuracy", "macro_f1", "per_label", "confusion_matrix", "accuracy_by_k",
-                               "excluded_labels", "n_train", "n_test"}
+                               "excluded_labels", "n_train", "n_test", "unsure", "publication", "labelled_uploads"}
     assert classifier["uri"] == report["uris"]["classifier"] == "s3://b/classifier/r1"
     assert classifier["confusion_matrix"] == FIGURES["confusion_matrix"]
     text = summary_text(report)
@@ -115,3 +115,52 @@ def test_the_report_carries_the_classifiers_figures_under_the_agreed_keys():
     young = build_report(Lake("s3://b"), run_key="r0", status="success", compute="emr", validation=validation,
                          pca_report={"k": 2, "cumulative": 0.9, "n_images": 4}, classifier_not_trained="2 images")
     assert young["classifier"] is None and "classifier: not trained: 2 images" in summary_text(young)
+
+
+def test_the_report_says_what_the_day_predicted_how_sure_and_whether_the_classifier_was_published():
+    validation = {"listed": 5, "valid": 5, "rejected": 0,
+                  "labels": {"files": 2, "rows": 4, "accepted": 2, "rejected": 2,
+                             "rejected_by_reason": {"unknown_path": 1, "empty_label": 1}, "file_problems": [
+                                 {"file": "file:///l/labels/notes.txt", "reason": "not_csv_or_parquet", "detail": "x"}],
+                             "digest": "d"}}
+    figures = FIGURES | {"unsure": {"method": "m", "held_out_sure_and_right": 0.985, "held_out_unsure": 0.01,
+                                    "not_fruit_photos": 20, "not_fruit_unsure": 0.95},
+                         "publication": {"published": False, "why": "worse by more than 1 point: 80% against 90%"},
+                         "labelled_uploads": 2}
+    predictions = {"job": "predict_uploads", "model": "r0", "predicted": 5, "unsure": 1,
+                   "by_label": {"kiwi": 3, "lime": 1}, "mean_probability_by_label": {"kiwi": 0.97, "lime": 0.9},
+                   "seconds": 3.0}
+    report = build_report(Lake("s3://b"), run_key="r1", status="success", compute="emr", validation=validation,
+                          feature_result={"featurized": 5, "rejected": 0},
+                          pca_report={"k": 12, "cumulative": 0.9, "n_images": 43}, classifier_figures=figures,
+                          predictions=predictions)
+    assert report["predictions"]["uri"] == report["uris"]["predictions"] == "s3://b/predictions/r1"
+    assert report["predictions"]["by_label"] == {"kiwi": 3, "lime": 1} and report["predictions"]["unsure"] == 1
+    assert "seconds" not in report["predictions"]
+    text = summary_text(report)
+    assert "predictions: 5 upload(s) answered by classifier r0: kiwi=3, lime=1; unsure 1" in text
+    assert "held-out fruit sure and right 98.5%" in text and "photos of no fruit unsure 95.0% of 20" in text
+    assert "NOT published: worse by more than 1 point" in text
+    assert "trained on 2 upload(s) with a confirmed label" in text
+    assert "confirmed labels: 2 accepted from 4 row(s) in 2 file(s); rejected: unknown_path=1, empty_label=1" in text
+    assert "file file:///l/labels/notes.txt: not_csv_or_parquet" in text
+    nothing = build_report(Lake("s3://b"), run_key="r2", status="success", compute="emr", validation=validation,
+                           feature_result={"featurized": 5, "rejected": 0},
+                           predictions={"model": None, "predicted": 0, "unsure": 0, "by_label": {},
+                                        "reason": "no classifier published yet"})
+    assert "predictions: none: no classifier published yet" in summary_text(nothing)
+
+
+def test_an_upload_named_like_a_labelled_image_is_named_in_the_report_and_processed(tmp_path):
+    from fruits_pipeline.validation import upload_collisions
+
+    lake = Lake(f"file://{tmp_path}")
+    raw = {lake.uri("raw", "Apple", "1.jpg"): 10, lake.uri("raw", "Kiwi", "2.jpg"): 10}
+    selected = {lake.uri("uploads", "Apple", "1.jpg"): 10, lake.uri("uploads", "d1", "Kiwi", "2.jpg"): 10,
+                lake.uri("raw", "Apple", "1.jpg"): 10}
+    assert upload_collisions(lake, selected, raw) == [
+        {"path": lake.uri("uploads", "Apple", "1.jpg"), "raw_path": lake.uri("raw", "Apple", "1.jpg")}]
+    report = build_report(lake, run_key="r", status="success", compute="local",
+                          validation={"listed": 3, "valid": 3, "rejected": 0,
+                                      "upload_collisions": upload_collisions(lake, selected, raw)})
+    assert "1 upload(s) named like a labelled image, processed as app photos" in summary_text(report)

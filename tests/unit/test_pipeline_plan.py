@@ -15,7 +15,7 @@ CODE = "s3://fruits-lake/code/abc123"
 
 def test_steps_pass_lake_paths_and_variance():
     steps = pipeline_steps(S3.lake, "2026-05-01T000000Z", model_name="m-0123/m.tflite", pca_target=PcaTarget(variance=0.9))
-    features, pca, classifier = steps
+    features, pca, classifier, predictions = steps
     assert features.args == ("--images", "s3://fruits-lake/raw",
                               "--manifest", "s3://fruits-lake/manifests/2026-05-01T000000Z/valid",
                               "--output", "s3://fruits-lake/features/batch=2026-05-01T000000Z",
@@ -23,11 +23,18 @@ def test_steps_pass_lake_paths_and_variance():
     assert pca.args == ("--features", "s3://fruits-lake/features",
                         "--output", "s3://fruits-lake/pca/2026-05-01T000000Z", "--variance", "0.9")
     assert classifier.args == ("--pca", "s3://fruits-lake/pca/2026-05-01T000000Z",
+                               "--labels", "s3://fruits-lake/manifests/2026-05-01T000000Z/labels",
+                               "--current", "s3://fruits-lake/classifier/current.json",
                                "--output", "s3://fruits-lake/classifier/2026-05-01T000000Z")
+    # The day's uploads answered by the classifier the app will answer with: this run's, when published.
+    assert predictions.args == ("--features", "s3://fruits-lake/features/batch=2026-05-01T000000Z",
+                                "--classifier", "s3://fruits-lake/classifier/2026-05-01T000000Z",
+                                "--current", "s3://fruits-lake/classifier/current.json",
+                                "--output", "s3://fruits-lake/predictions/2026-05-01T000000Z")
 
 
 def test_pca_k_overrides_variance_and_no_model_means_no_flag():
-    features, pca, _ = pipeline_steps(S3.lake, "r", model_name=None, pca_target=PcaTarget(k=12))
+    features, pca, *_ = pipeline_steps(S3.lake, "r", model_name=None, pca_target=PcaTarget(k=12))
     assert "--model" not in features.args
     assert pca.args[-2:] == ("--k", "12") and "--variance" not in pca.args
 
@@ -35,7 +42,8 @@ def test_pca_k_overrides_variance_and_no_model_means_no_flag():
 def test_emr_rendering_runs_spark_submit_in_cluster_mode_and_cancels_after_a_failure():
     steps = render_emr_steps(pipeline_steps(S3.lake, "r", model_name=None, pca_target=PcaTarget(variance=0.95)),
                              CODE + "/", "r")
-    assert [s["Name"] for s in steps] == ["extract_features r", "reduce_pca r", "train_classifier r"]
+    assert [s["Name"] for s in steps] == ["extract_features r", "reduce_pca r", "train_classifier r",
+                                          "predict_uploads r"]
     assert steps[0]["ActionOnFailure"] == "CANCEL_AND_WAIT"
     jar = steps[0]["HadoopJarStep"]
     assert jar["Jar"] == "command-runner.jar"
@@ -44,7 +52,10 @@ def test_emr_rendering_runs_spark_submit_in_cluster_mode_and_cancels_after_a_fai
     assert steps[1]["HadoopJarStep"]["Args"][5] == f"{CODE}/reduce_pca.py"
     # the classifier reads the PCA step's output, model and all, and writes classifier/<run_key>
     assert steps[2]["HadoopJarStep"]["Args"][5:] == [f"{CODE}/train_classifier.py", "--pca", S3.lake.pca("r"),
+                                                      "--labels", S3.lake.manifest_labels("r"),
+                                                      "--current", S3.lake.classifier_current(),
                                                       "--output", S3.lake.classifier("r")]
+    assert steps[3]["HadoopJarStep"]["Args"][5] == f"{CODE}/predict_uploads.py"
     assert all(step["ActionOnFailure"] == "CANCEL_AND_WAIT" for step in steps)
 
 
@@ -201,6 +212,25 @@ def test_the_route_and_why(valid, dry_run, target, latest, featurized, route, be
     assert got == route and because in why
 
 
+def test_new_confirmed_labels_alone_train_again_without_featurizing():
+    from fruits_pipeline.params import PcaTarget
+    from fruits_pipeline.run_plan import decide_route, make_plan
+
+    target = PcaTarget.from_dict({"variance": 0.95})
+    trained_on = LATEST | {"labels_digest": "aaa"}
+    assert decide_route(0, False, pca_target=target, latest_pca=trained_on, featurized_count=10,
+                        labels_digest="aaa")[0] == "nothing_to_do"
+    route, why = decide_route(0, False, pca_target=target, latest_pca=trained_on, featurized_count=10,
+                              labels_digest="bbb")
+    assert route == "pca_only" and "confirmed labels changed" in why
+    # A lake without labels, read by a pointer written before labels existed: no retraining every day.
+    assert decide_route(0, False, pca_target=target, latest_pca=LATEST, featurized_count=10,
+                        labels_digest=None)[0] == "nothing_to_do"
+    plan = make_plan("r", RunParams(), {"valid": 0, "already_featurized": 10, "labels": {"digest": "bbb"}},
+                     latest_pca=trained_on, poll_seconds=60)
+    assert plan.steps == ("reduce_pca", "train_classifier"), "new labels: no upload to featurize or predict"
+
+
 def test_the_plan_runs_the_pca_steps_alone_on_a_small_cluster_when_only_the_target_changed():
     from fruits_pipeline.run_plan import RunPlan, cluster_for, make_plan
 
@@ -238,7 +268,8 @@ def test_the_current_pca_and_classifier_are_named_by_pointers_a_successful_run_w
     ran = {"run_key": "day1", "status": "success", "pca_target": {"k": 8},
            "uris": {"pca": lake.pca("day1")}, "classifier": {"uri": lake.classifier("day1"), "accuracy": 0.9}}
     write_current_pointers(lake, ran, None)
-    assert current_pca(lake, None) == {"run_key": "day1", "pca_uri": lake.pca("day1"), "pca_target": {"k": 8}}
+    assert current_pca(lake, None) == {"run_key": "day1", "pca_uri": lake.pca("day1"), "pca_target": {"k": 8},
+                                       "labels_digest": None}
     assert current_classifier(lake, None) == {"run_key": "day1", "classifier_uri": lake.classifier("day1"),
                                               "accuracy": 0.9}
     assert current_pca(lake, None, exclude_run_key="day1") is None, "a rerun does not build on itself"
@@ -248,5 +279,14 @@ def test_the_current_pca_and_classifier_are_named_by_pointers_a_successful_run_w
     write_current_pointers(lake, {**ran, "run_key": "day3", "uris": {"pca": lake.pca("day3")}, "classifier": None},
                            None)
     assert current_pca(lake, None)["run_key"] == "day3" and current_classifier(lake, None)["run_key"] == "day1"
+    # A classifier its step found worse than the current one is kept, not published.
+    worse = {"published": False, "why": "worse by more than 1 point"}
+    write_current_pointers(lake, {**ran, "run_key": "day4", "uris": {"pca": lake.pca("day4")},
+                                  "classifier": {"uri": lake.classifier("day4"), "publication": worse}}, None)
+    assert current_pca(lake, None)["run_key"] == "day4" and current_classifier(lake, None)["run_key"] == "day1"
+    write_current_pointers(lake, {**ran, "run_key": "day5", "uris": {"pca": lake.pca("day5")},
+                                  "classifier": {"uri": lake.classifier("day5"), "publication": {"published": True}},
+                                  "labels": {"digest": "d5"}}, None)
+    assert current_classifier(lake, None)["run_key"] == "day5" and current_pca(lake, None)["labels_digest"] == "d5"
     # Written whole (a hidden file renamed over it): nothing half-written is ever left beside it.
     assert sorted(p.name for p in (tmp_path / "pca").iterdir()) == ["current.json"]

@@ -1,12 +1,17 @@
 """The fruit classifier on the PCA features: ``--pca`` (a PCA job's output) -> ``--output``.
 
-    spark-submit spark_jobs/train_classifier.py --pca URI --output URI
+    spark-submit spark_jobs/train_classifier.py --pca URI --output URI [--labels URI] [--current URI]
 
 Output (docs/classifier.md): ``model/`` (Spark ML LogisticRegressionModel), ``labels.json``,
 ``export/`` (classifier.json + classifier.npz: NumPy only, what ``python -m fruits_spark.classify``
 reads), ``figures.json`` (held-out accuracy, macro F1, per label, confusion matrix, accuracy by
 number of components, labels left out), ``held_out/`` (Parquet: path, label, prediction,
-probability of each held-out image) and ``_job_result.json``. The last stderr line on success is
+probability of each held-out image) and ``_job_result.json``. ``--labels``: the users' confirmed
+labels (manifests/<run_key>/labels/: path, label), under which their uploads are trained on.
+``--current``: the pointer to the published classifier (classifier/current.json): this classifier is
+to replace the one it names only when it is at least as good on the held-out images both held out
+(``classifier_training.publish_decision``). The decision is in ``figures.json`` and the job result;
+the report task moves the pointer (the nodes may not). The last stderr line on success is
 ``FRUITS_RESULT {...}``. Its entry script, spark_jobs/train_classifier.py, runs from the checkout and
 from ``--py-files fruits_spark.zip``.
 """
@@ -21,11 +26,12 @@ from pathlib import Path
 from fruits_contract.lake import (CLASSIFIER_EXPORT_FOLDER, CLASSIFIER_FIGURES_FILE, CLASSIFIER_HELD_OUT_FOLDER,
                                   CLASSIFIER_LABELS_FILE, CLASSIFIER_MODEL_FOLDER, JOB_RESULT_FILE, PCA_MODEL_FOLDER,
                                   PCA_REPORT_FILE, TRAIN_CLASSIFIER, join_uri)
-from fruits_spark.classifier_training import NotEnoughImages, pca_mean_and_components, read_pca_output, train
+from fruits_spark.classifier_training import (NotEnoughImages, held_out_agreement, pca_mean_and_components,
+                                              publish_decision, read_pca_output, train, with_confirmed_labels)
 from fruits_spark.classify import write_export
 from fruits_spark.errors import ClassifierInputError
 from fruits_spark.images import IMAGE_SIZE
-from fruits_spark.io import copy_from_local, delete_tree, read_bytes, write_text
+from fruits_spark.io import copy_from_local, delete_tree, exists, read_bytes, read_job_output, write_text
 from fruits_spark.job_runner import get_logger, run_job
 
 JOB = TRAIN_CLASSIFIER
@@ -45,6 +51,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="train_classifier.py", description=__doc__.splitlines()[0])
     parser.add_argument("--pca", required=True, help="the PCA job's output folder (pca/<run_key>/)")
     parser.add_argument("--output", required=True, help="output folder (classifier/<run_key>/; replaced on rerun)")
+    parser.add_argument("--labels", default=None,
+                        help="confirmed labels of uploads (Parquet path, label: manifests/<run_key>/labels/)")
+    parser.add_argument("--current", default=None,
+                        help="the published classifier's pointer (classifier/current.json), to compare with")
     return parser.parse_args(argv)
 
 
@@ -60,15 +70,47 @@ def feature_model(spark, pca_uri: str) -> dict:
     return {"name": names[0], "sha256_prefix": names[0].rsplit("sha256-", 1)[1] if "sha256-" in names[0] else None}
 
 
+def with_labels(spark, frame, labels_uri: str | None) -> tuple[object, int]:
+    """The PCA rows with the users' confirmed labels, and how many uploads those labels name."""
+    if not labels_uri or not exists(spark, labels_uri):
+        return frame, 0
+    confirmed = read_job_output(spark, labels_uri, ("path", "label"), flag="--labels", made_by="validation",
+                                error=ClassifierInputError)
+    labelled_uploads = frame.where("label IS NULL").join(confirmed.select("path"), "path").count()
+    return with_confirmed_labels(frame, confirmed), labelled_uploads
+
+
+def current_classifier(spark, pointer_uri: str | None, run_key: str) -> dict | None:
+    """The published classifier's pointer, or None (none yet, or it names this run's own earlier attempt)."""
+    if not pointer_uri or not exists(spark, pointer_uri):
+        return None
+    pointer = json.loads(read_bytes(spark, pointer_uri))
+    return None if pointer.get("run_key") == run_key else pointer
+
+
+def publication(spark, held_out, current: dict | None) -> dict:
+    """Whether this classifier is published (publish_decision), and why."""
+    if current is None:
+        shared, new_right, current_right = 0, 0, 0
+    else:
+        current_held_out = join_uri(current["classifier_uri"], CLASSIFIER_HELD_OUT_FOLDER)
+        shared, new_right, current_right = held_out_agreement(held_out, spark.read.parquet(current_held_out))
+    published, why = publish_decision(shared, new_right, current_right, current_run=(current or {}).get("run_key"))
+    return {"published": published, "why": why, "compared_with": (current or {}).get("run_key"),
+            "shared_held_out": shared, "new_right": new_right, "current_right": current_right}
+
+
 def run(spark, args: argparse.Namespace) -> dict:
-    """Train, measure, write everything under ``args.output``; return the job result."""
+    """Train, measure, decide whether to publish, write everything under ``args.output``; return the job result."""
     from pyspark.ml import PipelineModel
 
     logger = get_logger(JOB)
     pca, output = args.pca, args.output
+    run_key = output.rstrip("/").rsplit("/", 1)[-1]  # classifier/<run_key>
     started = time.monotonic()
+    frame, labelled_uploads = with_labels(spark, read_pca_output(spark, pca), args.labels)
     try:
-        trained = train(read_pca_output(spark, pca), pca, logger=logger)
+        trained = train(frame, pca, logger=logger)
     except NotEnoughImages as why:
         # Not a failure: a young lake has too few labelled images; the run reports why and goes on.
         delete_tree(spark, output)  # no classifier of an earlier attempt may pass for this run's
@@ -76,27 +118,31 @@ def run(spark, args: argparse.Namespace) -> dict:
         write_text(spark, join_uri(output, JOB_RESULT_FILE), json.dumps(job_result) + "\n")
         logger.warning("no classifier trained: %s", why)
         return job_result
+    current = current_classifier(spark, args.current, run_key)
+    decision = publication(spark, trained.held_out, current)  # before this run's held_out/ replaces anything
     mean, components = pca_mean_and_components(PipelineModel.load(join_uri(pca, PCA_MODEL_FOLDER)))
+    metadata = {"run_key": run_key, "labels": trained.labels, "k": trained.k, "input_dim": int(mean.shape[0]),
+                "pca_uri": pca, "feature_model": feature_model(spark, pca), "decode": DECODE_SETTINGS}
+    arrays = {"pca_mean": mean, "pca_components": components[:, : trained.k],
+              "coefficients": trained.model.coefficientMatrix.toArray(),
+              "intercepts": trained.model.interceptVector.toArray()}
+    figures = trained.figures | {"labelled_uploads": labelled_uploads, "publication": decision}
+    metadata["figures"] = figures
     # The held-out Parquet write replaces its folder; the model and small files go beside it.
     trained.held_out.write.mode("overwrite").parquet(join_uri(output, CLASSIFIER_HELD_OUT_FOLDER))
     trained.model.write().overwrite().save(join_uri(output, CLASSIFIER_MODEL_FOLDER))
     write_text(spark, join_uri(output, CLASSIFIER_LABELS_FILE), json.dumps(trained.labels) + "\n")
-    write_text(spark, join_uri(output, CLASSIFIER_FIGURES_FILE), json.dumps(trained.figures, indent=2) + "\n")
-    metadata = {"labels": trained.labels, "k": trained.k, "input_dim": int(mean.shape[0]), "pca_uri": pca,
-                "feature_model": feature_model(spark, pca), "decode": DECODE_SETTINGS, "figures": trained.figures}
-    arrays = {"pca_mean": mean, "pca_components": components[:, : trained.k],
-              "coefficients": trained.model.coefficientMatrix.toArray(),
-              "intercepts": trained.model.interceptVector.toArray()}
+    write_text(spark, join_uri(output, CLASSIFIER_FIGURES_FILE), json.dumps(figures, indent=2) + "\n")
     with tempfile.TemporaryDirectory(prefix="fruits-export-") as tmp:
         for file in write_export(Path(tmp), metadata, arrays):
             copy_from_local(spark, file, join_uri(output, CLASSIFIER_EXPORT_FOLDER, file.name))
-    figures = trained.figures
     job_result = {"job": JOB, "trained": True, "k": trained.k, "labels": len(trained.labels), "n_train": figures["n_train"],
                   "n_test": figures["n_test"], "accuracy": figures["accuracy"], "macro_f1": figures["macro_f1"],
-                  "seconds": round(time.monotonic() - started, 1)}
+                  "published": decision["published"], "seconds": round(time.monotonic() - started, 1)}
     write_text(spark, join_uri(output, JOB_RESULT_FILE), json.dumps(job_result) + "\n")
-    logger.info("classifier on %d labels, k=%d: held-out accuracy %.4f, macro F1 %.4f on %d images -> %s",
-                len(trained.labels), trained.k, figures["accuracy"], figures["macro_f1"], figures["n_test"], output)
+    logger.info("classifier on %d labels, k=%d: held-out accuracy %.4f, macro F1 %.4f on %d images -> %s; %s: %s",
+                len(trained.labels), trained.k, figures["accuracy"], figures["macro_f1"], figures["n_test"], output,
+                "to publish" if decision["published"] else "NOT to publish", decision["why"])
     return job_result
 
 
