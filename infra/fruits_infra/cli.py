@@ -58,12 +58,18 @@ def build_parser() -> argparse.ArgumentParser:
                                         "and security groups for EMR's managed policy; S3 gateway endpoint added")
 
     p = sub.add_parser("erase", help="right to erasure: delete images and every row derived from them",
-                       description="Delete raw images (all S3 versions) and their rows in manifests/, features/, pca/, classifier/. "
-                                   "Without --yes, only prints what it would remove.")
+                       description="Delete images of raw/ and the app's photos of uploads/ (all S3 versions), their rows "
+                                   "in manifests/, features/, pca/, classifier/, predictions/ and the app's label files "
+                                   "in labels/ (CSV or Parquet). Without --yes, only prints what it would remove.")
     common(p)
-    p.add_argument("paths", nargs="*", help="image URIs, or keys relative to raw/ (Apple/img_1.jpg)")
-    p.add_argument("--label", action="append", default=[], help="erase every image of this label folder")
-    p.add_argument("--prefix", action="append", default=[], help="erase every image under raw/<prefix>")
+    p.add_argument("paths", nargs="*", help="image URIs or absolute local paths, keys relative to the lake "
+                                            "(uploads/2026-12-02/u1/x.jpg, raw/Apple/img_1.jpg), or keys relative "
+                                            "to raw/ (Apple/img_1.jpg)")
+    p.add_argument("--label", action="append", default=[], help="erase every image of this label folder of raw/")
+    p.add_argument("--prefix", action="append", default=[],
+                   help="erase every image under this prefix: uploads/<...> (uploads/2026-12-02/u1/: one user's "
+                        "folder), raw/<...>, or a prefix relative to raw/ (Banana/user-42-); never all of "
+                        "raw/ or uploads/")
     p.add_argument("--drop-pca-models", action="store_true", help="also delete pca/<run>/_model/ and classifier/<run>/ fitted on erased images")
     p.add_argument("--yes", action="store_true", help="really erase (default: dry run)")
     return parser

@@ -1,16 +1,21 @@
 """Right to erasure (GDPR art. 17): delete a person's images and every row derived from them.
 
-Raw objects are deleted (on S3 with every old version and delete marker: with versioning on,
-a plain delete only hides the object). Derived rows live in Parquet files under
-``manifests/``, ``features/``, ``pca/`` and ``classifier/`` (held-out predictions); each file holding a
-matching ``path`` (or ``duplicate_of``) is rewritten without those rows, and on S3 the old versions of the rewritten file are
-deleted too. Models fitted on erased images (``pca/<run>/_model/`` and the whole ``classifier/<run>/``
-of the same run: its Spark model and its export, which carries that PCA's mean and components) stay
-until the next run refits without them, or go now with ``drop_pca_models``.
+The images are the labelled ones under ``raw/`` and the app's photos under ``uploads/``; their objects
+are deleted (on S3 with every old version and delete marker: with versioning on, a plain delete only
+hides the object). Derived rows live in Parquet files under ``manifests/``, ``features/``, ``pca/``,
+``classifier/`` (held-out predictions) and ``predictions/``; each file holding a matching ``path`` (or
+``duplicate_of``) is rewritten without those rows, and on S3 the old versions of the rewritten file are
+deleted too. The app's label files (``labels/<any>.csv|.parquet``, rows path, label, the path spelled as
+a key under the lake or as a full URI) are rewritten the same way, in their own format; one that cannot
+be parsed is named with the reason and left alone. Models fitted on erased images
+(``pca/<run>/_model/`` and the whole ``classifier/<run>/`` of the same run: its Spark model and its
+export, which carries that PCA's mean and components) stay until the next run refits without them,
+or go now with ``drop_pca_models``.
 Without ``confirm`` nothing changes: the plan is printed. Running it again finds nothing left.
 """
 from __future__ import annotations
 
+import csv
 import io
 import os
 import sys
@@ -22,9 +27,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from fruits_contract.lake import Lake
+from fruits_contract.lake import Lake, canonical_uri
 
-DERIVED_ROOTS = ("manifests", "features", "pca", "classifier")
+# The folders of input images (erasable objects) and of the Parquet derived from them.
+INPUT_ROOTS = ("raw", "uploads")
+DERIVED_ROOTS = ("manifests", "features", "pca", "classifier", "predictions")
+# What the app writes back when a user confirms a fruit (docs/design.md, "The lake").
+LABELS_ROOT = "labels"
+LABEL_FILE_SUFFIXES = (".csv", ".parquet")
 
 
 class ErasureError(ValueError):
@@ -149,7 +159,7 @@ def store_for(lake: Lake, s3_client=None):
 
 @dataclass(frozen=True)
 class Selection:
-    """Images chosen by exact canonical path or by path prefix (a label folder or any prefix of raw/)."""
+    """Images chosen by exact lake URI or by URI prefix (a label folder, any prefix of raw/ or of uploads/)."""
 
     paths: frozenset[str] = frozenset()
     prefixes: tuple[str, ...] = ()
@@ -166,43 +176,51 @@ class Selection:
 
 
 def select(lake: Lake, paths=(), labels=(), prefixes=()) -> Selection:
-    """Turn the command line into canonical lake URIs under ``raw/``.
+    """Turn the command line into lake URIs under ``raw/`` or ``uploads/``.
 
-    A path may be a full URI (``s3://bucket/raw/...``, ``file:///.../raw/...``), an absolute local
-    path for a file lake, or a key relative to ``raw/`` (``Apple/img_1.jpg``).
+    A path may be a full URI (``s3://bucket/raw/...``, ``file:///.../uploads/...``), an absolute local
+    path for a file lake, a key relative to the lake (``uploads/2026-12-02/u1/x.jpg``,
+    ``raw/Apple/img_1.jpg``) or a key relative to ``raw/`` (``Apple/img_1.jpg``). A prefix likewise;
+    one that takes all of ``raw/`` or all of ``uploads/`` is refused.
     """
-    raw = lake.raw() + "/"
     exact = set()
     for path in paths:
-        exact.add(_under_raw(lake, path, "path"))
+        exact.add(_under_inputs(lake, path, "path"))
     found_prefixes = []
     for label in labels:
         if not label or "/" in label.strip("/"):
             raise ErasureError(f"--label {label!r} is not a label folder name (one folder under raw/)")
-        found_prefixes.append(f"{raw}{label.strip('/')}/")
+        found_prefixes.append(f"{lake.raw()}/{label.strip('/')}/")
     for prefix in prefixes:
-        uri = _under_raw(lake, prefix, "--prefix")
-        if uri.rstrip("/") == lake.raw():
-            raise ErasureError(f"--prefix {prefix!r} selects all of raw/: name a label or a narrower prefix")
+        uri = _under_inputs(lake, prefix, "--prefix")
+        for root in INPUT_ROOTS:
+            if uri.rstrip("/") == lake.uri(root):
+                narrower = "a label or a narrower prefix" if root == "raw" else "a narrower prefix (one user's folder)"
+                raise ErasureError(f"--prefix {prefix!r} selects all of {root}/: name {narrower}")
         found_prefixes.append(uri)
     if not exact and not found_prefixes:
         raise ErasureError("nothing selected: give image paths, --label or --prefix")
     return Selection(frozenset(exact), tuple(found_prefixes))
 
 
-def _under_raw(lake: Lake, value: str, what: str) -> str:
-    raw = lake.raw()
-    if value.startswith(("s3://", "file://")):
-        uri = value.replace("file:/", "file:///", 1) if value.startswith("file:/") and not value.startswith("file:///") else value
+def _under_inputs(lake: Lake, value: str, what: str) -> str:
+    if value.startswith(("s3://", "file:/")):
+        uri = value.replace("file:/", "file:///", 1) if not value.startswith(("s3://", "file:///")) else value
     elif value.startswith("/") and lake.scheme == "file":
         uri = "file://" + value
     else:
         relative = value.lstrip("/")
-        relative = relative[len("raw/"):] if relative.startswith("raw/") else relative
-        uri = f"{raw}/{relative}"
-    if not (uri == raw or uri.startswith(raw + "/")) or ".." in uri[len(raw):].split("/"):
-        raise ErasureError(f"{what} {value!r} is not under the lake's raw/ ({raw}/): only uploads and what derives from them are erased")
-    return uri
+        # A key relative to the lake names its folder ("uploads/...", "raw/...", or just "uploads"); any
+        # other is relative to raw/, as before uploads/ existed. The trailing "/" of a prefix is kept:
+        # "uploads/d/u1/" must not take "uploads/d/u10/".
+        if relative.rstrip("/") not in INPUT_ROOTS and not relative.startswith(tuple(f"{r}/" for r in INPUT_ROOTS)):
+            relative = f"raw/{relative}"
+        uri = f"{lake.base_uri}/{relative}"
+    for root in (lake.uri(name) for name in INPUT_ROOTS):
+        if (uri == root or uri.startswith(root + "/")) and ".." not in uri[len(root):].split("/"):
+            return uri
+    raise ErasureError(f"{what} {value!r} is not under the lake's raw/ ({lake.raw()}/) or uploads/ "
+                       f"({lake.uploads()}/): only images and what derives from them are erased")
 
 
 # ---------------------------------------------------------------- plan and apply
@@ -216,23 +234,27 @@ class ParquetEdit:
 
 @dataclass
 class ErasurePlan:
-    raw: dict[str, int] = field(default_factory=dict)  # key -> versions to delete
+    raw: dict[str, int] = field(default_factory=dict)  # raw/ key -> versions to delete
+    uploads: dict[str, int] = field(default_factory=dict)  # uploads/ key -> versions to delete
     parquet: list[ParquetEdit] = field(default_factory=list)
+    labels: list[ParquetEdit] = field(default_factory=list)  # labels/ files (CSV or Parquet) to rewrite
+    unreadable: dict[str, str] = field(default_factory=dict)  # labels/ key -> why it could not be parsed
     pca_runs: set[str] = field(default_factory=set)  # pca/<run>/ folders whose rows were erased
     mentions: list[str] = field(default_factory=list)  # JSON files (reports) that name an erased image
 
     @property
     def empty(self) -> bool:
-        return not self.raw and not self.parquet
+        return not self.raw and not self.uploads and not self.parquet and not self.labels
 
 
-def _raw_candidates(store, selection: Selection) -> list[str]:
-    lake_raw = store.lake.raw() + "/"
+def _image_candidates(store, selection: Selection) -> list[str]:
+    """Keys under raw/ or uploads/ (with any version left) that the selection takes."""
+    base = store.lake.base_uri + "/"
     lister = getattr(store, "list_with_history", store.list)
     keys = set()
     for uri in sorted(selection.paths) + list(selection.prefixes):
-        keys.update(lister("raw/" + uri[len(lake_raw):]))
-    return sorted(k for k in keys if selection.matches(store.lake.uri(k)))
+        keys.update(lister(uri[len(base):]))
+    return sorted(k for k in keys if k.split("/", 1)[0] in INPUT_ROOTS and selection.matches(store.lake.uri(k)))
 
 
 def _parquet_keys(store) -> list[str]:
@@ -240,6 +262,10 @@ def _parquet_keys(store) -> list[str]:
     for root in DERIVED_ROOTS:
         keys += [k for k in store.list(root + "/") if k.endswith(".parquet")]
     return keys
+
+
+def _label_keys(store) -> list[str]:
+    return [k for k in store.list(LABELS_ROOT + "/") if k.lower().endswith(LABEL_FILE_SUFFIXES)]
 
 
 # The column naming an upload besides ``path``: a row of the feature job's ``_duplicates`` (path,
@@ -260,10 +286,92 @@ def _filtered(data: bytes, selection: Selection) -> tuple[pa.Table, int] | None:
     return table.filter(pc.invert(erase)), removed
 
 
+# ---------------------------------------------------------------- labels/: the app's files
+
+class LabelFileError(ValueError):
+    """A label file that cannot be parsed: it is named with this reason and left alone."""
+
+
+def _names_erased(lake: Lake, selection: Selection, canonical: Selection, value) -> bool:
+    """Whether a label row's path names an erased image, whichever spelling the app used: a key under
+    the lake (``uploads/...``) or a full URI (``s3://...``, ``file:/...``, ``file:///...``)."""
+    if not isinstance(value, str) or not value.strip():
+        return False
+    value = value.strip()
+    full = value.startswith(("s3://", "file:")) or (value.startswith("/") and lake.scheme == "file")
+    uri = value if full else lake.uri(value)
+    return selection.matches(uri) or canonical.matches(canonical_uri(uri))
+
+
+def _rewritten_label_file(key: str, data: bytes, keep) -> tuple[bytes, int, int]:
+    """The label file without the rows ``keep(path)`` refuses, in its own format: (bytes, removed, kept)."""
+    if key.lower().endswith(".parquet"):
+        try:
+            table = pq.read_table(io.BytesIO(data))
+        except Exception as error:  # pyarrow raises several types for a damaged or foreign file
+            raise LabelFileError(f"not a readable Parquet file ({type(error).__name__}: {error})") from None
+        if "path" not in table.column_names:
+            raise LabelFileError(f"no path column (columns: {', '.join(table.column_names) or 'none'})")
+        column = table.column("path")
+        text = column.type.value_type if pa.types.is_dictionary(column.type) else column.type
+        if not (pa.types.is_string(text) or pa.types.is_large_string(text) or pa.types.is_null(text)):
+            raise LabelFileError(f"its path column is {column.type}, not text")
+        kept = [keep(value) for value in column.to_pylist()]
+        if all(kept):
+            return data, 0, table.num_rows
+        buffer = io.BytesIO()
+        pq.write_table(table.filter(pa.array(kept, pa.bool_())), buffer)
+        return buffer.getvalue(), kept.count(False), kept.count(True)
+    return _rewritten_label_csv(data, keep)
+
+
+def _rewritten_label_csv(data: bytes, keep) -> tuple[bytes, int, int]:
+    """A CSV with a header naming a ``path`` column. The header and every kept record stay as written,
+    byte for byte (quoting, line endings, a UTF-8 BOM): only the erased records' lines go."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise LabelFileError(f"not UTF-8 text ({error})") from None
+    bom = "\ufeff" if text.startswith("\ufeff") else ""
+    text = text[len(bom):]
+    consumed: list[str] = []
+
+    def lines():
+        for line in io.StringIO(text, newline=""):
+            consumed.append(line)
+            yield line
+
+    records: list[tuple[list[str], str]] = []  # each record and the text it was read from
+    try:
+        for row in csv.reader(lines(), strict=True):
+            records.append((row, "".join(consumed)))
+            consumed.clear()
+    except csv.Error as error:
+        raise LabelFileError(f"not CSV (record {len(records) + 1}: {error})") from None
+    if not records:
+        return data, 0, 0
+    header = [name.strip().lower() for name in records[0][0]]
+    if "path" not in header:
+        raise LabelFileError(f"no path column in its header ({records[0][1].strip()[:80]!r})")
+    column = header.index("path")
+    body = records[1:]
+    kept = [raw for row, raw in body if len(row) <= column or keep(row[column])]
+    removed = len(body) - len(kept)
+    if not removed:
+        return data, 0, len(kept)
+    return (bom + records[0][1] + "".join(kept)).encode("utf-8"), removed, len(kept)
+
+
+def _label_filter(store, selection: Selection):
+    canonical = Selection(frozenset(canonical_uri(p) for p in selection.paths),
+                          tuple(canonical_uri(p) for p in selection.prefixes))
+    return lambda value: not _names_erased(store.lake, selection, canonical, value)
+
+
 def plan(store, selection: Selection, progress=None) -> ErasurePlan:
     result = ErasurePlan()
-    for key in _raw_candidates(store, selection):
-        result.raw[key] = store.versions(key)
+    for key in _image_candidates(store, selection):
+        (result.raw if key.startswith("raw/") else result.uploads)[key] = store.versions(key)
     keys = _parquet_keys(store)
     for done, key in enumerate(keys, start=1):
         if progress and done % 200 == 0:
@@ -276,6 +384,15 @@ def plan(store, selection: Selection, progress=None) -> ErasurePlan:
         parts = key.split("/")
         if parts[0] in ("pca", "classifier") and len(parts) > 2:
             result.pca_runs.add(parts[1])
+    keep = _label_filter(store, selection)
+    for key in _label_keys(store):
+        try:
+            _, removed, kept = _rewritten_label_file(key, store.read(key), keep)
+        except LabelFileError as error:
+            result.unreadable[key] = str(error)
+            continue
+        if removed:
+            result.labels.append(ParquetEdit(key, removed, kept))
     # Reports hold counts, not image paths; if one ever names an erased image, say so rather than guess an edit.
     needles = sorted(selection.paths) + list(selection.prefixes)
     for key in store.list("reports/"):
@@ -299,38 +416,67 @@ def _handle_model(store, prefix: str, why: str, confirm: bool, drop: bool, out) 
             "(add --drop-pca-models to delete this model now)")
 
 
+def _rewrite(store, key: str, data: bytes) -> str:
+    """Replace the file and, on S3, delete its old versions (they still hold the erased rows)."""
+    store.write(key, data)
+    old = store.delete_old_versions(key)
+    return f", {old} old version{'s' if old != 1 else ''} deleted" if old else ""
+
+
+def _notes(store, found: ErasurePlan, out) -> None:
+    for key, why in found.unreadable.items():
+        out(f"unreadable {store.lake.uri(key)}: {why}; a label file not parsed, so not checked for erased "
+            "photos: left as is, review it by hand")
+    for key in found.mentions:
+        out(f"note {store.lake.uri(key)}: names an erased image; not edited, review or delete it by hand")
+
+
 def erase(store, selection: Selection, confirm: bool = False, drop_pca_models: bool = False, out=print) -> ErasurePlan:
     """Print and (with ``confirm``) carry out the erasure; returns what was found."""
     found = plan(store, selection, progress=lambda line: print(line, file=sys.stderr, flush=True))
     verb = "deleted" if confirm else "would delete"
     if found.empty:
-        out("Nothing to erase: no raw object and no derived row matches (already erased, or never uploaded).")
-        for key in found.mentions:
-            out(f"note {store.lake.uri(key)}: names an erased image; not edited, review or delete it by hand")
+        out("Nothing to erase: no image and no derived row matches (already erased, or never uploaded).")
+        _notes(store, found, out)
         return found
-    for key, versions in found.raw.items():
-        if confirm:
-            versions = store.delete_all_versions(key)
-        out(f"raw  {store.lake.uri(key)}: {verb} ({versions} version{'s' if versions != 1 else ''})")
+    for kind, objects in (("raw ", found.raw), ("upload", found.uploads)):
+        for key, versions in objects.items():
+            if confirm:
+                versions = store.delete_all_versions(key)
+            out(f"{kind} {store.lake.uri(key)}: {verb} ({versions} version{'s' if versions != 1 else ''})")
     for edit in found.parquet:
         if confirm:
             table, _ = _filtered(store.read(edit.key), selection)
             buffer = io.BytesIO()
             pq.write_table(table, buffer)
-            store.write(edit.key, buffer.getvalue())
-            old = store.delete_old_versions(edit.key)
-            extra = f", {old} old version{'s' if old != 1 else ''} deleted" if old else ""
+            extra = _rewrite(store, edit.key, buffer.getvalue())
             out(f"rows {store.lake.uri(edit.key)}: removed {edit.removed}, kept {edit.kept}{extra}")
         else:
             out(f"rows {store.lake.uri(edit.key)}: would remove {edit.removed}, keep {edit.kept}")
+    keep = _label_filter(store, selection)
+    for edit in found.labels:
+        if confirm:
+            try:
+                data, edit.removed, edit.kept = _rewritten_label_file(edit.key, store.read(edit.key), keep)
+            except LabelFileError as error:  # changed since the plan was made: leave it, say so
+                found.unreadable[edit.key] = str(error)
+                continue
+            extra = _rewrite(store, edit.key, data) if edit.removed else ""
+            out(f"labels {store.lake.uri(edit.key)}: removed {edit.removed}, kept {edit.kept}{extra}")
+        else:
+            out(f"labels {store.lake.uri(edit.key)}: would remove {edit.removed}, keep {edit.kept}")
     for run in sorted(found.pca_runs):
         _handle_model(store, f"pca/{run}/_model/", "fitted on erased images", confirm, drop_pca_models, out)
         _handle_model(store, f"classifier/{run}/", "trained on erased images (and its export holds the PCA "
                       "fitted on them)", confirm, drop_pca_models, out)
-    for key in found.mentions:
-        out(f"note {store.lake.uri(key)}: names an erased image; not edited, review or delete it by hand")
+    _notes(store, found, out)
+    images = [f"{len(found.raw)} raw objects"] if found.raw or not found.uploads else []
+    if found.uploads:
+        images.append(f"{len(found.uploads)} uploads")
     rows = sum(e.removed for e in found.parquet)
-    summary = f"{len(found.raw)} raw objects, {rows} derived rows in {len(found.parquet)} Parquet files"
+    summary = f"{', '.join(images)}, {rows} derived rows in {len(found.parquet)} Parquet files"
+    if found.labels:
+        summary += f", {sum(e.removed for e in found.labels)} label rows in {len(found.labels)} label files"
     if confirm:
         out(f"Erased {summary}.")
     else:

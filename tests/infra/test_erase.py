@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from urllib.parse import quote
 
 import boto3
 import pyarrow as pa
@@ -11,7 +12,7 @@ import pytest
 
 from infra_testing import REGION
 from fruits_infra.cli import main
-from fruits_infra.erase import ErasureError, erase, select, store_for
+from fruits_infra.erase import ErasureError, Selection, erase, select, store_for
 from fruits_contract.lake import Lake
 
 IMAGES = {  # label -> file names; labels with spaces as in Fruits-360
@@ -172,7 +173,7 @@ def test_erasure_removes_raw_objects_and_every_derived_row_and_is_safe_to_rerun(
     rerun = []
     found = erase(store, selection, confirm=True, out=rerun.append)
     assert found.empty and rerun == [
-        "Nothing to erase: no raw object and no derived row matches (already erased, or never uploaded)."]
+        "Nothing to erase: no image and no derived row matches (already erased, or never uploaded)."]
     assert lake_env.snapshot() == before
 
 
@@ -279,3 +280,149 @@ def test_drop_pca_models_also_deletes_the_classifier_of_that_pca(lake_env):
     erase(lake_env.store, select(lake_env.lake, paths=["Kiwi/k1.jpg"]), confirm=True, drop_pca_models=True,
           out=lambda _: None)
     assert lake_env.store.list(f"{run}/") == []
+
+
+# ---------------------------------------------------------------- the app's photos: uploads/, predictions/, labels/
+
+UPLOAD_RUN = "2026-12-02T000000Z"
+X, Y, Z, W = ("uploads/2026-12-02/u1/x.jpg", "uploads/2026-12-02/u1/my photo.heic",
+              "uploads/2026-12-02/u10/z.jpg", "uploads/2026-12-03/u2/w.png")
+UPLOADS = (X, Y, Z, W)
+TOP = pa.list_(pa.struct([("label", pa.string()), ("probability", pa.float32())]))
+LABELS_CSV, LABELS_PARQUET = "labels/2026-12-02/app.csv", "labels/confirmed.parquet"
+
+
+def spelled_in_full(env, key: str) -> str:
+    """How the app may spell a photo's full URI: Spark's ``file:/`` with percent-escapes on a file lake."""
+    return "file:" + quote(str(env.root / key)) if isinstance(env, LocalLake) else env.lake.uri(key)
+
+
+def label_csv(env) -> bytes:
+    # CRLF, a quoted field, both spellings of X: the kept records must come back byte for byte.
+    return (f"path,label\r\n{X},Kiwi\r\n\"{env.lake.uri(Z)}\",Banana\r\n{spelled_in_full(env, X)},Kiwi\r\n"
+            f"{W},\"Apple Red 1\"\r\n{spelled_in_full(env, Y)},Kiwi\r\n").encode()
+
+
+def add_uploads(env) -> None:
+    """Four app photos (no label), featurized and predicted by one run; labels/ the app wrote back."""
+    uris = [env.lake.uri(key) for key in UPLOADS]
+    for key in UPLOADS:
+        env.put(key, f"photo {key}".encode())
+    n, nulls = len(uris), pa.array([None] * len(uris), pa.string())
+    _parquet(env.put, f"manifests/{UPLOAD_RUN}/valid/part-00000.parquet", pa.table({"path": uris, "label": nulls}))
+    _parquet(env.put, f"features/batch={UPLOAD_RUN}/part-00000.parquet", pa.table({
+        "path": uris, "label": nulls, "features": pa.array([[0.5] * 4] * n, FEATURES), "model": ["mobilenet_v2"] * n}))
+    _parquet(env.put, f"predictions/{UPLOAD_RUN}/part-00000.parquet", pa.table({
+        "path": uris, "label": pa.array(["Kiwi", None, "Banana", "Kiwi"], pa.string()),
+        "probability": pa.array([0.9, 0.4, 0.8, 0.95], pa.float32()),
+        "top": pa.array([[{"label": "Kiwi", "probability": 0.9}, {"label": "Banana", "probability": 0.05}]] * n, TOP),
+        "unsure": [False, True, False, False], "model": [RUNS[1]] * n}))
+    env.put(f"predictions/{UPLOAD_RUN}/_job_result.json", b'{"predicted": 4, "unsure": 1}')
+    env.put(LABELS_CSV, b"path,label\n" + X.encode() + b",Kiwi\n")  # an older version of the file (S3 keeps it)
+    env.put(LABELS_CSV, label_csv(env))
+    _parquet(env.put, LABELS_PARQUET, pa.table({
+        "path": [env.lake.uri(X), W, X, Z], "label": ["Kiwi", "Apple Red 1", "Kiwi", "Banana"]}))
+
+
+@pytest.fixture
+def uploads_env(lake_env):
+    add_uploads(lake_env)
+    return lake_env
+
+
+def test_erasing_an_upload_removes_the_photo_its_rows_predictions_and_labels(uploads_env):
+    env = uploads_env
+    store, lake = env.store, env.lake
+    selection = select(lake, paths=[X])
+    lines = []
+    erase(store, selection, confirm=True, out=lines.append)
+
+    assert env.all_versions(X) == 0 and not (set(UPLOADS) - {X}) - set(store.list("uploads/"))
+    assert f"upload {lake.uri(X)}: deleted (1 version)" in lines
+    kept = [lake.uri(key) for key in (Y, Z, W)]
+    for root in ("manifests/", "features/", "predictions/"):
+        assert sorted(p for p in _paths_in(store, root) if "/uploads/" in p) == sorted(kept), root
+    predictions = pq.read_table(io.BytesIO(store.read(f"predictions/{UPLOAD_RUN}/part-00000.parquet")))
+    assert predictions.schema.field("top").type == TOP and predictions.column("unsure").to_pylist() == [True, False, False]
+    assert store.list(f"predictions/{UPLOAD_RUN}/_job_result.json")
+    # The CSV: both spellings of X gone, header and every other record exactly as the app wrote them.
+    rows = label_csv(env).split(b"\r\n")
+    assert store.read(LABELS_CSV) == b"\r\n".join([rows[0], rows[2], rows[4], rows[5], b""])
+    labels = pq.read_table(io.BytesIO(store.read(LABELS_PARQUET)))
+    assert labels.to_pylist() == [{"path": W, "label": "Apple Red 1"}, {"path": Z, "label": "Banana"}]
+    assert f"labels {lake.uri(LABELS_CSV)}: removed 2, kept 3" in "\n".join(lines)
+    assert lines[-1] == "Erased 1 uploads, 3 derived rows in 3 Parquet files, 4 label rows in 2 label files."
+    if isinstance(env, S3Lake):  # the old version of the label file named X too
+        assert env.all_versions(LABELS_CSV) == 1 and env.all_versions(LABELS_PARQUET) == 1
+
+    before = env.snapshot()
+    rerun = []
+    assert erase(store, selection, confirm=True, out=rerun.append).empty
+    assert rerun == ["Nothing to erase: no image and no derived row matches (already erased, or never uploaded)."]
+    assert env.snapshot() == before
+
+
+def test_every_spelling_of_an_upload_selects_the_same_photo(tmp_path):
+    env = LocalLake(tmp_path / "lake")
+    expected = Selection(frozenset([env.lake.uri(X)]))
+    for spelling in (X, env.lake.uri(X), str(env.root / X), f"file:{env.root / X}"):
+        assert select(env.lake, paths=[spelling]) == expected, spelling
+
+
+def test_the_dry_run_lists_predictions_and_labels_and_changes_nothing(uploads_env):
+    env = uploads_env
+    before = env.snapshot()
+    lines = []
+    found = erase(env.store, select(env.lake, paths=[env.lake.uri(X), "Kiwi/k1.jpg"]), confirm=False, out=lines.append)
+    assert env.snapshot() == before
+    assert sorted(found.uploads) == [X] and sorted(found.raw) == ["raw/Kiwi/k1.jpg"]
+    text = "\n".join(lines)
+    assert f"rows {env.lake.uri('predictions', UPLOAD_RUN, 'part-00000.parquet')}: would remove 1, keep 3" in text
+    assert f"labels {env.lake.uri(LABELS_CSV)}: would remove 2, keep 3" in text
+    assert f"labels {env.lake.uri(LABELS_PARQUET)}: would remove 2, keep 2" in text
+    assert lines[-1].startswith("Dry run: would erase 1 raw objects, 1 uploads, 6 derived rows in 6 Parquet files, "
+                                "4 label rows in 2 label files.")
+
+
+def test_a_prefix_under_uploads_erases_one_users_folder(uploads_env, capsys):
+    env = uploads_env
+    args = ["erase", "--lake", env.lake.base_uri, "--region", REGION, "--prefix", "uploads/2026-12-02/u1/", "--yes"]
+    assert main(args) == 0  # on S3: moto's mock answers the command's own client
+    out = capsys.readouterr().out
+    assert sorted(env.store.list("uploads/")) == sorted([Z, W]), "u10/ is another user: not under u1/"
+    assert env.all_versions(X) == 0 and env.all_versions(Y) == 0
+    assert sorted(p for p in _paths_in(env.store, "predictions/")) == sorted(env.lake.uri(k) for k in (Z, W))
+    # Y's label row spelled its URI with %20 for the space: compared canonically, it goes too.
+    rows = label_csv(env).split(b"\r\n")
+    assert env.store.read(LABELS_CSV) == b"\r\n".join([rows[0], rows[2], rows[4], b""])
+    assert "Erased 2 uploads, 6 derived rows in 3 Parquet files, 5 label rows in 2 label files." in out
+
+
+@pytest.mark.parametrize("prefix", ["uploads", "uploads/", "LAKE/uploads/", "LAKE/uploads"])
+def test_a_prefix_taking_all_of_uploads_is_refused(tmp_path, prefix):
+    lake = Lake(f"file://{tmp_path}")
+    with pytest.raises(ErasureError, match=r"selects all of uploads/"):
+        select(lake, prefixes=[prefix.replace("LAKE", lake.base_uri)])
+
+
+def test_an_unparsable_label_file_is_named_with_why_and_left_alone(uploads_env):
+    env = uploads_env
+    broken = {
+        "labels/latin1.csv": f"path,label\n{X},Pomme \xe9t\xe9\n".encode("latin-1"),
+        "labels/quotes.csv": f'path,label\n"{X}"x,Kiwi\n'.encode(),
+        "labels/no-path.csv": f"photo,label\n{X},Kiwi\n".encode(),
+        "labels/truncated.parquet": b"PAR1 not really",
+    }
+    for key, data in broken.items():
+        env.put(key, data)
+    lines = []
+    found = erase(env.store, select(env.lake, paths=[X]), confirm=True, out=lines.append)
+    assert sorted(found.unreadable) == sorted(broken)
+    assert "UTF-8" in found.unreadable["labels/latin1.csv"]
+    assert "not CSV" in found.unreadable["labels/quotes.csv"]
+    assert "no path column" in found.unreadable["labels/no-path.csv"]
+    assert "Parquet" in found.unreadable["labels/truncated.parquet"]
+    for key, data in broken.items():
+        assert env.store.read(key) == data, key
+        assert any(line.startswith(f"unreadable {env.lake.uri(key)}: ") and "left as is" in line for line in lines), key
+    assert f"labels {env.lake.uri(LABELS_CSV)}: removed 2, kept 3" in "\n".join(lines), "the readable files still are"
