@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 
 from fruits_contract.lake import EXTRACT_FEATURES, run_key_for
 from fruits_pipeline import storage
+from fruits_pipeline.confirmed_labels import confirmed_labels, write_labels_manifest
 from fruits_pipeline.cost import estimate_cluster_cost, load_price_table
 from fruits_pipeline.job_flow import build_job_flow
 from fruits_pipeline.params import RunParams
@@ -42,6 +43,11 @@ def validate_and_plan(settings: Settings, params: dict | None, run_key: str) -> 
                               conn_id=settings.aws_conn_id, max_image_bytes=settings.max_image_bytes,
                               min_image_side=settings.min_image_side)
     manifests = write_manifests(settings.lake, result, settings.aws_conn_id)
+    labels = confirmed_labels(settings.lake, settings.aws_conn_id, result.uploads)
+    manifests["labels"] = write_labels_manifest(settings.lake, run_key, labels.accepted, settings.aws_conn_id)
+    # No confirmed label: no digest, so that a lake without labels (and pointers written before labels
+    # existed) never counts as "labels changed".
+    result.labels = labels.summary() | ({} if labels.accepted else {"digest": None})
     latest = None
     if not result.valid and not run_params.dry_run:  # only then can the current PCA decide the route
         latest = current_pca(settings.lake, settings.aws_conn_id, exclude_run_key=run_key)
