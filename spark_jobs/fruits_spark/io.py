@@ -23,7 +23,7 @@ def read_bytes(spark, uri: str) -> bytes:
     would travel as text (about 2 s for the 9 MB model here)."""
     path, fs = _hadoop_path(spark, uri)
     if not fs.exists(path):
-        raise FileNotFoundError(uri)
+        raise FileNotFoundError(f"{uri}: no such file")
     if not fs.getFileStatus(path).isFile():
         raise IsADirectoryError(f"{uri} is a folder, not a file")
     with tempfile.TemporaryDirectory(prefix="fruits-read-") as tmp:

@@ -264,7 +264,7 @@ def test_driver_refuses_a_flatbuffer_of_another_model(spark, tmp_path):
         feature_model.load_model_on_driver(spark, str(path))
 
 
-@pytest.mark.parametrize("what,message", [("missing", "FileNotFoundException"), ("folder", "is a folder, not a file")])
+@pytest.mark.parametrize("what,message", [("missing", "FileNotFoundError: .*nowhere.tflite: no such file"), ("folder", "is a folder, not a file")])
 def test_driver_names_a_model_it_cannot_read(spark, tmp_path, what, message):
     uri = str(tmp_path / "nowhere.tflite") if what == "missing" else str(tmp_path)
     with pytest.raises(FeatureInputError, match=f"--model {uri}: cannot be read .*{message}"):
