@@ -109,6 +109,17 @@ def lake_link(uri: str | None) -> str:
     return f"<code>{_e(uri)}</code>"
 
 
+def _rejected_by_reason(prefix: str, by_reason: dict, examples: dict, counted: str, show_example) -> str:
+    """The "Rejected, by reason" table of ``<prefix>.rejected_by_reason`` with a few of each reason's
+    ``<prefix>.rejected_examples``, each drawn by ``show_example``."""
+    reason_rows = [
+        f"<tr><td><code>{_e(reason)}</code></td><td>{_field(f'{prefix}.rejected_by_reason.{reason}', n)}</td>"
+        f"<td data-field=\"{prefix}.rejected_examples.{_e(reason)}\">"
+        f"{'<br>'.join(show_example(example) + chr(10) for example in examples.get(reason) or [])}</td></tr>"
+        for reason, n in by_reason.items()]
+    return "<h3>Rejected, by reason</h3>" + _table(reason_rows, ["reason", counted, "for example"])
+
+
 def _uploads(counts: dict) -> str:
     rows = [
         _row("selected for this run", _field("counts.listed", counts.get("listed"))),
@@ -123,13 +134,8 @@ def _uploads(counts: dict) -> str:
     body = _table(rows)
     by_reason = counts.get("rejected_by_reason") or {}
     if by_reason:
-        examples = counts.get("rejected_examples") or {}
-        reason_rows = [
-            f"<tr><td><code>{_e(reason)}</code></td><td>{_field(f'counts.rejected_by_reason.{reason}', n)}</td>"
-            f"<td data-field=\"counts.rejected_examples.{_e(reason)}\">"
-            f"{'<br>'.join(f'<code>{_e(p)}</code>' + chr(10) for p in examples.get(reason, []))}</td></tr>"
-            for reason, n in by_reason.items()]
-        body += "<h3>Rejected, by reason</h3>" + _table(reason_rows, ["reason", "uploads", "for example"])
+        body += _rejected_by_reason("counts", by_reason, counts.get("rejected_examples") or {}, "uploads",
+                                    lambda path: f"<code>{_e(path)}</code>")
     return _section("Uploads", body)
 
 
@@ -263,13 +269,8 @@ def _labels(labels: dict | None) -> str:
     body = _table(rows)
     by_reason = labels.get("rejected_by_reason") or {}
     if by_reason:
-        examples = labels.get("rejected_examples") or {}
-        reason_rows = [
-            f"<tr><td><code>{_e(reason)}</code></td><td>{_field(f'labels.rejected_by_reason.{reason}', n)}</td>"
-            f"<td data-field=\"labels.rejected_examples.{_e(reason)}\">"
-            f"{'<br>'.join(_label_example(example) + chr(10) for example in examples.get(reason) or [])}</td></tr>"
-            for reason, n in by_reason.items()]
-        body += "<h3>Rejected, by reason</h3>" + _table(reason_rows, ["reason", "rows", "for example"])
+        body += _rejected_by_reason("labels", by_reason, labels.get("rejected_examples") or {}, "rows",
+                                    _label_example)
     problems = labels.get("file_problems") or []
     if problems:
         body += (f"<h3>Files not read (<span data-field=\"labels.file_problems\">{len(problems)}</span>)</h3>"
