@@ -82,7 +82,7 @@ def publish_decision(shared: int, new_right: int, current_right: int, *, current
     figures = (f"{new:.2f}% against {current:.2f}% for the current classifier ({current_run}) on the "
                f"{shared} held-out images both held out")
     if new >= current - tolerance_points:
-        return True, f"as good or better: {figures}"
+        return True, f"at least as good, within {tolerance_points:g} point: {figures}"
     return False, f"worse by more than {tolerance_points:g} point: {figures}; kept, not published"
 
 
