@@ -31,14 +31,27 @@ def keras_features(image_paths: list[str], weights: str) -> np.ndarray:
                          verbose=0).astype(np.float32)
 
 
+def litert_features(image_paths: list[str]) -> np.ndarray:
+    """The feature job's own features: its decode and the LiteRT model the repository ships (converted
+    from the real weights), one image at a time."""
+    from fruits_contract.model import SHIPPED_MODEL_PATH
+    from fruits_spark.feature_model import LiteRTModel
+    from fruits_spark.features import decode_image, preprocess
+
+    model = LiteRTModel(SHIPPED_MODEL_PATH.read_bytes())
+    return np.concatenate([model.predict(preprocess(decode_image(Path(p).read_bytes())[None].astype(np.float32)))
+                           for p in image_paths])
+
+
 def real_image_paths(sample_dir: str) -> list[str]:
     """Every third image of the sample's Test set: about 220 images of all 10 labels."""
     return sorted(str(p) for p in Path(sample_dir, "Test").glob("*/*.jpg"))[::3]
 
 
-def write_real_features(root: Path, paths: list[str], matrix: np.ndarray) -> tuple[Path, list[str], np.ndarray]:
-    """The features of ``paths`` (row i = path i, as `real_keras_features` gives them) as the feature
-    job writes them, in two batches (root/batch=a, root/batch=b). Returns root, the file:// paths and
+def write_real_features(root: Path, paths: list[str], matrix: np.ndarray,
+                        model: str = "keras") -> tuple[Path, list[str], np.ndarray]:
+    """The features of ``paths`` (row i = path i, as `real_keras_features` gives them) by ``model`` (the
+    feature job's ``model`` column) as the feature job writes them, in two batches (root/batch=a, root/batch=b). Returns root, the file:// paths and
     the matrix."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -50,7 +63,7 @@ def write_real_features(root: Path, paths: list[str], matrix: np.ndarray) -> tup
             "path": ["file://" + p for p in paths[part]],
             "label": [Path(p).parent.name for p in paths[part]],
             "features": pa.array(list(matrix[part]), type=pa.list_(pa.float32())),
-            "model": ["keras"] * len(paths[part]),
+            "model": [model] * len(paths[part]),
         }), root / f"batch={name}" / "part-00000.parquet")
         (root / f"batch={name}" / "_job_result.json").write_text("{}")  # committed, as the job leaves it
     return root, ["file://" + p for p in paths], matrix

@@ -90,14 +90,20 @@ class CodePackage:
         return {f"{prefix.rstrip('/')}/{name}": path for name, path in self.files.items()}
 
 
+# What the jobs import and read from LIBRARIES: the modules, and the data they load with importlib.resources
+# (fruits_spark.not_fruit's features).
+LIBRARY_FILES = ("*.py", "*.npz")
+
+
 def library_zip_bytes(jobs_dir: Path) -> bytes:
-    """The ``*.py`` of LIBRARIES as a zip whose bytes depend only on the sources."""
+    """The LIBRARY_FILES of LIBRARIES as a zip whose bytes depend only on the sources."""
     sources = []
     for library in LIBRARIES:
         package_dir = Path(jobs_dir) / library
         if not (package_dir / "__init__.py").is_file():
             raise CodePackageError(f"{package_dir}/__init__.py not found: {jobs_dir} does not hold the {library} library")
-        sources += sorted(path for path in package_dir.rglob("*.py") if "__pycache__" not in path.parts)
+        sources += sorted(path for pattern in LIBRARY_FILES for path in package_dir.rglob(pattern)
+                          if "__pycache__" not in path.parts)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         for source in sorted(sources):

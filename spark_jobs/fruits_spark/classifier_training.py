@@ -197,6 +197,7 @@ class TrainedClassifier:
     k: int
     figures: dict  # the report's classifier object without its uri
     held_out: object  # DataFrame: predict() of the held-out rows
+    rows: object  # DataFrame: every row trained on or held out (path, label_index, held_out, pca_features)
 
 
 def train(frame, pca_uri: str, logger=None) -> TrainedClassifier:
@@ -234,7 +235,33 @@ def train(frame, pca_uri: str, logger=None) -> TrainedClassifier:
             model, held_out, run_counts = fitted, predictions, counts_j
     result = figures(run_counts, labels) | {"accuracy_by_k": accuracy_by_k, "excluded_labels": excluded,
                                             "n_train": n_train, "n_test": n_test}
-    return TrainedClassifier(model=model, labels=labels, k=k, figures=result, held_out=held_out)
+    return TrainedClassifier(model=model, labels=labels, k=k, figures=result, held_out=held_out, rows=rows)
+
+
+def _pca_matrix(rows, k: int):
+    import numpy as np
+
+    return np.array([row[PCA_COLUMN][:k] for row in rows], dtype=np.float64).reshape(len(rows), k)
+
+
+def not_sure(trained: TrainedClassifier, pca_of_not_fruit) -> tuple[object, dict]:
+    """The "not sure" rule (fruits_spark.unsure) fitted on the training rows, and its figures on the
+    held-out rows (right = the Spark model's prediction) and on ``pca_of_not_fruit`` [n, k] (None:
+    not measured). The rows are collected on the driver in path order: k floats per labelled image."""
+    import numpy as np
+    from pyspark.sql import functions as F
+
+    from fruits_spark.unsure import fit_unsure_rule, rule_figures
+
+    k = trained.k
+    train_rows = trained.rows.where(~F.col(HELD_OUT_COLUMN)).select("path", LABEL_INDEX_COLUMN, PCA_COLUMN) \
+        .orderBy("path").collect()
+    rule = fit_unsure_rule(_pca_matrix(train_rows, k), np.array([int(row[LABEL_INDEX_COLUMN]) for row in train_rows]),
+                           len(trained.labels))
+    held_out = (trained.held_out.select("path", (F.col(LABEL_INDEX_COLUMN) == F.col("prediction")).alias("right"))
+                .join(trained.rows.select("path", PCA_COLUMN), "path").orderBy("path").collect())
+    return rule, rule_figures(rule, _pca_matrix(held_out, k), np.array([row["right"] for row in held_out], dtype=bool),
+                              pca_of_not_fruit)
 
 
 def held_out_agreement(new_held_out, current_held_out) -> tuple[int, int, int]:

@@ -20,7 +20,8 @@ classified, 1 when none was, 2 when the model cannot be used.
 The export (docs/classifier.md, "Export format"): ``export/classifier.json`` (format, labels, k,
 feature model, decode settings, figures) and ``export/classifier.npz`` (NumPy
 arrays, float64: ``pca_mean`` [dim], ``pca_components`` [dim, k], ``coefficients`` [labels, k],
-``intercepts`` [labels]).
+``intercepts`` [labels]; and the "not sure" rule's ``unsure_means`` [labels, k] and ``unsure_whitening``
+[k, k], with its threshold in classifier.json's ``unsure``).
 """
 from __future__ import annotations
 
@@ -41,11 +42,14 @@ from fruits_contract.lake import CLASSIFIER_EXPORT_FOLDER, CURRENT_FILE
 from fruits_contract.model import SHIPPED_MODEL_PATH
 from fruits_spark.feature_model import LiteRTModel
 from fruits_spark.features import decode_image, preprocess
+from fruits_spark.unsure import ARRAY_MEANS, ARRAY_WHITENING, UnsureRule, rule_from_arrays
 
 EXPORT_JSON = "classifier.json"
 EXPORT_ARRAYS = "classifier.npz"
 EXPORT_FORMAT = "fruits-classifier/1"
 ARRAY_NAMES = ("pca_mean", "pca_components", "coefficients", "intercepts")
+# The "not sure" rule's (fruits_spark.unsure): absent from exports made before it, which answer every photo sure.
+OPTIONAL_ARRAY_NAMES = (ARRAY_MEANS, ARRAY_WHITENING)
 TOP = 3
 # Where an installed fruits-classify carries the shipped model (spark_jobs/pyproject.toml): a checkout
 # has it at SHIPPED_MODEL_PATH, outside the packages.
@@ -63,6 +67,7 @@ class ClassifierExport:
     pca_components: np.ndarray  # [dim, k]
     coefficients: np.ndarray  # [labels, k]
     intercepts: np.ndarray  # [labels]
+    unsure_rule: UnsureRule | None = None
 
     @property
     def labels(self) -> list[str]:
@@ -91,10 +96,11 @@ class ClassifierExport:
         """The run key of the run that trained this classifier (the ``model`` of its predictions)."""
         return self.metadata.get("run_key")
 
-    def unsure(self, pca_features: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
-        """Which rows are answered unsure. No "not sure" rule is measured and exported yet (issue 27
-        is open on it): every answer is sure, as before the field existed."""
-        return np.zeros(len(probabilities), dtype=bool)
+    def unsure(self, pca_features: np.ndarray) -> np.ndarray:
+        """Which rows are answered unsure: farther from every label than the rule allows."""
+        if self.unsure_rule is None:
+            return np.zeros(len(pca_features), dtype=bool)
+        return self.unsure_rule.unsure(pca_features)
 
     def answers(self, features: np.ndarray) -> list[dict]:
         """The answer for each row of ``features`` [n, dim]: ``label`` (None when unsure),
@@ -103,7 +109,7 @@ class ClassifierExport:
         probabilities = self.probabilities(pca)
         return [{"label": None if unsure else top[0]["label"], "probability": top[0]["probability"],
                  "unsure": bool(unsure), "top": top}
-                for top, unsure in zip(self.top(probabilities), self.unsure(pca, probabilities))]
+                for top, unsure in zip(self.top(probabilities), self.unsure(pca))]
 
 
 def write_export(folder: Path, metadata: dict, arrays: dict[str, np.ndarray]) -> list[Path]:
@@ -113,7 +119,8 @@ def write_export(folder: Path, metadata: dict, arrays: dict[str, np.ndarray]) ->
         raise ValueError(f"export arrays {missing} are missing")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    np.savez(folder / EXPORT_ARRAYS, **{name: np.asarray(arrays[name], dtype=np.float64) for name in ARRAY_NAMES})
+    np.savez(folder / EXPORT_ARRAYS, **{name: np.asarray(arrays[name], dtype=np.float64)
+                                        for name in (*ARRAY_NAMES, *OPTIONAL_ARRAY_NAMES) if name in arrays})
     payload = {"format": EXPORT_FORMAT, "arrays": EXPORT_ARRAYS, **metadata}
     (folder / EXPORT_JSON).write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
     return [folder / EXPORT_JSON, folder / EXPORT_ARRAYS]
@@ -188,15 +195,20 @@ def load_export(uri: str, read=None) -> ClassifierExport:
     try:
         with np.load(io.BytesIO(read(prefix + metadata.get("arrays", EXPORT_ARRAYS))), allow_pickle=False) as npz:
             arrays = {name: npz[name] for name in ARRAY_NAMES}
+            optional = {name: npz[name] for name in OPTIONAL_ARRAY_NAMES if name in npz.files}
     except (FileNotFoundError, KeyError, ValueError, OSError) as error:
         raise ExportError(f"--model {uri}: {prefix}{EXPORT_ARRAYS} is missing or damaged ({error})") from None
-    export = ClassifierExport(metadata, **arrays)
+    export = ClassifierExport(metadata, **arrays, unsure_rule=rule_from_arrays(optional, metadata.get("unsure")))
     dim, k = export.pca_components.shape
     if export.pca_mean.shape != (dim,) or export.coefficients.shape != (len(export.labels), k) \
             or export.intercepts.shape != (len(export.labels),):
         raise ExportError(f"--model {uri}: array shapes do not agree (mean {export.pca_mean.shape}, components "
                           f"{export.pca_components.shape}, coefficients {export.coefficients.shape}, "
                           f"{len(export.labels)} labels)")
+    rule = export.unsure_rule
+    if rule is not None and (rule.means.shape != (len(export.labels), k) or rule.whitening.shape != (k, k)):
+        raise ExportError(f"--model {uri}: the not-sure rule's arrays do not fit the classifier (means "
+                          f"{rule.means.shape}, whitening {rule.whitening.shape}, k {k})")
     return export
 
 

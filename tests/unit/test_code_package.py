@@ -45,7 +45,7 @@ def test_package_holds_what_spark_submit_and_the_bootstrap_need(jobs_copy, tmp_p
     assert names == sorted(names)
     assert {"fruits_spark/__init__.py", "fruits_spark/session.py", "fruits_spark/jobs/extract_features.py", "fruits_spark/pca.py",
             "fruits_contract/__init__.py", "fruits_contract/lake.py"} <= set(names)
-    assert not [name for name in names if not name.endswith(".py")]
+    assert [name for name in names if not name.endswith(".py")] == ["fruits_spark/not_fruit_photos.npz"]
     assert package.keys("s3://bucket/code/" + package.version)[
         f"s3://bucket/code/{package.version}/fruits_spark.zip"
     ] == package.files["fruits_spark.zip"]
@@ -331,3 +331,18 @@ def test_a_node_of_each_architecture_resolves_every_pin_from_what_the_bootstrap_
         == set(RUNTIME_PINS)
     wheels = [item["download_info"]["url"] for item in json.loads((tmp_path / "r.json").read_text())["install"]]
     assert all(url.endswith("-any.whl") or url.endswith(f"_{arch}.whl") for url in wheels)
+
+
+def test_the_jobs_read_the_shipped_data_from_the_zip_as_spark_submit_gives_it(jobs_copy, tmp_path):
+    """--py-files puts the zip on sys.path: fruits_spark.not_fruit reads its features from inside it."""
+    import subprocess
+    import sys
+
+    package = build_code_package(jobs_copy, tmp_path / "out")
+    probe = ("import fruits_spark.not_fruit as n; features, model = n.shipped_features(); "
+             "assert '.zip' in n.__file__, n.__file__; print(features.shape[0], len(n.NOT_FRUIT_PHOTOS))")
+    completed = subprocess.run([sys.executable, "-S", "-c", f"import sys; sys.path.insert(0, {str(package.files['fruits_spark.zip'])!r}); "
+                                "import site; site.main(); " + probe], capture_output=True, text=True, cwd=tmp_path)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    shipped, photos = completed.stdout.split()
+    assert shipped == photos

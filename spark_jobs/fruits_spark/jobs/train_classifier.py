@@ -26,13 +26,14 @@ from pathlib import Path
 from fruits_contract.lake import (CLASSIFIER_EXPORT_FOLDER, CLASSIFIER_FIGURES_FILE, CLASSIFIER_HELD_OUT_FOLDER,
                                   CLASSIFIER_LABELS_FILE, CLASSIFIER_MODEL_FOLDER, JOB_RESULT_FILE, PCA_MODEL_FOLDER,
                                   PCA_REPORT_FILE, TRAIN_CLASSIFIER, join_uri)
-from fruits_spark.classifier_training import (NotEnoughImages, held_out_agreement, pca_mean_and_components,
+from fruits_spark.classifier_training import (NotEnoughImages, held_out_agreement, not_sure, pca_mean_and_components,
                                               publish_decision, read_pca_output, train, with_confirmed_labels)
-from fruits_spark.classify import write_export
+from fruits_spark.classify import ClassifierExport, write_export
 from fruits_spark.errors import ClassifierInputError
 from fruits_spark.images import IMAGE_SIZE
 from fruits_spark.io import copy_from_local, delete_tree, exists, read_bytes, read_job_output, write_text
 from fruits_spark.job_runner import get_logger, run_job
+from fruits_spark.not_fruit import shipped_features
 
 JOB = TRAIN_CLASSIFIER
 # What decode_image and preprocess do (fruits_spark.features): recorded so that a reader of the export
@@ -100,6 +101,18 @@ def publication(spark, held_out, current: dict | None) -> dict:
             "shared_held_out": shared, "new_right": new_right, "current_right": current_right}
 
 
+def not_fruit_pca(export: ClassifierExport, logger) -> object | None:
+    """The shipped photos of no fruit in this classifier's PCA space, or None when their features were
+    made by another feature model than this run's (they would not be comparable)."""
+    features, made_by = shipped_features()
+    expected = (export.metadata["feature_model"] or {}).get("sha256_prefix")
+    if not expected or not made_by.startswith(expected):
+        logger.warning("photos of no fruit not measured: their features are of the feature model with sha256 %s..., "
+                       "this run's of %s", made_by[:16], expected)
+        return None
+    return export.pca_features(features)
+
+
 def run(spark, args: argparse.Namespace) -> dict:
     """Train, measure, decide whether to publish, write everything under ``args.output``; return the job result."""
     from pyspark.ml import PipelineModel
@@ -126,8 +139,10 @@ def run(spark, args: argparse.Namespace) -> dict:
     arrays = {"pca_mean": mean, "pca_components": components[:, : trained.k],
               "coefficients": trained.model.coefficientMatrix.toArray(),
               "intercepts": trained.model.interceptVector.toArray()}
-    figures = trained.figures | {"labelled_uploads": labelled_uploads, "publication": decision}
-    metadata["figures"] = figures
+    rule, unsure = not_sure(trained, not_fruit_pca(ClassifierExport(metadata, **arrays), logger))
+    arrays |= rule.arrays()
+    figures = trained.figures | {"labelled_uploads": labelled_uploads, "publication": decision, "unsure": unsure}
+    metadata |= {"figures": figures, "unsure": unsure}
     # The held-out Parquet write replaces its folder; the model and small files go beside it.
     trained.held_out.write.mode("overwrite").parquet(join_uri(output, CLASSIFIER_HELD_OUT_FOLDER))
     trained.model.write().overwrite().save(join_uri(output, CLASSIFIER_MODEL_FOLDER))
@@ -138,11 +153,16 @@ def run(spark, args: argparse.Namespace) -> dict:
             copy_from_local(spark, file, join_uri(output, CLASSIFIER_EXPORT_FOLDER, file.name))
     job_result = {"job": JOB, "trained": True, "k": trained.k, "labels": len(trained.labels), "n_train": figures["n_train"],
                   "n_test": figures["n_test"], "accuracy": figures["accuracy"], "macro_f1": figures["macro_f1"],
-                  "published": decision["published"], "seconds": round(time.monotonic() - started, 1)}
+                  "published": decision["published"],
+                  "held_out_sure_and_right": unsure["held_out_sure_and_right"],
+                  "not_fruit_unsure": unsure["not_fruit_unsure"], "seconds": round(time.monotonic() - started, 1)}
     write_text(spark, join_uri(output, JOB_RESULT_FILE), json.dumps(job_result) + "\n")
     logger.info("classifier on %d labels, k=%d: held-out accuracy %.4f, macro F1 %.4f on %d images -> %s; %s: %s",
                 len(trained.labels), trained.k, figures["accuracy"], figures["macro_f1"], figures["n_test"], output,
                 "to publish" if decision["published"] else "NOT to publish", decision["why"])
+    logger.info("not sure beyond distance %.2f: held-out images sure and right %s, unsure %s; photos of no fruit "
+                "unsure %s of %s", unsure["threshold"], unsure["held_out_sure_and_right"], unsure["held_out_unsure"],
+                unsure["not_fruit_unsure"], unsure["not_fruit_photos"])
     return job_result
 
 
