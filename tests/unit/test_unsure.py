@@ -28,17 +28,18 @@ def test_a_label_mean_is_sure_a_far_point_is_not_and_the_threshold_is_the_traini
     assert TRAINING_QUANTILE - 1 / len(z) <= within <= TRAINING_QUANTILE + 1 / len(z)
 
 
-def test_distances_are_mahalanobis_to_the_nearest_label_under_the_pooled_covariance():
-    z, y, _ = clustered(seed=1)
+@pytest.mark.parametrize("n_per_label, k", [(200, 6), (4, 30)])
+def test_distances_are_mahalanobis_to_the_nearest_label_under_scikit_learns_ledoit_wolf(n_per_label, k):
+    from sklearn.covariance import ledoit_wolf
+
+    z, y, _ = clustered(n_per_label=n_per_label, k=k, seed=1)
     rule = fit_unsure_rule(z, y, 3)
     means = np.stack([z[y == c].mean(axis=0) for c in range(3)])
-    residuals = z - means[y]
-    covariance = residuals.T @ residuals / (len(z) - 3)
-    covariance += np.eye(len(covariance)) * 1e-3 * np.trace(covariance) / len(covariance)
+    covariance, _ = ledoit_wolf(z - means[y], assume_centered=True)
     precision = np.linalg.inv(covariance)
     probes = np.random.default_rng(2).normal(scale=15.0, size=(50, z.shape[1]))
     brute = np.sqrt(np.min([np.einsum("ni,ij,nj->n", probes - m, precision, probes - m) for m in means], axis=0))
-    np.testing.assert_allclose(rule.distances(probes), brute, rtol=1e-9)
+    np.testing.assert_allclose(rule.distances(probes), brute, rtol=1e-7)
 
 
 def test_the_same_rows_give_the_same_rule_bit_for_bit():
