@@ -3,9 +3,12 @@
     python -m fruits_pipeline.demo [--images DIR] [--lake DIR] [--airflow-home DIR] [--pca-k N | --pca-variance V]
 
 Copies the images of --images (default $FRUITS_SAMPLE_DIR, else the Fruits-360 sample shipped in
-demo_data/) that are not in the lake yet into <lake>/raw/<label>/, runs `airflow dags test
+demo_data/) that are not in the lake yet into <lake>/raw/<label>/, and the app photos of --uploads
+(default the five shipped in demo_uploads/: four fruit the demo never trains on, one temple) into
+<lake>/uploads/ at the same depth, runs `airflow dags test
 fruits_pipeline` with FRUITS_COMPUTE=local and a throwaway Airflow home on SQLite, and prints one
-line per task as it starts and ends, the Spark jobs' progress and the run summary. Airflow's own
+line per task as it starts and ends, the Spark jobs' progress, the run summary and the answer to each
+app photo (its fruit, or "unsure"). Airflow's own
 records go to a log file whose path is printed. The feature job runs the model the repository
 ships (spark_jobs/models/), or FRUITS_MODEL.
 
@@ -33,6 +36,9 @@ from fruits_contract.headers import PHOTO_SUFFIXES
 DAG_ID = "fruits_pipeline"
 # A few labels of Fruits-360 (CC BY-SA 4.0, Mihai Oltean), about 0.7 MB: see demo_data/ATTRIBUTION.md.
 DEMO_IMAGES = Path(__file__).resolve().parent / "demo_data"
+
+# Unlabelled app photos (demo_uploads/ATTRIBUTION.md); tests/make_demo_uploads.py made them.
+DEMO_UPLOADS = Path(__file__).resolve().parent / "demo_uploads"
 
 # A photo of the shipped sample, for the command the demo ends with.
 CLASSIFY_EXAMPLE = (DEMO_IMAGES / "Pepino" / "50_100.jpg").relative_to(REPO_ROOT)
@@ -83,9 +89,17 @@ def raw_name(images_dir: Path, image: Path) -> Path:
 
 def copy_new_images(images_dir: Path, raw_dir: Path) -> CopyResult:
     """Copy the images that are not in raw/ yet; never overwrite or delete what is there."""
+    return _copy_new([(image, raw_dir / raw_name(images_dir, image)) for image in find_images(images_dir)])
+
+
+def copy_new_uploads(uploads_dir: Path, lake_uploads: Path) -> CopyResult:
+    """Copy the app photos that are not in uploads/ yet, at the depth they have under uploads_dir."""
+    return _copy_new([(photo, lake_uploads / photo.relative_to(uploads_dir)) for photo in find_images(uploads_dir)])
+
+
+def _copy_new(copies: list[tuple[Path, Path]]) -> CopyResult:
     copied = already = 0
-    for image in find_images(images_dir):
-        target = raw_dir / raw_name(images_dir, image)
+    for image, target in copies:
         if target.exists():
             already += 1
             if not filecmp.cmp(image, target, shallow=False):
@@ -244,8 +258,28 @@ def run_dag(env: dict, airflow_home: Path, conf: dict | None = None) -> tuple[in
         return process.wait(), log_path
 
 
+def photo_answers(report: dict) -> list[str]:
+    """One line per app photo the run answered (its predictions/ table): the fruit and how sure, or unsure."""
+    uri = (report.get("uris") or {}).get("predictions")
+    if not uri or not (report.get("predictions") or {}).get("predicted"):
+        return []
+    import pyarrow.parquet as pq
+
+    rows = sorted(pq.read_table(uri, columns=["path", "label", "probability", "unsure", "top"]).to_pylist(),
+                  key=lambda row: row["path"])
+    lines = ["make demo: the app's photos, as the app would answer them:"]
+    for row in rows:
+        name = row["path"].split("/uploads/", 1)[-1]
+        if row["unsure"]:
+            closest = ", ".join(f"{t['label']} {t['probability']:.2f}" for t in row["top"][:2])
+            lines.append(f"  {name}: unsure (not close to any fruit it knows; closest {closest})")
+        else:
+            lines.append(f"  {name}: {row['label']} (p {row['probability']:.2f})")
+    return lines
+
+
 def describe(report: dict) -> str:
-    """The run summary (the report's own text) and what to try next."""
+    """The run summary (the report's own text), each app photo's answer and what to try next."""
     from fruits_pipeline.report import summary_text
     from fruits_pipeline.routes import ROUTE_NOTHING
 
@@ -255,6 +289,7 @@ def describe(report: dict) -> str:
                      "Add images (IMAGES=...) or ask for another PCA (make demo PCA_K=<n> or PCA_VARIANCE=<v>).")
     elif report.get("uris", {}).get("pca") and not report["uris"].get("picture") and report["status"] == "success":
         lines.append("make demo: no picture was drawn (the PCA job wrote no preview); see the report task's log.")
+    lines += photo_answers(report)
     classifier = report.get("classifier")
     if classifier and classifier.get("accuracy") is not None:
         lines += [f"make demo: the fruit classifier of this run is right on {classifier['accuracy']:.1%} of the "
@@ -268,6 +303,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make demo", description=__doc__.splitlines()[0])
     parser.add_argument("--images", default=os.environ.get("FRUITS_SAMPLE_DIR") or None,
                         help="folder of <label>/<image> to upload (default $FRUITS_SAMPLE_DIR, else the shipped sample)")
+    parser.add_argument("--uploads", default=str(DEMO_UPLOADS),
+                        help="folder of unlabelled app photos to copy into the lake's uploads/ (default the shipped five; "
+                             "'' for none)")
     parser.add_argument("--lake", default=str(REPO_ROOT / ".lake"), help="local lake folder (default .lake)")
     parser.add_argument("--airflow-home", default=str(REPO_ROOT / ".airflow"), help="throwaway AIRFLOW_HOME")
     target = parser.add_mutually_exclusive_group()
@@ -288,11 +326,14 @@ def main(argv: list[str] | None = None) -> int:
         check_model(model)
         lake_root = Path(args.lake).resolve()
         copied = copy_new_images(images_dir, lake_root / "raw")
+        uploads = copy_new_uploads(Path(args.uploads), lake_root / "uploads") if args.uploads else CopyResult(0, 0)
     except DemoError as error:
         print(error, file=sys.stderr)
         return 2
     print(f"make demo: lake {lake_root}: copied {copied.copied} new images from {images_dir} into raw/ "
-          f"({copied.already_there} were already there)")
+          f"({copied.already_there} were already there)"
+          + (f", and {uploads.copied} app photos from {args.uploads} into uploads/ ({uploads.already_there} were "
+             "already there)" if args.uploads else ""))
 
     airflow_home = Path(args.airflow_home).resolve()
     before = reports(lake_root)

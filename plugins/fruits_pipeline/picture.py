@@ -181,8 +181,10 @@ def draw_predictions(ax, predictions: dict) -> None:
         note = f"{n}" if unsure or mean is None else f"{n}, mean p {float(mean):.2f}"
         ax.annotate(note, (n, position), textcoords="offset points", xytext=(4, 0), va="center",
                     fontsize="small")
-    ax.set_title(f"the day's predictions: {predictions.get('predicted')} uploads answered\nby classifier "
-                 f"{shown_text(predictions.get('model'))}: {predictions.get('unsure') or 0} unsure")
+    # The model's run key is long: on a line of its own, so that the counts are not cut off.
+    ax.set_title(f"the day's predictions: {predictions.get('predicted')} uploads, "
+                 f"{predictions.get('unsure') or 0} unsure\nby classifier {shown_text(predictions.get('model'))}",
+                 fontsize="medium")
 
 
 def draw_accuracy_by_k(ax, by_k: dict, classifier_figures: dict) -> None:

@@ -23,7 +23,7 @@ def test_demo_with_only_broken_uploads_runs_the_dag_and_says_nothing_was_process
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "FRUITS_"))}
     lake, home = tmp_path / "lake", tmp_path / "airflow"
     command = [sys.executable, "-m", "fruits_pipeline.demo", "--images", str(tmp_path / "images"),
-               "--lake", str(lake), "--airflow-home", str(home)]
+               "--uploads", "", "--lake", str(lake), "--airflow-home", str(home)]
 
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=600)
 

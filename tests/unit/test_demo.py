@@ -192,3 +192,48 @@ def test_the_summary_ends_with_the_held_out_accuracy_and_the_command_to_classify
     assert "right on 97.5% of the 40 images it never saw in training" in last_lines[0]
     assert last_lines[1] == f"  make classify MODEL=file:///lake/classifier/r IMAGES={CLASSIFY_EXAMPLE}"
     assert (REPO_ROOT / CLASSIFY_EXAMPLE).is_file()
+
+
+def test_app_photos_land_under_uploads_at_their_depth_once(tmp_path):
+    photos = tmp_path / "photos" / "2026-12-06" / "u1"
+    photos.mkdir(parents=True)
+    (photos / "IMG_1.heic").write_bytes(b"heic")
+    (photos / "notes.md").write_text("not a photo")
+    lake_uploads = tmp_path / "lake" / "uploads"
+    assert demo.copy_new_uploads(tmp_path / "photos", lake_uploads) == demo.CopyResult(1, 0)
+    assert [p.relative_to(lake_uploads).as_posix() for p in lake_uploads.rglob("*") if p.is_file()] == \
+        ["2026-12-06/u1/IMG_1.heic"]
+    assert demo.copy_new_uploads(tmp_path / "photos", lake_uploads) == demo.CopyResult(0, 1)
+
+
+def test_the_shipped_app_photos_are_small_licensed_and_one_of_each_format_with_a_photo_of_no_fruit():
+    from fruits_spark.images import sniff
+
+    photos = demo.find_images(demo.DEMO_UPLOADS)
+    assert len(photos) == 5 and all(len(p.relative_to(demo.DEMO_UPLOADS).parts) == 3 for p in photos)
+    assert {sniff(p.read_bytes()[:64]) for p in photos} == {"JPEG", "PNG", "WEBP", "HEIF"}
+    shipped = demo.find_images(demo.DEMO_IMAGES) + photos
+    assert sum(p.stat().st_size for p in shipped) <= 2_000_000, "keep the demo's data under about 2 MB"
+    attribution = (demo.DEMO_UPLOADS / "ATTRIBUTION.md").read_text()
+    assert all(p.relative_to(demo.DEMO_UPLOADS).as_posix() in attribution for p in photos)
+    assert "CC BY 2.0" in attribution and "danielbuechele" in attribution and "Mihai Oltean" in attribution
+
+
+def test_the_summary_lists_each_app_photos_answer(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    top = pa.list_(pa.struct([("label", pa.string()), ("probability", pa.float64())]))
+    folder = tmp_path / "predictions"
+    folder.mkdir()
+    pq.write_table(pa.table({
+        "path": [f"file://{tmp_path}/uploads/d/u/b.jpg", f"file://{tmp_path}/uploads/d/u/a.heic"],
+        "label": [None, "lemon"], "probability": [0.4, 0.99], "unsure": [True, False],
+        "top": pa.array([[{"label": "Corn", "probability": 0.4}, {"label": "lemon", "probability": 0.3}],
+                         [{"label": "lemon", "probability": 0.99}]], type=top)}), folder / "part-0.parquet")
+    report = {"uris": {"predictions": f"file://{folder}"}, "predictions": {"predicted": 2}}
+    assert demo.photo_answers(report) == [
+        "make demo: the app's photos, as the app would answer them:",
+        "  d/u/a.heic: lemon (p 0.99)",
+        "  d/u/b.jpg: unsure (not close to any fruit it knows; closest Corn 0.40, lemon 0.30)"]
+    assert demo.photo_answers({"uris": {}, "predictions": None}) == []

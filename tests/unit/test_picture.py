@@ -138,8 +138,8 @@ def test_the_days_predictions_get_a_panel_of_their_own():
     fig = build_run_figure(pca_report, points, labels, predictions=PREDICTIONS)
     assert _predictions_axes(without) == [] and len(fig.axes) == len(without.axes) + 1
     (ax,) = _predictions_axes(fig)
-    assert ax.get_title() == ("the day's predictions: 9 uploads answered\n"
-                              "by classifier manual__2026-12-01T05-37-39-00-00: 2 unsure")
+    assert ax.get_title() == ("the day's predictions: 9 uploads, 2 unsure\n"
+                              "by classifier manual__2026-12-01T05-37-39-00-00")
     # one bar per label, the most frequent on top, then the unsure answers in grey
     assert [t.get_text() for t in ax.get_yticklabels()] == ["Kiwi", "Lime", r"\$x^", "unsure"]
     widths = [bar.get_width() for bar in ax.patches]
