@@ -42,8 +42,8 @@ MAX_LABEL_BYTES = 255  # a file or folder name's limit on every common file syst
 REJECTED_EXAMPLES_PER_REASON = 3  # in the run report; the logs name every rejected row
 
 # Rejection reasons of a row, and of a file.
-NOT_AN_UPLOAD, UNKNOWN_PATH, EMPTY_LABEL, UNSAFE_LABEL, LABEL_TOO_LONG = (
-    "not_an_upload", "unknown_path", "empty_label", "unsafe_label", "label_too_long")
+NOT_AN_UPLOAD, UNKNOWN_PATH, REJECTED_UPLOAD, EMPTY_LABEL, UNSAFE_LABEL, LABEL_TOO_LONG = (
+    "not_an_upload", "unknown_path", "rejected_upload", "empty_label", "unsafe_label", "label_too_long")
 NOT_CSV_OR_PARQUET, UNREADABLE, MISSING_COLUMNS = "not_csv_or_parquet", "unreadable", "missing_columns"
 
 
@@ -292,7 +292,8 @@ def label_problem(label: str | None) -> tuple[str, str] | None:
     return None
 
 
-def _path_problem(lake: Lake, path: str | None, uploads: set[str]) -> tuple[str | None, str | None, str | None]:
+def _path_problem(lake: Lake, path: str | None, uploads: set[str],
+                  rejected: set[str]) -> tuple[str | None, str | None, str | None]:
     """(canonical URI, None, None) of a row's path naming an upload, else (URI or None, reason, why)."""
     if path is None or not path.strip():
         return None, NOT_AN_UPLOAD, "no path: the photo's key under the lake (uploads/...) or its URI was expected"
@@ -304,16 +305,20 @@ def _path_problem(lake: Lake, path: str | None, uploads: set[str]) -> tuple[str 
         return uri, NOT_AN_UPLOAD, f"{uri} is not under this lake's uploads/ ({uploads_root})"
     if uri not in uploads:
         return uri, UNKNOWN_PATH, f"no photo {uri} under uploads/: never uploaded, or erased"
+    if uri in rejected:
+        return uri, REJECTED_UPLOAD, (f"{uri} was rejected (the run reports' rejected uploads say why): it has no "
+                                      "features to train on")
     return uri, None, None
 
 
-def resolve_labels(rows: Iterable[LabelRow], lake: Lake, uploads: Iterable[str], *, files: int | None = None,
-                   file_problems: list[dict] | None = None) -> ConfirmedLabels:
+def resolve_labels(rows: Iterable[LabelRow], lake: Lake, uploads: Iterable[str], *, rejected: Iterable[str] = (),
+                   files: int | None = None, file_problems: list[dict] | None = None) -> ConfirmedLabels:
     """Each row accepted or rejected. ``uploads``: the canonical URIs of the photos under uploads/ that
     exist (validation's listing: ``ValidationResult.uploads``); ``rows`` in the order of writing
     (``read_label_files``). A row's path is turned into a canonical URI (``upload_uri``); it must name
     one of ``uploads`` (``not_an_upload``: a raw/ image, which takes its folder's label, or anything
-    outside this lake's uploads/; ``unknown_path``: no such photo) and its label must be a label
+    outside this lake's uploads/; ``unknown_path``: no such photo), not one of ``rejected``
+    (``rejected_upload``: validation or the feature job set it aside) and its label must be a label
     (``label_problem``: ``empty_label``, ``unsafe_label``, ``label_too_long``); the path is checked first.
 
     Of the valid rows, the last for a path wins (the key and the full URI of a photo are one path). A
@@ -321,14 +326,14 @@ def resolve_labels(rows: Iterable[LabelRow], lake: Lake, uploads: Iterable[str],
     valid row gave it (a user's slip, say a blank label, does not undo a confirmation; its detail says
     which label stands). ``files``: the number of label files read (default: those the rows come from,
     which misses files of no rows); ``file_problems``: read_label_files's, carried into the summary."""
-    uploads = set(uploads)
+    uploads, set_aside = set(uploads), set(rejected)
     accepted: dict[str, str] = {}
     accepted_at: dict[str, LabelRow] = {}
     rejected: list[dict] = []
     superseded = 0
     rows = list(rows)
     for row in rows:
-        uri, reason, why = _path_problem(lake, row.path, uploads)
+        uri, reason, why = _path_problem(lake, row.path, uploads, set_aside)
         if reason is None:
             problem = label_problem(row.label)
             if problem:
@@ -377,10 +382,12 @@ def write_labels_manifest(lake: Lake, run_key: str, accepted: dict[str, str], co
     return uri
 
 
-def confirmed_labels(lake: Lake, conn_id: str | None, uploads: Iterable[str]) -> ConfirmedLabels:
-    """``labels/`` read and resolved against ``uploads`` (the photos under uploads/, validation's listing)."""
+def confirmed_labels(lake: Lake, conn_id: str | None, uploads: Iterable[str],
+                     rejected: Iterable[str] = ()) -> ConfirmedLabels:
+    """``labels/`` read and resolved against ``uploads`` (the photos under uploads/, validation's listing)
+    and ``rejected`` (those of them set aside: ValidationResult.rejected_uploads)."""
     rows, problems, files = _read_label_files(lake, conn_id)
-    result = resolve_labels(rows, lake, uploads, files=files, file_problems=problems)
+    result = resolve_labels(rows, lake, uploads, rejected=rejected, files=files, file_problems=problems)
     for problem in problems:
         log.warning("label file not read (%s): %s", problem["reason"], problem["detail"])
     for row in result.rejected:

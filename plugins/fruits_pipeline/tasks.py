@@ -43,7 +43,7 @@ def validate_and_plan(settings: Settings, params: dict | None, run_key: str) -> 
                               conn_id=settings.aws_conn_id, max_image_bytes=settings.max_image_bytes,
                               min_image_side=settings.min_image_side)
     manifests = write_manifests(settings.lake, result, settings.aws_conn_id)
-    labels = confirmed_labels(settings.lake, settings.aws_conn_id, result.uploads)
+    labels = confirmed_labels(settings.lake, settings.aws_conn_id, result.uploads, result.rejected_uploads())
     manifests["labels"] = write_labels_manifest(settings.lake, run_key, labels.accepted, settings.aws_conn_id)
     # No confirmed label: no digest, so that a lake without labels (and pointers written before labels
     # existed) never counts as "labels changed".

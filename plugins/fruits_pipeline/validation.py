@@ -51,6 +51,12 @@ class ValidationResult:
     upload_collisions: list[dict] = field(default_factory=list)  # uploads named like a raw/ image (upload_collisions)
     labels: dict | None = None  # the users' confirmed labels (confirmed_labels.ConfirmedLabels.summary)
     uploads: frozenset = frozenset()  # every photo under uploads/ (what a confirmed label may name)
+    rejected_before: frozenset = frozenset()  # photos rejected by an earlier run and not featurized since
+
+    def rejected_uploads(self) -> frozenset:
+        """The photos under uploads/ set aside, by this run or an earlier one: a label for one of them
+        has no features to train on."""
+        return (frozenset(row["path"] for row in self.rejected) | self.rejected_before) & self.uploads
 
     def rejected_by_reason(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -237,7 +243,8 @@ def validate_uploads(lake: Lake, run_key: str, *, full_refresh: bool, conn_id: s
                               previously_rejected=len((rejected_before - featurized) & listed.keys()),
                               partial_batches_ignored=sorted(lake.features(key) for key in batches.partial),
                               upload_collisions=upload_collisions(lake, selected, by_root[raw_root]),
-                              uploads=frozenset(by_root[lake.uploads()]))
+                              uploads=frozenset(by_root[lake.uploads()]),
+                              rejected_before=frozenset(rejected_before - featurized))
     for collision in result.upload_collisions:
         log.warning("%s has the name of the labelled image %s: processed as an app photo, without a label",
                     collision["path"], collision["raw_path"])

@@ -272,3 +272,23 @@ def test_an_s3_lake_resolves_keys_and_uris_alike():
     result = resolve_labels(rows, lake, uploads)
     assert result.accepted == {"s3://fruits-lake/uploads/a b.jpg": "Kiwi"}
     assert [row["reason"] for row in result.rejected] == ["not_an_upload", "not_an_upload"]
+
+
+def test_a_label_for_a_rejected_photo_is_rejected_with_the_reason_and_the_others_stand(lake):
+    rows = [LabelRow("f", 1, PHOTOS[0], "Kiwi"), LabelRow("f", 2, PHOTOS[1], "Lime")]
+    from fruits_pipeline.confirmed_labels import upload_uri
+
+    result = resolve_labels(rows, lake, uploads_of(lake), rejected={upload_uri(lake, PHOTOS[1])})
+    assert result.accepted == {upload_uri(lake, PHOTOS[0]): "Kiwi"}
+    assert [(row["row"], row["reason"]) for row in result.rejected] == [(2, "rejected_upload")]
+    assert "no features to train on" in result.rejected[0]["detail"]
+
+
+def test_the_rejected_uploads_are_this_runs_and_earlier_runs_under_uploads_only():
+    from fruits_pipeline.validation import ValidationResult
+
+    result = ValidationResult(run_key="r", uploads=frozenset({"u/a.jpg", "u/b.jpg", "u/c.jpg"}),
+                              rejected=[{"path": "u/a.jpg", "reason": "truncated"},
+                                        {"path": "raw/Apple/1.jpg", "reason": "truncated"}],
+                              rejected_before=frozenset({"u/b.jpg", "u/gone.jpg"}))
+    assert result.rejected_uploads() == {"u/a.jpg", "u/b.jpg"}
