@@ -92,10 +92,13 @@ def is_parquet_data_file(root: str, uri: str) -> bool:
 
 @_names_the_object("reading")
 def read_parquet_column(uri: str, conn_id: str | None, column: str) -> list:
-    """One column of a Parquet file, reading only that column's pages (a seekable handle)."""
+    """One column of a Parquet file, reading only that column's pages and the footer. s3fs reads ahead
+    50 MiB by default, which pulled a whole feature file (1,280 floats a row) to read its paths: no
+    read-ahead, so each of pyarrow's reads (the footer, the column chunk) is one ranged GET."""
     import pyarrow.parquet as pq
 
-    with lake_path(uri, conn_id).open("rb") as handle:
+    options = {"cache_type": "none"} if uri.startswith("s3://") else {}
+    with lake_path(uri, conn_id).open("rb", **options) as handle:
         return pq.read_table(handle, columns=[column]).column(column).to_pylist()
 
 
