@@ -1,7 +1,8 @@
 """The whole DAG in local mode (dag.test, real Spark, real images when on hand) on one lake,
 run in order: a first run with corrupt uploads mixed in, a run with nothing new, an incremental
 run with three new images, a rerun of that same run key, a run asking for another PCA target
-with no new image (the PCA-only route: reduce_pca and train_classifier), and that target again (nothing to do).
+with no new image (the PCA-only route: reduce_pca and train_classifier), that target again (nothing to do),
+and a day on which only confirmed labels arrive (the app's photos came with the incremental run).
 
 Each run that has work spawns its spark-submits, so the sequence is kept short.
 """
@@ -20,6 +21,7 @@ pytestmark = pytest.mark.e2e
 
 FIRST, NOTHING_NEW, INCREMENTAL = "2026-01-01T00:00:00+00:00", "2026-01-02T00:00:00+00:00", "2026-01-03T00:00:00+00:00"
 NEW_TARGET, SAME_TARGET = "2026-01-04T00:00:00+00:00", "2026-01-05T00:00:00+00:00"
+LABELS_ONLY = "2026-01-06T00:00:00+00:00"
 PCA_K = 3
 PER_LABEL_FIRST = 4
 CORRUPT = {"empty", "truncated", "text"}
@@ -45,7 +47,7 @@ def lake_root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def uploads(images_dir, lake_root) -> dict:
     """First batch: PER_LABEL_FIRST images of each label + three corrupt uploads; later: one new image
-    for each of three labels."""
+    for each of three labels, and two app photos under uploads/ (sample images re-encoded) + a broken one."""
     labels = sorted(p for p in images_dir.iterdir() if p.is_dir())
     first, later = [], []
     for index, label_dir in enumerate(labels):
@@ -66,7 +68,12 @@ def uploads(images_dir, lake_root) -> dict:
     corrupt["empty"].write_bytes(b"")
     corrupt["truncated"].write_bytes(first[0].read_bytes()[: first[0].stat().st_size // 3])
     corrupt["text"].write_text("this is a shopping list, not a photo\n")
+    app = {"uploads/2026-01-03/u1/IMG_1.jpg": labels[0] / sorted(p.name for p in labels[0].glob("*.jpg"))[-1],
+           "uploads/2026-01-03/u2/IMG_2.jpg": labels[1] / sorted(p.name for p in labels[1].glob("*.jpg"))[-1]}
     return {
+        "app_files": app, "app_label": labels[0].name,
+        "app": sorted(f"file://{lake_root}/{key}" for key in app),
+        "app_broken": f"file://{lake_root}/uploads/2026-01-03/u2/IMG_3.jpg",
         "first": [_raw_uri(lake_root, p.parent.name, p.name) for p in first],
         "later_files": later,
         "later": [_raw_uri(lake_root, p.parent.name, p.name) for p in later],
@@ -88,8 +95,14 @@ def nothing_new_run(run_pipeline, lake_root, first_run):
 
 @pytest.fixture(scope="module")
 def incremental_run(run_pipeline, lake_root, uploads, nothing_new_run):
+    from PIL import Image
+
     for image in uploads["later_files"]:
         shutil.copy(image, lake_root / "raw" / image.parent.name / image.name)
+    for key, source in uploads["app_files"].items():
+        (lake_root / key).parent.mkdir(parents=True, exist_ok=True)
+        Image.open(source).convert("RGB").save(lake_root / key, quality=80)  # other bytes: not a duplicate
+    _local(uploads["app_broken"]).write_bytes(b"\xff\xd8\xff" + b"\0" * 64)  # a JPEG's start, then nothing
     result = run_pipeline(lake_root, INCREMENTAL)
     return result, run_key_for("manual", result.run_id, None)
 
@@ -117,6 +130,15 @@ def pca_only_run(run_pipeline, lake_root, rerun):
 def same_target_run(run_pipeline, lake_root, pca_only_run):
     result = run_pipeline(lake_root, SAME_TARGET, {"pca_k": PCA_K})
     return result, run_key_for("manual", result.run_id, None)
+
+
+def _labels_without_later_image(uploads) -> set[str]:
+    return {p.split("/")[-2] for p in uploads["first"]} - {p.split("/")[-2] for p in uploads["later"]}
+
+
+def _trained_on(uploads) -> int:
+    """The labelled images the classifier trains on or holds out: a label with no later image has too few."""
+    return len(uploads["first"] + uploads["later"]) - PER_LABEL_FIRST * len(_labels_without_later_image(uploads))
 
 
 def _report(lake: Lake, run_key: str) -> dict:
@@ -207,14 +229,22 @@ def test_an_incremental_run_featurizes_only_new_images_and_refits_pca_on_all(inc
     result, run_key = incremental_run
     assert result.state == "success", result.output[-6000:]
     lake = Lake(f"file://{lake_root}")
-    assert sorted(r["path"] for r in _rows(lake.manifest_valid(run_key))) == sorted(uploads["later"])
-    assert sorted(r["path"] for r in _rows(lake.features(run_key))) == sorted(uploads["later"])
-    everything = sorted(uploads["first"] + uploads["later"])
+    new = sorted(uploads["later"] + uploads["app"])
+    assert sorted(r["path"] for r in _rows(lake.manifest_valid(run_key))) == new
+    features = _rows(lake.features(run_key))
+    assert sorted(r["path"] for r in features) == new
+    assert {r["path"]: r["label"] for r in features if r["path"] in uploads["app"]} == dict.fromkeys(uploads["app"])
+    everything = sorted(uploads["first"] + uploads["later"] + uploads["app"])
     assert sorted(r["path"] for r in _rows(lake.pca(run_key))) == everything
     report = _report(lake, run_key)
-    assert report["counts"]["featurized"] == len(uploads["later"])
+    assert report["counts"]["featurized"] == len(new)
     assert report["counts"]["reduced"] == len(everything)
     assert report["reconciliation"] == []
+    # The app's photos are answered, the broken one is set aside; none is trained on (no label)
+    assert sorted(r["path"] for r in _rows(lake.predictions(run_key))) == uploads["app"]
+    assert report["predictions"]["predicted"] == 2 and report["predictions"]["model"] == run_key
+    assert uploads["app_broken"] in {r["path"] for r in _rows(lake.manifest_rejected(run_key))}
+    assert report["classifier"]["n_train"] + report["classifier"]["n_test"] == _trained_on(uploads)
 
 
 def test_a_rerun_of_the_same_run_key_replaces_its_outputs(rerun, incremental_run, lake_root, uploads):
@@ -223,9 +253,9 @@ def test_a_rerun_of_the_same_run_key_replaces_its_outputs(rerun, incremental_run
     assert run_key == incremental_run[1]
     lake = Lake(f"file://{lake_root}")
     features = [r["path"] for r in _rows(lake.features(run_key))]
-    assert sorted(features) == sorted(uploads["later"]), "the rerun duplicated or lost feature rows"
+    assert sorted(features) == sorted(uploads["later"] + uploads["app"]), "the rerun duplicated or lost feature rows"
     pca_paths = [r["path"] for r in _rows(lake.pca(run_key))]
-    assert sorted(pca_paths) == sorted(uploads["first"] + uploads["later"])
+    assert sorted(pca_paths) == sorted(uploads["first"] + uploads["later"] + uploads["app"])
     all_batches = [r["path"] for r in pq.read_table(_local(lake.features_root()), columns=["path"]).to_pylist()]
     assert len(all_batches) == len(set(all_batches)), "an image is featurized in two batches"
     assert len(list(_local(lake.features(run_key)).glob("*.parquet"))) == len(before["features"])
@@ -243,7 +273,8 @@ def test_a_new_pca_target_without_new_images_refits_the_pca_alone(pca_only_run, 
     assert "extract_features" not in result.output.split("route pca_only")[-1].split("step reduce_pca")[0]
     assert sorted(str(p.relative_to(lake_root)) for p in _local(lake.features_root()).rglob("*")) == features_before
     assert not _local(lake.features(run_key)).exists()
-    everything = sorted(uploads["first"] + uploads["later"])
+    labelled = sorted(uploads["first"] + uploads["later"])
+    everything = sorted(labelled + uploads["app"])
     pca_rows = _rows(lake.pca(run_key))
     assert sorted(r["path"] for r in pca_rows) == everything
     assert all(len(r["pca_features"]) == PCA_K for r in pca_rows)
@@ -252,10 +283,10 @@ def test_a_new_pca_target_without_new_images_refits_the_pca_alone(pca_only_run, 
     assert report["uris"]["features"] is None and report["uris"]["pca"] == lake.pca(run_key)
     # The classifier is retrained on this PCA; the label without a later image still has too few
     classifier = report["classifier"]
-    no_later_image = {p.split("/")[-2] for p in uploads["first"]} - {p.split("/")[-2] for p in uploads["later"]}
+    no_later_image = _labels_without_later_image(uploads)
     assert classifier["uri"] == lake.classifier(run_key) and list(classifier["accuracy_by_k"]) == [str(PCA_K)]
     assert classifier["excluded_labels"] == {label: PER_LABEL_FIRST for label in no_later_image}
-    assert classifier["n_train"] + classifier["n_test"] == len(everything) - PER_LABEL_FIRST * len(no_later_image)
+    assert classifier["n_train"] + classifier["n_test"] == _trained_on(uploads)
     assert _local(lake.classifier(run_key) + "/export/classifier.npz").is_file()
 
 
@@ -281,3 +312,35 @@ def test_the_same_target_again_with_nothing_new_does_nothing(same_target_run, pc
     assert report["route"] == "nothing_to_do"
     assert f"k={PCA_K} is the latest PCA output's (run {pca_only_run[1]})" in report["route_reason"]
     assert report["uris"]["pca"] is None and report["uris"]["picture"] is None
+
+
+@pytest.fixture(scope="module")
+def labels_only_run(run_pipeline, lake_root, uploads, same_target_run):
+    """The app writes the labels its users confirmed: one good row, one for the broken photo, one for a photo
+    that does not exist. Nothing else is new."""
+    labels = lake_root / "labels" / "app-2026-01-06.csv"
+    labels.parent.mkdir(parents=True)
+    good, broken = sorted(uploads["app_files"])[0], uploads["app_broken"].split(f"{lake_root}/", 1)[1]
+    labels.write_text(f"path,label\n{good},{uploads['app_label']}\n{broken},{uploads['app_label']}\n"
+                      f"uploads/2026-01-03/u9/never.jpg,{uploads['app_label']}\n")
+    result = run_pipeline(lake_root, LABELS_ONLY, {"pca_k": PCA_K})
+    return result, run_key_for("manual", result.run_id, None)
+
+
+def test_confirmed_labels_alone_retrain_on_the_photos_features_and_bad_rows_are_named(labels_only_run, lake_root,
+                                                                                     uploads):
+    result, run_key = labels_only_run
+    assert result.state == "success", result.output[-6000:]
+    lake = Lake(f"file://{lake_root}")
+    report = _report(lake, run_key)
+    assert report["route"] == "pca_only", report["route_reason"]
+    assert "labels" in report["route_reason"]
+    assert [s["name"] for s in report["steps"]] == ["reduce_pca", "train_classifier"], "no photo featurized again"
+    labels = report["labels"]
+    assert labels["accepted"] == 1 and labels["rejected_by_reason"] == {"rejected_upload": 1, "unknown_path": 1}
+    assert [r["path"] for r in _rows(lake.manifest_labels(run_key))] == [uploads["app"][0]]
+    assert report["classifier"]["labelled_uploads"] == 1
+    # Trained on it under its confirmed label: one more training or held-out image than the PCA-only run had
+    assert report["classifier"]["n_train"] + report["classifier"]["n_test"] == _trained_on(uploads) + 1
+    assert sorted(p.relative_to(lake_root).as_posix() for p in (lake_root / "uploads").rglob("*.jpg")) == sorted(
+        list(uploads["app_files"]) + ["uploads/2026-01-03/u2/IMG_3.jpg"]), "no photo moved or copied"
