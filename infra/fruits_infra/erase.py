@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from fruits_contract.lake import Lake, canonical_uri
+from fruits_contract.lake import PCA_MOMENTS_FILE, Lake, canonical_uri
 
 # The folders of input images (erasable objects) and of the Parquet derived from them.
 INPUT_ROOTS = ("raw", "uploads")
@@ -416,6 +416,16 @@ def _handle_model(store, prefix: str, why: str, confirm: bool, drop: bool, out) 
             "(add --drop-pca-models to delete this model now)")
 
 
+def _drop_kept_moments(store, confirm: bool, out) -> None:
+    """The PCA's kept feature moments (pca/<run>/_moments.npz) sum the erased rows: gone, the next PCA
+    makes one pass over every batch, which no longer holds them."""
+    for key in sorted(k for k in store.list("pca/") if k.endswith("/" + PCA_MOMENTS_FILE)):
+        if confirm:
+            store.delete_all_versions(key)
+        out(f"moments {store.lake.uri(key)}: {'deleted' if confirm else 'would delete'} (sums of the erased "
+            "images' features; the next PCA recomputes them from the features left)")
+
+
 def _rewrite(store, key: str, data: bytes) -> str:
     """Replace the file and, on S3, delete its old versions (they still hold the erased rows)."""
     store.write(key, data)
@@ -465,6 +475,8 @@ def erase(store, selection: Selection, confirm: bool = False, drop_pca_models: b
             out(f"labels {store.lake.uri(edit.key)}: removed {edit.removed}, kept {edit.kept}{extra}")
         else:
             out(f"labels {store.lake.uri(edit.key)}: would remove {edit.removed}, keep {edit.kept}")
+    if any(edit.key.startswith("features/") for edit in found.parquet):
+        _drop_kept_moments(store, confirm, out)
     for run in sorted(found.pca_runs):
         _handle_model(store, f"pca/{run}/_model/", "fitted on erased images", confirm, drop_pca_models, out)
         _handle_model(store, f"classifier/{run}/", "trained on erased images (and its export holds the PCA "

@@ -26,7 +26,8 @@ def pipeline_steps(lake: Lake, run_key: str, *, model_name: str | None, pca_targ
     return [
         JobStep(EXTRACT_FEATURES, f"{EXTRACT_FEATURES}.py", tuple(features_args), lake.features(run_key)),
         JobStep(REDUCE_PCA, f"{REDUCE_PCA}.py",
-                ("--features", lake.features_root(), "--output", lake.pca(run_key), *pca_target.job_args()), lake.pca(run_key)),
+                ("--features", lake.features_root(), "--output", lake.pca(run_key), "--current", lake.pca_current(),
+                 *pca_target.job_args()), lake.pca(run_key)),
         JobStep(TRAIN_CLASSIFIER, f"{TRAIN_CLASSIFIER}.py",
                 ("--pca", lake.pca(run_key), "--labels", lake.manifest_labels(run_key),
                  "--current", lake.classifier_current(), "--output", lake.classifier(run_key)), lake.classifier(run_key)),

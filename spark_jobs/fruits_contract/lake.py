@@ -47,6 +47,9 @@ DUPLICATES_FOLDER = "_duplicates"  # path, duplicate_of, sha256
 # pca/<run_key>/
 PCA_REPORT_FILE = "_pca_report.json"
 PCA_MODEL_FOLDER = "_model"  # centering + PCA, one Spark PipelineModel
+# The feature moments the fit solved (count, mean, scatter) and the batches they are of: the next PCA merges
+# its new batches into them instead of a pass over every feature (fruits_spark.pca, "moments").
+PCA_MOMENTS_FILE = "_moments.npz"
 PCA_PREVIEW_FOLDER = "_preview"  # label, pc1, pc2 of a deterministic sample, for the run's picture
 PCA_PREVIEW_COLUMNS = ("label", "pc1", "pc2")
 PCA_PREVIEW_MAX_ROWS = 2_000

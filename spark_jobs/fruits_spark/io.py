@@ -51,6 +51,14 @@ def copy_from_local(spark, local_file: Path, uri: str) -> None:
     fs.copyFromLocalFile(False, True, source, path)  # keep the source, overwrite the target
 
 
+def write_bytes(spark, uri: str, data: bytes) -> None:
+    """Write (or replace) one binary object at ``uri``, through a local file (no bytes through py4j)."""
+    with tempfile.TemporaryDirectory(prefix="fruits-write-") as tmp:
+        local = Path(tmp) / "content"
+        local.write_bytes(data)
+        copy_from_local(spark, local, uri)
+
+
 def delete_tree(spark, uri: str) -> None:
     """Remove the file or folder at ``uri`` (nothing when absent)."""
     path, fs = _hadoop_path(spark, uri)

@@ -64,20 +64,28 @@ class PcaResult:
     model: object  # pyspark.ml.PipelineModel: centering + PCA
     reduced: object  # DataFrame path, label, pca_features array<float>
     report: dict = field(default_factory=dict)
+    moments: "Moments | None" = None  # what the fit solved
+    moments_recomputed: bool = False  # the moments given were not of these rows: one pass was made
 
 
 BATCH_COLUMN = "batch"  # the partition column Spark reads from the batch=<run_key> folders
 
 
-def feature_batches(spark, features_uri: str) -> BatchStates:
-    """The ``batch=<run_key>/`` folders of a features root by the committed-batch rule (their URIs,
-    committed ones oldest commit first). Empty when the root holds no batch folder (one batch, or a
-    plain table, is read as it is)."""
+def batch_commits(spark, features_uri: str) -> dict[str, int | None]:
+    """Each ``batch=<run_key>/`` folder of a features root -> when its JOB_RESULT_FILE was written (ms),
+    None when it has none (a partial batch)."""
     from fruits_spark.io import list_folders, modified_ms
 
     folders = [uri for uri in list_folders(spark, features_uri)
                if uri.rsplit("/", 1)[-1].startswith(BATCH_FOLDER_PREFIX)]
-    return batch_states({uri: modified_ms(spark, join_uri(uri, JOB_RESULT_FILE)) for uri in folders})
+    return {uri: modified_ms(spark, join_uri(uri, JOB_RESULT_FILE)) for uri in folders}
+
+
+def feature_batches(spark, features_uri: str, commits: dict[str, int | None] | None = None) -> BatchStates:
+    """The ``batch=<run_key>/`` folders of a features root by the committed-batch rule (their URIs,
+    committed ones oldest commit first). Empty when the root holds no batch folder (one batch, or a
+    plain table, is read as it is)."""
+    return batch_states(batch_commits(spark, features_uri) if commits is None else commits)
 
 
 def read_features(spark, features_uri: str, batches: BatchStates | None = None):
@@ -234,6 +242,61 @@ def feature_moments(frame) -> Moments:
     return merged
 
 
+def batch_name(uri: str) -> str:
+    return uri.rstrip("/").rsplit("/", 1)[-1]
+
+
+@dataclass(frozen=True)
+class KeptMoments:
+    """The moments a PCA solved, and the batches (folder name -> commit time, ms) they are of."""
+
+    moments: Moments
+    batches: dict[str, int]
+
+    def to_npz_bytes(self) -> bytes:
+        import io
+
+        import numpy as np
+
+        buffer = io.BytesIO()
+        names = sorted(self.batches)
+        np.savez(buffer, count=np.int64(self.moments.count), mean=self.moments.mean, scatter=self.moments.scatter,
+                 batches=np.array(names), committed_ms=np.array([self.batches[n] for n in names], dtype=np.int64))
+        return buffer.getvalue()
+
+    @classmethod
+    def from_npz_bytes(cls, data: bytes) -> "KeptMoments":
+        import io
+
+        import numpy as np
+
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            return cls(Moments(int(npz["count"]), npz["mean"], npz["scatter"]),
+                       dict(zip((str(n) for n in npz["batches"]), (int(t) for t in npz["committed_ms"]))))
+
+
+def moments_plan(kept: KeptMoments | None, committed: dict[str, int]) -> tuple[list[str], list[str], str]:
+    """(batches whose moments ``kept`` holds, batches to read, why) given today's committed batches
+    (folder name -> commit time). The kept moments are used only when every batch they are of is still
+    committed, at the same time: a batch taken again, removed or rewritten (erasure removes every
+    pca/*/_moments.npz) means one pass over every batch."""
+    if kept is None:
+        return [], sorted(committed), "no moments of an earlier PCA: one pass over every batch"
+    changed = sorted(name for name, at in kept.batches.items() if committed.get(name) != at)
+    if changed:
+        return [], sorted(committed), (f"{len(changed)} batch(es) of the earlier PCA changed or went "
+                                       f"({', '.join(changed[:3])}): one pass over every batch")
+    new = sorted(set(committed) - set(kept.batches))
+    return sorted(kept.batches), new, f"moments of {len(kept.batches)} batch(es) kept, {len(new)} new batch(es) read"
+
+
+def merged_moments(kept: Moments | None, new: Moments | None) -> Moments:
+    """The kept moments, then the new batches' (a fixed order: the same rows give the same fit)."""
+    if kept is None or new is None:
+        return kept if new is None else new
+    return kept.merge(new)
+
+
 @dataclass(frozen=True)
 class Eigen:
     """Principal axes of a covariance: variances descending, components as columns."""
@@ -350,12 +413,21 @@ def preview(reduced, rows: int = PCA_PREVIEW_MAX_ROWS):
     )
 
 
-def fit_pca(frame, features_uri: str, k: int | None = None, variance: float | None = None, logger=None) -> PcaResult:
-    """Validate, fit centering + PCA on every row in one pass, project. ``frame``: path, label, features."""
+def fit_pca(frame, features_uri: str, k: int | None = None, variance: float | None = None, logger=None,
+            moments: Moments | None = None) -> PcaResult:
+    """Validate, fit centering + PCA on every row in one pass (or on ``moments``, those of every row of
+    ``frame`` merged from kept and new batches), project. ``frame``: path, label, features."""
     n_rows, input_dim = check_features(frame, features_uri)
-    if logger:
-        logger.info("computing the covariance of %d rows x %d dims (one pass)", n_rows, input_dim)
-    moments = feature_moments(frame)
+    recomputed = moments is not None and moments.count != n_rows
+    if moments is None:
+        if logger:
+            logger.info("computing the covariance of %d rows x %d dims (one pass)", n_rows, input_dim)
+        moments = feature_moments(frame)
+    elif moments.count != n_rows:  # a photo of a new batch was in a kept one too (taken again): superseded
+        if logger:
+            logger.warning("the kept and new moments are of %d rows, the features have %d (a photo taken again): "
+                           "one pass over every batch", moments.count, n_rows)
+        moments = feature_moments(frame)
     axes = principal_axes(moments)
     ratios_all = axes.ratios
     choice = choose_k(n_rows, input_dim, k=k, variance=variance, ratios=ratios_all)
@@ -373,4 +445,5 @@ def fit_pca(frame, features_uri: str, k: int | None = None, variance: float | No
         "input_dim": input_dim,
         **choice.report_fields(),
     }
-    return PcaResult(model=model, reduced=project(model, vectors), report=report)
+    return PcaResult(model=model, reduced=project(model, vectors), report=report, moments=moments,
+                     moments_recomputed=recomputed)

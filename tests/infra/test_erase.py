@@ -426,3 +426,13 @@ def test_an_unparsable_label_file_is_named_with_why_and_left_alone(uploads_env):
         assert env.store.read(key) == data, key
         assert any(line.startswith(f"unreadable {env.lake.uri(key)}: ") and "left as is" in line for line in lines), key
     assert f"labels {env.lake.uri(LABELS_CSV)}: removed 2, kept 3" in "\n".join(lines), "the readable files still are"
+
+
+def test_the_pcas_kept_moments_go_with_erased_features(lake_env):
+    """pca/<run>/_moments.npz sums every featurized image: kept, the next PCA would merge the erased ones in."""
+    lake_env.put(f"pca/{RUNS[1]}/_moments.npz", b"sums")
+    lines = []
+    erase(lake_env.store, select(lake_env.lake, paths=["Kiwi/k1.jpg"]), confirm=False, out=lines.append)
+    assert lake_env.store.list(f"pca/{RUNS[1]}/_moments.npz") and any(l.startswith("moments ") for l in lines)
+    erase(lake_env.store, select(lake_env.lake, paths=["Kiwi/k1.jpg"]), confirm=True, out=lines.append)
+    assert lake_env.store.list(f"pca/{RUNS[1]}/_moments.npz") == []

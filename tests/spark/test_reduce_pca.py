@@ -308,3 +308,65 @@ def test_cli_refuses_a_missing_or_impossible_target(argv, capsys):
         reduce_pca.parse_args(argv)
     assert exit_info.value.code == 2
     assert "reduce_pca.py: error:" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ the fit from kept moments (issue 28)
+
+def write_batch(spark, root: Path, name: str, matrix: np.ndarray, first: int, committed_at: int) -> None:
+    feature_frame(spark, matrix, first=first).write.parquet(str(root / f"batch={name}"))
+    (root / f"batch={name}" / JOB_RESULT_FILE).write_text("{}")
+    os.utime(root / f"batch={name}" / JOB_RESULT_FILE, (committed_at, committed_at))
+
+
+def run_pca(spark, root: Path, output: Path, current: Path | None) -> dict:
+    argv = ["--features", f"file://{root}", "--output", f"file://{output}", "--k", "4"]
+    reduce_pca.run(spark, reduce_pca.parse_args(argv + (["--current", f"file://{current}"] if current else [])))
+    return json.loads((output / "_pca_report.json").read_text())
+
+
+def publish(pointer: Path, output: Path) -> Path:
+    pointer.write_text(json.dumps({"pca_uri": f"file://{output}"}))
+    return pointer
+
+
+def test_the_next_fit_reads_only_the_new_batch_and_equals_a_full_refit_and_scikit_learn(spark, tmp_path):
+    root, matrix = tmp_path / "features", feature_matrix(45, 12, seed=11)
+    write_batch(spark, root, "day1", matrix[:20], 0, 1000)
+    write_batch(spark, root, "day2", matrix[20:35], 20, 2000)
+    first = run_pca(spark, root, tmp_path / "pca1", None)
+    assert first["moments"] == {"kept_batches": 0, "read_batches": 2,
+                                "why": "no moments of an earlier PCA: one pass over every batch"}
+    write_batch(spark, root, "day3", matrix[35:], 35, 3000)
+
+    merged = run_pca(spark, root, tmp_path / "pca2", publish(tmp_path / "current.json", tmp_path / "pca1"))
+    full = run_pca(spark, root, tmp_path / "pca3", None)
+
+    assert (merged["moments"]["kept_batches"], merged["moments"]["read_batches"]) == (2, 1)
+    np.testing.assert_allclose(merged["explained_variance_ratio"], full["explained_variance_ratio"], rtol=1e-9)
+    reference = SklearnPCA(n_components=4, svd_solver="full").fit(matrix.astype(np.float64))
+    np.testing.assert_allclose(merged["explained_variance_ratio"], reference.explained_variance_ratio_, rtol=1e-6)
+    _, by_merged = projected_by_path(spark.read.parquet(str(tmp_path / "pca2")))
+    _, by_full = projected_by_path(spark.read.parquet(str(tmp_path / "pca3")))
+    np.testing.assert_allclose(by_merged, by_full, atol=1e-5)
+
+
+def test_a_changed_or_retaken_batch_means_one_pass_over_every_batch(spark, tmp_path):
+    root, matrix = tmp_path / "features", feature_matrix(40, 10, seed=12)
+    write_batch(spark, root, "day1", matrix[:20], 0, 1000)
+    write_batch(spark, root, "day2", matrix[20:30], 20, 2000)
+    pointer = publish(tmp_path / "current.json", tmp_path / "pca1")
+    run_pca(spark, root, tmp_path / "pca1", None)
+
+    os.utime(root / "batch=day2" / JOB_RESULT_FILE, (2500, 2500))  # day2 committed again (a rerun)
+    again = run_pca(spark, root, tmp_path / "pca2", pointer)
+    assert again["moments"]["kept_batches"] == 0 and "day2" in again["moments"]["why"]
+
+    # A photo of day1 taken again in day3: the kept moments would count it twice; the fit sees that.
+    publish(pointer, tmp_path / "pca2")
+    retaken = matrix[30:].copy()
+    write_batch(spark, root, "day3", retaken, 15, 3000)  # paths 15..24: 15..19 are day1's too
+    report = run_pca(spark, root, tmp_path / "pca3", pointer)
+    full = run_pca(spark, root, tmp_path / "pca4", None)
+    assert report["n_images"] == full["n_images"] == 30
+    assert report["moments"]["kept_batches"] == 0 and "taken again" in report["moments"]["why"]
+    np.testing.assert_allclose(report["explained_variance_ratio"], full["explained_variance_ratio"], rtol=1e-9)

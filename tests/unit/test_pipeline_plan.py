@@ -21,7 +21,8 @@ def test_steps_pass_lake_paths_and_variance():
                               "--output", "s3://fruits-lake/features/batch=2026-05-01T000000Z",
                               "--model", "s3://fruits-lake/models/m-0123/m.tflite")
     assert pca.args == ("--features", "s3://fruits-lake/features",
-                        "--output", "s3://fruits-lake/pca/2026-05-01T000000Z", "--variance", "0.9")
+                        "--output", "s3://fruits-lake/pca/2026-05-01T000000Z",
+                        "--current", "s3://fruits-lake/pca/current.json", "--variance", "0.9")
     assert classifier.args == ("--pca", "s3://fruits-lake/pca/2026-05-01T000000Z",
                                "--labels", "s3://fruits-lake/manifests/2026-05-01T000000Z/labels",
                                "--current", "s3://fruits-lake/classifier/current.json",

@@ -1,10 +1,12 @@
 """Centered PCA of the image features: ``--features`` (all batches) -> ``--output``.
 
-    spark-submit spark_jobs/reduce_pca.py --features URI --output URI (--k N | --variance F)
+    spark-submit spark_jobs/reduce_pca.py --features URI --output URI (--k N | --variance F) [--current URI]
 
 Output: Parquet path, label, pca_features array<float>[k]; ``_pca_report.json``;
 ``_model/`` (centering + PCA, one Spark PipelineModel); ``_preview/`` (a small sample of
-the first two components, for the run's picture); ``_job_result.json``. The last
+the first two components, for the run's picture); ``_moments.npz`` (the feature moments the fit solved,
+and of which batches: with ``--current``, the pointer to the published PCA, the next fit reads only the
+batches committed since, and merges); ``_job_result.json``. The last
 stderr line on success is ``FRUITS_RESULT {...}`` (docs/design.md, "The jobs").
 Its entry script, spark_jobs/reduce_pca.py, runs from the checkout and from an S3 copy with
 ``--py-files fruits_spark.zip``.
@@ -15,11 +17,12 @@ import argparse
 import json
 import time
 
-from fruits_contract.lake import (JOB_RESULT_FILE, PCA_MODEL_FOLDER, PCA_PREVIEW_FOLDER, PCA_REPORT_FILE, REDUCE_PCA,
-                                  join_uri)
-from fruits_spark.io import write_text
+from fruits_contract.lake import (JOB_RESULT_FILE, PCA_MODEL_FOLDER, PCA_MOMENTS_FILE, PCA_PREVIEW_FOLDER, PCA_REPORT_FILE,
+                                  REDUCE_PCA, BatchStates, join_uri)
+from fruits_spark.io import exists, read_bytes, write_bytes, write_text
 from fruits_spark.job_runner import get_logger, run_job
-from fruits_spark.pca import feature_batches, fit_pca, preview, read_features
+from fruits_spark.pca import (KeptMoments, batch_commits, batch_name, feature_batches, feature_moments, fit_pca,
+                              merged_moments, moments_plan, preview, read_features)
 
 JOB = REDUCE_PCA
 
@@ -45,7 +48,38 @@ def parse_args(argv=None) -> argparse.Namespace:
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--k", type=_positive, help="number of components (capped at min(rows, dims))")
     target.add_argument("--variance", type=_fraction, help="keep the smallest k reaching this fraction of the total variance")
+    parser.add_argument("--current", default=None,
+                        help="the published PCA's pointer (pca/current.json): its moments are merged with the new batches'")
     return parser.parse_args(argv)
+
+
+def kept_moments(spark, pointer_uri: str | None, logger) -> KeptMoments | None:
+    """The moments of the PCA ``pointer_uri`` names, or None (no pointer, no moments file, unreadable: said)."""
+    if not pointer_uri or not exists(spark, pointer_uri):
+        return None
+    pca_uri = json.loads(read_bytes(spark, pointer_uri)).get("pca_uri")
+    moments_uri = join_uri(pca_uri, PCA_MOMENTS_FILE) if pca_uri else None
+    if not moments_uri or not exists(spark, moments_uri):
+        return None
+    try:
+        return KeptMoments.from_npz_bytes(read_bytes(spark, moments_uri))
+    except (ValueError, KeyError, OSError) as error:
+        logger.warning("%s cannot be read (%s): one pass over every batch", moments_uri, error)
+        return None
+
+
+def moments_for(spark, features: str, batches: BatchStates, commits: dict, kept: KeptMoments | None,
+                logger) -> tuple[object, dict[str, int], dict]:
+    """(merged moments or None for a full pass, the committed batches -> commit time, the report's ``moments``)."""
+    committed = {batch_name(uri): commits[uri] for uri in batches.committed}
+    reused, new, why = moments_plan(kept, committed)
+    logger.info("feature moments: %s", why)
+    summary = {"kept_batches": len(reused), "read_batches": len(new), "why": why}
+    if not reused:
+        return None, committed, summary
+    new_uris = tuple(uri for uri in batches.committed if batch_name(uri) in set(new))
+    new_moments = feature_moments(read_features(spark, features, BatchStates(new_uris, ()))) if new_uris else None
+    return merged_moments(kept.moments, new_moments), committed, summary
 
 
 def run(spark, args: argparse.Namespace) -> dict:
@@ -53,12 +87,15 @@ def run(spark, args: argparse.Namespace) -> dict:
     logger = get_logger(JOB)
     features, output = args.features, args.output
     started = time.monotonic()
-    batches = feature_batches(spark, features)
+    commits = batch_commits(spark, features)
+    batches = feature_batches(spark, features, commits)
     for partial in batches.partial:
         logger.warning("ignoring %s: no %s, a feature job died before committing it (its images are taken "
                        "again by the next run)", partial, JOB_RESULT_FILE)
+    moments, committed, moments_summary = moments_for(spark, features, batches, commits,
+                                                      kept_moments(spark, args.current, logger), logger)
     result = fit_pca(read_features(spark, features, batches), features, k=args.k, variance=args.variance,
-                     logger=logger)
+                     logger=logger, moments=moments)
     report = result.report
     if report.get("capped"):
         logger.warning("--k %s is more than min(rows, dims) = %d: using k=%d", report["k_requested"],
@@ -67,8 +104,12 @@ def run(spark, args: argparse.Namespace) -> dict:
     result.reduced.write.mode("overwrite").parquet(output)
     result.model.write().overwrite().save(join_uri(output, PCA_MODEL_FOLDER))
     preview(spark.read.parquet(output)).coalesce(1).write.mode("overwrite").parquet(join_uri(output, PCA_PREVIEW_FOLDER))
+    if result.moments_recomputed:
+        moments_summary = {"kept_batches": 0, "read_batches": len(committed),
+                           "why": "a photo of a new batch was in a kept one too (taken again): one pass over every batch"}
+    write_bytes(spark, join_uri(output, PCA_MOMENTS_FILE), KeptMoments(result.moments, committed).to_npz_bytes())
     report = {**report, "features_uri": features, "output_uri": output, "batches_read": len(batches.committed),
-              "partial_batches_ignored": list(batches.partial)}
+              "partial_batches_ignored": list(batches.partial), "moments": moments_summary}
     write_text(spark, join_uri(output, PCA_REPORT_FILE), json.dumps(report, indent=2) + "\n")
     job_result = {
         "job": JOB,
