@@ -75,6 +75,21 @@ def list_folders(spark, uri: str) -> list[str]:
     return sorted(canonical_uri(status.getPath().toString()) for status in fs.listStatus(path) if status.isDirectory())
 
 
+def delete_all_but(spark, uri: str, kept_names: tuple[str, ...]) -> int:
+    """Remove everything directly under the folder ``uri`` but the entries named ``kept_names``; returns
+    how many entries went."""
+    path, fs = _hadoop_path(spark, uri)
+    if not fs.exists(path):
+        return 0
+    kept = set(kept_names) | {f".{name}.crc" for name in kept_names}  # a local file system's checksum files
+    removed = 0
+    for status in fs.listStatus(path):
+        if status.getPath().getName() not in kept:
+            fs.delete(status.getPath(), True)
+            removed += 1
+    return removed
+
+
 def exists(spark, uri: str) -> bool:
     path, fs = _hadoop_path(spark, uri)
     return bool(fs.exists(path))

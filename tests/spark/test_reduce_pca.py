@@ -370,3 +370,30 @@ def test_a_changed_or_retaken_batch_means_one_pass_over_every_batch(spark, tmp_p
     assert report["n_images"] == full["n_images"] == 30
     assert report["moments"]["kept_batches"] == 0 and "taken again" in report["moments"]["why"]
     np.testing.assert_allclose(report["explained_variance_ratio"], full["explained_variance_ratio"], rtol=1e-9)
+
+
+def test_superseded_copies_are_thinned_to_their_report_and_the_published_one_stays_whole(spark, tmp_path):
+    """Each pca/<run>/ holds every image's PCA features: beyond the published copy, this run's and the newest
+    three, only their report and job result stay."""
+    root, matrix = tmp_path / "features", feature_matrix(20, 6, seed=13)
+    write_batch(spark, root, "day1", matrix, 0, 1000)
+    (tmp_path / "lake pca").mkdir()
+    pointer = publish(tmp_path / "lake pca" / "current.json", tmp_path / "lake pca" / "run0")
+    stranger = tmp_path / "lake pca" / "not-a-pca"  # a folder with a job result but no PCA report: not touched
+    stranger.mkdir()
+    (stranger / JOB_RESULT_FILE).write_text("{}")
+    removed = {}
+    for day in range(7):
+        output = tmp_path / "lake pca" / f"run{day}"
+        argv = ["--features", f"file://{root}", "--output", f"file://{output}", "--k", "2", "--current", f"file://{pointer}"]
+        removed[day] = reduce_pca.run(spark, reduce_pca.parse_args(argv))["superseded_copies_removed"]
+        os.utime(output / JOB_RESULT_FILE, (10_000 + day, 10_000 + day))
+    # run0 is the published one all along; run5 finds run2-4 the newest three finished, so run1 goes; run6, run2
+    assert [removed[day] for day in range(5)] == [[]] * 5
+    assert (removed[5], removed[6]) == ([f"file://{tmp_path}/lake pca/run1"], [f"file://{tmp_path}/lake pca/run2"])
+    for day in (1, 2):
+        left = sorted(p.name for p in (tmp_path / "lake pca" / f"run{day}").iterdir() if not p.name.endswith(".crc"))
+        assert left == [JOB_RESULT_FILE, "_pca_report.json"]
+    for day in (0, 3, 4, 5, 6):
+        assert (tmp_path / "lake pca" / f"run{day}" / "_model").is_dir() and list((tmp_path / "lake pca" / f"run{day}").glob("*.parquet"))
+    assert sorted(p.name for p in stranger.iterdir()) == [JOB_RESULT_FILE]
