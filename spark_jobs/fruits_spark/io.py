@@ -75,18 +75,19 @@ def list_folders(spark, uri: str) -> list[str]:
     return sorted(canonical_uri(status.getPath().toString()) for status in fs.listStatus(path) if status.isDirectory())
 
 
-def delete_all_but(spark, uri: str, kept_names: tuple[str, ...]) -> int:
-    """Remove everything directly under the folder ``uri`` but the entries named ``kept_names``; returns
-    how many entries went."""
+def delete_entries(spark, uri: str, drops) -> int:
+    """Remove the entries directly under the folder ``uri`` whose name ``drops(name)`` is true (a local
+    file system's checksum file ``.<name>.crc`` goes with its file); returns how many went."""
     path, fs = _hadoop_path(spark, uri)
     if not fs.exists(path):
         return 0
-    kept = set(kept_names) | {f".{name}.crc" for name in kept_names}  # a local file system's checksum files
     removed = 0
     for status in fs.listStatus(path):
-        if status.getPath().getName() not in kept:
+        name = status.getPath().getName()
+        checksum_of = name[1:-len(".crc")] if name.startswith(".") and name.endswith(".crc") else None
+        if drops(checksum_of if checksum_of is not None else name):
             fs.delete(status.getPath(), True)
-            removed += 1
+            removed += checksum_of is None
     return removed
 
 

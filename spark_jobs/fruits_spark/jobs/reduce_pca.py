@@ -17,11 +17,11 @@ import argparse
 import json
 import time
 
-from fruits_contract.lake import (JOB_RESULT_FILE, PCA_COPIES_KEPT, PCA_MODEL_FOLDER, PCA_MOMENTS_FILE, PCA_PREVIEW_FOLDER,
+from fruits_contract.lake import (JOB_RESULT_FILE, PCA_MODEL_FOLDER, PCA_MOMENTS_FILE, PCA_PREVIEW_FOLDER,
                                   PCA_REPORT_FILE, REDUCE_PCA, BatchStates, join_uri)
-from fruits_spark.io import (delete_all_but, exists, list_folders, modified_ms, read_bytes, write_bytes,
-                             write_text)
+from fruits_spark.io import exists, read_bytes, write_bytes, write_text
 from fruits_spark.job_runner import get_logger, run_job
+from fruits_spark.retention import thin_superseded
 from fruits_spark.pca import (KeptMoments, batch_commits, batch_name, feature_batches, feature_moments, fit_pca,
                               merged_moments, moments_plan, preview, read_features)
 
@@ -61,29 +61,12 @@ def published_pca(spark, pointer_uri: str | None) -> str | None:
     return json.loads(read_bytes(spark, pointer_uri)).get("pca_uri")
 
 
-def superseded_copies(copies: dict[str, int | None], keep: set[str], newest: int = PCA_COPIES_KEPT) -> list[str]:
-    """The folders of ``copies`` (folder -> when its job result was written, None: not finished) to thin out:
-    not in ``keep``, not among the ``newest`` finished ones, and not unfinished (another attempt may be
-    writing it)."""
-    finished = sorted((uri for uri, at in copies.items() if at is not None), key=lambda uri: (copies[uri], uri))
-    return [uri for uri in finished[:-newest] if uri.rstrip("/") not in {k.rstrip("/") for k in keep}]
-
-
 def remove_superseded_copies(spark, output: str, published: str | None, logger) -> list[str]:
-    """Thin out the pca/<run_key>/ copies that superseded_copies names, beside ``output``: their rows,
-    model, preview and moments go, their report and job result stay. Returns their URIs."""
-    root = output.rstrip("/").rsplit("/", 1)[0]
-    # Only folders the PCA job wrote (they hold its report) are copies, whatever else shares the parent folder.
-    copies = {uri: modified_ms(spark, join_uri(uri, JOB_RESULT_FILE)) for uri in list_folders(spark, root)
-              if exists(spark, join_uri(uri, PCA_REPORT_FILE))}
-    removed = []
-    for uri in superseded_copies(copies, {output, *([published] if published else [])}):
-        if delete_all_but(spark, uri, (PCA_REPORT_FILE, JOB_RESULT_FILE)):
-            removed.append(uri)
-    if removed:
-        logger.info("removed the rows of %d superseded PCA copies (kept: the published one, this run's and the "
-                    "newest %d): %s", len(removed), PCA_COPIES_KEPT, ", ".join(removed))
-    return removed
+    """Thin out superseded pca/<run_key>/ copies beside ``output`` (fruits_spark.retention): their rows,
+    model, preview and moments go, their report and job result stay."""
+    return thin_superseded(spark, output, published, marker=PCA_REPORT_FILE,
+                           drops=lambda name: name not in (PCA_REPORT_FILE, JOB_RESULT_FILE), what="PCA copies",
+                           logger=logger)
 
 
 def kept_moments(spark, pca_uri: str | None, logger) -> KeptMoments | None:

@@ -34,6 +34,7 @@ from fruits_spark.images import IMAGE_SIZE
 from fruits_spark.io import copy_from_local, delete_tree, exists, read_bytes, read_job_output, write_text
 from fruits_spark.job_runner import get_logger, run_job
 from fruits_spark.not_fruit import shipped_features
+from fruits_spark.retention import thin_superseded
 
 JOB = TRAIN_CLASSIFIER
 # What decode_image and preprocess do (fruits_spark.features): recorded so that a reader of the export
@@ -155,7 +156,12 @@ def run(spark, args: argparse.Namespace) -> dict:
                   "n_test": figures["n_test"], "accuracy": figures["accuracy"], "macro_f1": figures["macro_f1"],
                   "published": decision["published"],
                   "held_out_sure_and_right": unsure["held_out_sure_and_right"],
-                  "not_fruit_unsure": unsure["not_fruit_unsure"], "seconds": round(time.monotonic() - started, 1)}
+                  "not_fruit_unsure": unsure["not_fruit_unsure"],
+                  # The held-out rows of other runs' classifiers: only the published one's are compared with.
+                  "superseded_held_out_removed": thin_superseded(
+                      spark, output, (current or {}).get("classifier_uri"), marker=CLASSIFIER_FIGURES_FILE,
+                      drops=lambda name: name == CLASSIFIER_HELD_OUT_FOLDER, what="classifiers' held_out/", logger=logger),
+                  "seconds": round(time.monotonic() - started, 1)}
     write_text(spark, join_uri(output, JOB_RESULT_FILE), json.dumps(job_result) + "\n")
     logger.info("classifier on %d labels, k=%d: held-out accuracy %.4f, macro F1 %.4f on %d images -> %s; %s: %s",
                 len(trained.labels), trained.k, figures["accuracy"], figures["macro_f1"], figures["n_test"], output,
