@@ -97,14 +97,14 @@ def phone_features(paths: list[str]) -> np.ndarray:
     from phone_photos import jpeg_bytes, phone_frame
 
     from fruits_spark.feature_model import LiteRTModel
-    from fruits_spark.features import decode_image, preprocess
+    from fruits_spark.features import model_input
 
     model = LiteRTModel(SHIPPED_MODEL_PATH.read_bytes())
     rows = []
     for i, path in enumerate(paths):
         orientation = 6 if i % SIDEWAYS_EVERY == SIDEWAYS_EVERY - 1 else 1
         upload = jpeg_bytes(phone_frame(Path(path), size=PHONE_FRAME, seed=i), orientation=orientation)
-        rows.append(model.predict(preprocess(decode_image(upload)[None].astype(np.float32))))
+        rows.append(model.predict(model_input(upload)))
     return np.concatenate(rows)
 
 

@@ -36,10 +36,10 @@ def litert_features(image_paths: list[str]) -> np.ndarray:
     from the real weights), one image at a time."""
     from fruits_contract.model import SHIPPED_MODEL_PATH
     from fruits_spark.feature_model import LiteRTModel
-    from fruits_spark.features import decode_image, preprocess
+    from fruits_spark.features import model_input
 
     model = LiteRTModel(SHIPPED_MODEL_PATH.read_bytes())
-    return np.concatenate([model.predict(preprocess(decode_image(Path(p).read_bytes())[None].astype(np.float32)))
+    return np.concatenate([model.predict(model_input(Path(p).read_bytes()))
                            for p in image_paths])
 
 

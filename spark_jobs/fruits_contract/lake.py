@@ -50,9 +50,9 @@ PCA_MODEL_FOLDER = "_model"  # centering + PCA, one Spark PipelineModel
 # The feature moments the fit solved (count, mean, scatter) and the batches they are of: the next PCA merges
 # its new batches into them instead of a pass over every feature (fruits_spark.pca, "moments").
 PCA_MOMENTS_FILE = "_moments.npz"
-# pca/<run_key>/ copies kept whole: the published one, this run's and the newest PCA_COPIES_KEPT; of the
-# others only their report and job result stay (each copy holds every image's PCA features).
-PCA_COPIES_KEPT = 3
+# Superseded run outputs (pca/<run_key>/, classifier/<run_key>/held_out/) kept whole beyond the published one
+# and this run's: the newest COPIES_KEPT (fruits_spark.retention); the others are thinned.
+COPIES_KEPT = 3
 PCA_PREVIEW_FOLDER = "_preview"  # label, pc1, pc2 of a deterministic sample, for the run's picture
 PCA_PREVIEW_COLUMNS = ("label", "pc1", "pc2")
 PCA_PREVIEW_MAX_ROWS = 2_000

@@ -41,7 +41,7 @@ from fruits_contract.headers import RejectedImage
 from fruits_contract.lake import CLASSIFIER_EXPORT_FOLDER, CURRENT_FILE
 from fruits_contract.model import SHIPPED_MODEL_PATH
 from fruits_spark.feature_model import LiteRTModel
-from fruits_spark.features import decode_image, preprocess
+from fruits_spark.features import model_input
 from fruits_spark.unsure import ARRAY_MEANS, ARRAY_WHITENING, UnsureRule, rule_from_arrays
 
 EXPORT_JSON = "classifier.json"
@@ -265,8 +265,7 @@ class FruitClassifier:
     def classify(self, photo: bytes) -> dict:
         """The answer for the photo whose bytes are ``photo``: ``label`` (None when unsure),
         ``probability``, ``unsure`` and ``top``, the three best labels with their probabilities."""
-        pixels = decode_image(photo)
-        batch = preprocess(pixels[None].astype(np.float32))
+        batch = model_input(photo)
         with self._model_lock:
             features = self._model.predict(batch)
         return self.export.answers(features)[0]

@@ -49,6 +49,12 @@ def decode_image(content: bytes) -> np.ndarray:
     return model_pixels(content)
 
 
+def model_input(content: bytes) -> np.ndarray:
+    """One upload's bytes -> the model's input batch of one, float32 (1, 224, 224, 3): decode_image, then
+    preprocess. Raises RejectedImage as decode_image does."""
+    return preprocess(decode_image(content)[None].astype(np.float32))
+
+
 def preprocess(pixels: np.ndarray) -> np.ndarray:
     """MobileNetV2's input scaling, x / 127.5 - 1, as Keras' preprocess_input does it (same two
     float32 operations in the same order, so the result is bit-identical); float32, in place

@@ -51,10 +51,10 @@ def photo_bytes(package: str, name: str) -> bytes:
 def photo_features(flatbuffer: bytes) -> np.ndarray:
     """NOT_FRUIT_PHOTOS through the feature job's decode and ``flatbuffer``'s model: float32 [n, dim]."""
     from fruits_spark.feature_model import LiteRTModel
-    from fruits_spark.features import decode_image, preprocess
+    from fruits_spark.features import model_input
 
     model = LiteRTModel(flatbuffer)
-    return np.concatenate([model.predict(preprocess(decode_image(photo_bytes(package, path))[None].astype(np.float32)))
+    return np.concatenate([model.predict(model_input(photo_bytes(package, path)))
                            for _, package, path, _, _ in NOT_FRUIT_PHOTOS])
 
 

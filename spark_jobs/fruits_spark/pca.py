@@ -71,13 +71,17 @@ class PcaResult:
 BATCH_COLUMN = "batch"  # the partition column Spark reads from the batch=<run_key> folders
 
 
+def batch_name(uri: str) -> str:
+    """``batch=<run_key>``: the folder's own name."""
+    return uri.rstrip("/").rsplit("/", 1)[-1]
+
+
 def batch_commits(spark, features_uri: str) -> dict[str, int | None]:
     """Each ``batch=<run_key>/`` folder of a features root -> when its JOB_RESULT_FILE was written (ms),
     None when it has none (a partial batch)."""
     from fruits_spark.io import list_folders, modified_ms
 
-    folders = [uri for uri in list_folders(spark, features_uri)
-               if uri.rsplit("/", 1)[-1].startswith(BATCH_FOLDER_PREFIX)]
+    folders = [uri for uri in list_folders(spark, features_uri) if batch_name(uri).startswith(BATCH_FOLDER_PREFIX)]
     return {uri: modified_ms(spark, join_uri(uri, JOB_RESULT_FILE)) for uri in folders}
 
 
@@ -107,7 +111,7 @@ def read_features(spark, features_uri: str, batches: BatchStates | None = None):
                                error=PcaInputError, partitions=batches.committed)
     frame = read_job_output(spark, features_uri, (*columns, BATCH_COLUMN), flag="--features",
                             made_by="the feature job", error=PcaInputError, partitions=batches.committed)
-    return latest_row_per_path(frame, [uri.rsplit("/", 1)[-1][len(BATCH_FOLDER_PREFIX):]
+    return latest_row_per_path(frame, [batch_name(uri)[len(BATCH_FOLDER_PREFIX):]
                                        for uri in batches.committed]).select(*columns)
 
 
@@ -242,10 +246,6 @@ def feature_moments(frame) -> Moments:
     return merged
 
 
-def batch_name(uri: str) -> str:
-    return uri.rstrip("/").rsplit("/", 1)[-1]
-
-
 @dataclass(frozen=True)
 class KeptMoments:
     """The moments a PCA solved, and the batches (folder name -> commit time, ms) they are of."""
@@ -288,13 +288,6 @@ def moments_plan(kept: KeptMoments | None, committed: dict[str, int]) -> tuple[l
                                        f"({', '.join(changed[:3])}): one pass over every batch")
     new = sorted(set(committed) - set(kept.batches))
     return sorted(kept.batches), new, f"moments of {len(kept.batches)} batch(es) kept, {len(new)} new batch(es) read"
-
-
-def merged_moments(kept: Moments | None, new: Moments | None) -> Moments:
-    """The kept moments, then the new batches' (a fixed order: the same rows give the same fit)."""
-    if kept is None or new is None:
-        return kept if new is None else new
-    return kept.merge(new)
 
 
 @dataclass(frozen=True)
@@ -419,14 +412,12 @@ def fit_pca(frame, features_uri: str, k: int | None = None, variance: float | No
     ``frame`` merged from kept and new batches), project. ``frame``: path, label, features."""
     n_rows, input_dim = check_features(frame, features_uri)
     recomputed = moments is not None and moments.count != n_rows
-    if moments is None:
+    if recomputed and logger:  # a photo of a new batch was in a kept one too (taken again): superseded
+        logger.warning("the kept and new moments are of %d rows, the features have %d (a photo taken again): "
+                       "one pass over every batch", moments.count, n_rows)
+    if moments is None or recomputed:
         if logger:
             logger.info("computing the covariance of %d rows x %d dims (one pass)", n_rows, input_dim)
-        moments = feature_moments(frame)
-    elif moments.count != n_rows:  # a photo of a new batch was in a kept one too (taken again): superseded
-        if logger:
-            logger.warning("the kept and new moments are of %d rows, the features have %d (a photo taken again): "
-                           "one pass over every batch", moments.count, n_rows)
         moments = feature_moments(frame)
     axes = principal_axes(moments)
     ratios_all = axes.ratios

@@ -8,9 +8,7 @@ their job always writes) are taken for copies, whatever else shares the parent f
 """
 from __future__ import annotations
 
-from fruits_contract.lake import JOB_RESULT_FILE, PCA_COPIES_KEPT, join_uri
-
-COPIES_KEPT = PCA_COPIES_KEPT
+from fruits_contract.lake import COPIES_KEPT, JOB_RESULT_FILE, join_uri
 
 
 def superseded_copies(copies: dict[str, int | None], keep: set[str], newest: int = COPIES_KEPT) -> list[str]:

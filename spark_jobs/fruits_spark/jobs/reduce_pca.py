@@ -23,7 +23,7 @@ from fruits_spark.io import exists, read_bytes, write_bytes, write_text
 from fruits_spark.job_runner import get_logger, run_job
 from fruits_spark.retention import thin_superseded
 from fruits_spark.pca import (KeptMoments, batch_commits, batch_name, feature_batches, feature_moments, fit_pca,
-                              merged_moments, moments_plan, preview, read_features)
+                              moments_plan, preview, read_features)
 
 JOB = REDUCE_PCA
 
@@ -91,8 +91,11 @@ def moments_for(spark, features: str, batches: BatchStates, commits: dict, kept:
     if not reused:
         return None, committed, summary
     new_uris = tuple(uri for uri in batches.committed if batch_name(uri) in set(new))
-    new_moments = feature_moments(read_features(spark, features, BatchStates(new_uris, ()))) if new_uris else None
-    return merged_moments(kept.moments, new_moments), committed, summary
+    if not new_uris:
+        return kept.moments, committed, summary
+    # Kept first, then the new batches': a fixed order, so the same rows give the same fit.
+    return kept.moments.merge(feature_moments(read_features(spark, features, BatchStates(new_uris, ())))), \
+        committed, summary
 
 
 def run(spark, args: argparse.Namespace) -> dict:
