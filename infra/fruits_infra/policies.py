@@ -27,6 +27,7 @@ class PolicyContext:
     instance_role: str
     airflow_role: str
     airflow_principal: str  # who may assume the Airflow role, e.g. arn:aws:iam::<account>:root
+    upload_queue: str = "fruits-uploads"  # the SQS queue S3 notifies of new uploads
 
     def values(self) -> dict[str, str]:
         return {
@@ -39,6 +40,7 @@ class PolicyContext:
             "instance_role": self.instance_role,
             "airflow_role": self.airflow_role,
             "airflow_principal": self.airflow_principal,
+            "upload_queue": self.upload_queue,
             "project_tag": PROJECT_TAG,
             "eu_regions": json.dumps(sorted(EU_REGIONS)),
         }

@@ -15,6 +15,7 @@ from botocore.exceptions import ClientError
 from fruits_pipeline.settings import EU_REGIONS, Settings, check_eu_region
 
 from fruits_infra.network import NetworkError, describe_network, ensure_network, network_deviations
+from fruits_infra.upload_queue import ensure_upload_queue, upload_queue_deviations
 from fruits_infra.policies import PROJECT_TAG, PolicyContext, RoleSpec, canonical, render, role_specs
 
 DEFAULT_KEY_ALIAS = "alias/fruits-pipeline"
@@ -86,6 +87,7 @@ class Clients:
     emr: object
     sts: object
     ec2: object
+    sqs: object = None
 
     @classmethod
     def for_region(cls, region: str, session: boto3.Session | None = None, endpoint_url: str | None = None) -> "Clients":
@@ -93,7 +95,7 @@ class Clients:
         return cls(
             **{
                 name: session.client(name, region_name=region, endpoint_url=endpoint_url)
-                for name in ("s3", "kms", "iam", "emr", "sts", "ec2")
+                for name in ("s3", "kms", "iam", "emr", "sts", "ec2", "sqs")
             }
         )
 
@@ -524,7 +526,10 @@ def provision(config: InfraConfig, clients: Clients) -> Report:
     else:
         print("network: skipped, FRUITS_EMR_SUBNET_ID (--subnet) not given; `check` reports it", flush=True)
     account = clients.sts.get_caller_identity()["Account"]
-    for spec in role_specs(policy_context(config, account, key["Arn"])):
+    context = policy_context(config, account, key["Arn"])
+    queue_url = ensure_upload_queue(clients.sqs, clients.s3, context, report)
+    print(f"upload queue: set FRUITS_UPLOAD_QUEUE_URL={queue_url} on the Airflow workers", flush=True)
+    for spec in role_specs(context):
         ensure_role(clients.iam, spec, report)
     return report
 
@@ -608,7 +613,10 @@ def audit(config: InfraConfig, clients: Clients) -> list[str]:
 
     account = clients.sts.get_caller_identity()["Account"]
     key_arn = key["Arn"] if key else f"arn:aws:kms:{config.region}:{account}:key/<missing>"
-    for spec in role_specs(policy_context(config, account, key_arn)):
+    context = policy_context(config, account, key_arn)
+    if region is not None:
+        deviations += upload_queue_deviations(clients.sqs, s3, context)
+    for spec in role_specs(context):
         deviations += audit_role(clients.iam, spec)
     return deviations
 

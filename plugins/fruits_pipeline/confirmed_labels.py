@@ -382,11 +382,13 @@ def write_labels_manifest(lake: Lake, run_key: str, accepted: dict[str, str], co
     return uri
 
 
-def confirmed_labels(lake: Lake, conn_id: str | None, uploads: Iterable[str],
-                     rejected: Iterable[str] = ()) -> ConfirmedLabels:
-    """``labels/`` read and resolved against ``uploads`` (the photos under uploads/, validation's listing)
-    and ``rejected`` (those of them set aside: ValidationResult.rejected_uploads)."""
+def confirmed_labels(lake: Lake, conn_id: str | None, known_uploads) -> ConfirmedLabels:
+    """``labels/`` read and resolved against the photos it names: ``known_uploads(uris) -> (uploads,
+    rejected)`` says which of these URIs are photos under uploads/ and which of those were set aside
+    (validation.known_uploads: a lookup in the ledger)."""
     rows, problems, files = _read_label_files(lake, conn_id)
+    named = {upload_uri(lake, row.path) for row in rows if row.path is not None and row.path.strip()}
+    uploads, rejected = known_uploads(named)
     result = resolve_labels(rows, lake, uploads, rejected=rejected, files=files, file_problems=problems)
     for problem in problems:
         log.warning("label file not read (%s): %s", problem["reason"], problem["detail"])

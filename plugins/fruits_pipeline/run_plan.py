@@ -133,7 +133,7 @@ class RunPlan:
 def make_plan(run_key: str, params: RunParams, validation: dict, *, latest_pca: dict | None,
               poll_seconds: int) -> RunPlan:
     """The plan of a run from its params and what validation found (``ValidationResult.summary()``)."""
-    featurized = int(validation.get("already_featurized", 0))
+    featurized = int(validation.get("featurized_in_lake", 0))
     route, reason = decide_route(int(validation["valid"]), params.dry_run, pca_target=params.pca_target,
                                  latest_pca=latest_pca, featurized_count=featurized,
                                  labels_digest=(validation.get("labels") or {}).get("digest"))

@@ -111,6 +111,9 @@ class Settings:
     core_instance_count: int = 2
     model_path: Path | None = None  # FRUITS_MODEL: a .tflite to stage into models/ instead of the shipped one
     spark_master: str = "local[2]"  # FRUITS_COMPUTE=local only
+    # The SQS queue S3 notifies of new uploads (make infra: its URL); without it every run lists the lake.
+    upload_queue_url: str | None = None
+    reconcile_every_days: int = 7  # a lake with a queue is listed against the ledger this often
     max_image_bytes: int = 20 * 1024 * 1024
     min_image_side: int = 32
     price_table: Path = field(default=DEFAULT_PRICE_TABLE)
@@ -120,7 +123,12 @@ class Settings:
         check_eu_region(self.region)
         if self.compute not in COMPUTE_MODES:
             raise SettingsError(f"FRUITS_COMPUTE={self.compute!r} is not one of {', '.join(COMPUTE_MODES)}")
-        Lake(self.lake_uri)  # validates the URI
+        lake = Lake(self.lake_uri)  # validates the URI
+        if self.upload_queue_url and not lake.bucket:
+            raise SettingsError("FRUITS_UPLOAD_QUEUE_URL is for an s3:// lake (S3 notifies the queue); a file:// lake "
+                                "is listed every run: unset it")
+        if self.reconcile_every_days < 1:
+            raise SettingsError(f"FRUITS_RECONCILE_EVERY_DAYS={self.reconcile_every_days} must be at least 1")
         check_emr_settings(self)
 
     @property
@@ -169,6 +177,8 @@ class Settings:
             core_instance_count=_int(env, "FRUITS_CORE_INSTANCE_COUNT", defaults.core_instance_count),
             model_path=Path(env["FRUITS_MODEL"]) if env.get("FRUITS_MODEL") else None,
             spark_master=env.get("FRUITS_SPARK_MASTER", defaults.spark_master),
+            upload_queue_url=env.get("FRUITS_UPLOAD_QUEUE_URL") or None,
+            reconcile_every_days=_int(env, "FRUITS_RECONCILE_EVERY_DAYS", defaults.reconcile_every_days),
             max_image_bytes=_int(env, "FRUITS_MAX_IMAGE_BYTES", defaults.max_image_bytes),
             min_image_side=_int(env, "FRUITS_MIN_IMAGE_SIDE", defaults.min_image_side),
             price_table=Path(env.get("FRUITS_PRICE_TABLE", defaults.price_table)),

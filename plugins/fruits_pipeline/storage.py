@@ -72,6 +72,18 @@ def list_file_info(uri: str, conn_id: str | None, maxdepth: int | None = None) -
     return {canonical(protocol, name): info for name, info in found.items() if info.get("type", "file") == "file"}
 
 
+@_names_the_object("listing")
+def list_folders(uri: str, conn_id: str | None) -> list[str]:
+    """The canonical URIs of the folders directly under ``uri`` (on S3 one delimited listing per
+    1,000 of them: their contents are not listed)."""
+    root = lake_path(uri, conn_id)
+    if not root.exists():
+        return []
+    protocol = "file" if uri.startswith("file://") else uri.split("://", 1)[0]
+    return sorted(canonical(protocol, entry["name"].rstrip("/")) for entry in root.fs.ls(root.path, detail=True)
+                  if entry.get("type") == "directory")
+
+
 def list_files(uri: str, conn_id: str | None) -> dict[str, int]:
     """Every object under ``uri`` (recursively) as canonical URI -> size in bytes."""
     return {name: int(info.get("size") or 0) for name, info in list_file_info(uri, conn_id).items()}

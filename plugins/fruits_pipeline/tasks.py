@@ -9,18 +9,19 @@ import logging
 from datetime import datetime, timezone
 
 from fruits_contract.lake import EXTRACT_FEATURES, run_key_for
-from fruits_pipeline import storage
+from fruits_pipeline import ledger, storage
 from fruits_pipeline.confirmed_labels import confirmed_labels, write_labels_manifest
 from fruits_pipeline.cost import estimate_cluster_cost, load_price_table
 from fruits_pipeline.job_flow import build_job_flow
 from fruits_pipeline.params import RunParams
 from fruits_pipeline.report import (build_report, current_pca, faults_met, step_timings_from_emr, summary_text,
                                     write_current_pointers)
-from fruits_pipeline.routes import ROUTE_DRY_RUN, ROUTE_NOTHING, ROUTE_RUN
+from fruits_pipeline.routes import ROUTE_DRY_RUN, ROUTE_NOTHING, ROUTE_PCA_ONLY, ROUTE_RUN
 from fruits_pipeline.run_plan import RunPlan, make_plan
 from fruits_pipeline.settings import Settings
 from fruits_pipeline.steps import local_job_env, pipeline_steps, render_emr_steps, render_local_commands
-from fruits_pipeline.validation import validate_uploads, write_manifests
+from fruits_pipeline.upload_events import UploadQueue
+from fruits_pipeline.validation import known_uploads, validate_uploads, write_manifests
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +40,15 @@ def validate_and_plan(settings: Settings, params: dict | None, run_key: str) -> 
     """Validate the new uploads (headers only), write the run's manifests, and decide the run."""
     run_params = RunParams.from_params(params, settings.price_table)  # the one place the form is read
     storage.take_s3_faults()  # only this task's
+    queue = UploadQueue(settings.upload_queue_url, settings.lake, settings.aws_conn_id, settings.region) \
+        if settings.upload_queue_url else None
     result = validate_uploads(settings.lake, run_key, full_refresh=run_params.full_refresh,
                               conn_id=settings.aws_conn_id, max_image_bytes=settings.max_image_bytes,
-                              min_image_side=settings.min_image_side)
+                              min_image_side=settings.min_image_side, queue=queue,
+                              reconcile_every_days=settings.reconcile_every_days)
     manifests = write_manifests(settings.lake, result, settings.aws_conn_id)
-    labels = confirmed_labels(settings.lake, settings.aws_conn_id, result.uploads, result.rejected_uploads())
+    labels = confirmed_labels(settings.lake, settings.aws_conn_id, known_uploads(settings.lake, result,
+                                                                                 settings.aws_conn_id))
     manifests["labels"] = write_labels_manifest(settings.lake, run_key, labels.accepted, settings.aws_conn_id)
     # No confirmed label: no digest, so that a lake without labels (and pointers written before labels
     # existed) never counts as "labels changed".
@@ -188,6 +193,10 @@ def write_run_report(settings: Settings, plan: RunPlan | None, *, cluster_id: st
                           s3_faults=storage.take_s3_faults()),
     )
     report["orphan_clusters_terminated"] = orphans_terminated or []
+    if featurized or route in (ROUTE_NOTHING, ROUTE_PCA_ONLY):
+        # What the run settled. A run whose feature step failed records nothing: its uploads stay arrivals
+        # for the next run (which records its batch itself if the job had committed it: validation.catch_up).
+        report["ledger"] = ledger.record_run(lake, run_key, conn, committed=featurized)
     storage.write_json(lake.report(run_key), report, conn)
     write_current_pointers(lake, report, conn)
     log.info("\n%s", summary_text(report))

@@ -64,6 +64,16 @@ CLASSIFIER_FIGURES_FILE = "figures.json"
 CLASSIFIER_HELD_OUT_FOLDER = "held_out"
 CLASSIFIER_EXPORT_FOLDER = "export"
 
+# ledger/: what every upload became, Delta Lake tables the Airflow side reads and writes (plugins
+# fruits_pipeline/ledger.py); the Spark jobs never read them.
+LEDGER_DONE_TABLE = "done"  # path, outcome, reason, detail, duplicate_of, size; partitioned by batch (run key)
+LEDGER_ARRIVALS_TABLE = "arrivals"  # path, size, arrived, source: uploads met and not yet settled
+LEDGER_RECONCILED_FILE = "_reconciled.json"  # when the uploads were last listed against the ledger
+# How long S3's record of an upload may come back: the queue's message retention (SQS's maximum, 14
+# days, which infra/ sets). A notification for a path the ledger settled within this window is a
+# redelivery; later, S3 can only be telling of a new write of that key.
+REDELIVERY_WINDOW_DAYS = 14
+
 # Pointers to the outputs the next run builds on (docs/design.md, "The lake"): one small JSON
 # object each, written in one PUT after the output it names is complete.
 CURRENT_FILE = "current.json"
@@ -248,6 +258,13 @@ class Lake:
     def job_result(self, output_uri: str) -> str:
         """The JOB_RESULT_FILE of a job's output folder: it says what the job did (or why it trained nothing)."""
         return join_uri(output_uri, JOB_RESULT_FILE)
+
+    def ledger(self, table: str) -> str:
+        """One of the ledger's Delta tables (LEDGER_DONE_TABLE, LEDGER_ARRIVALS_TABLE)."""
+        return self.uri("ledger", table)
+
+    def ledger_reconciled(self) -> str:
+        return self.uri("ledger", LEDGER_RECONCILED_FILE)
 
     def reports_root(self) -> str:
         return self.uri("reports")

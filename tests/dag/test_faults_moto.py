@@ -42,7 +42,7 @@ def test_throttling_and_dropped_connections_are_retried_and_reported(faulty_s3, 
     settings = use_connection(monkeypatch, "aws_flaky", endpoint)
     injector.clear()
     injected = [
-        injector.inject("slowdown", "GET", "list-type=2", times=2),  # listing raw/
+        injector.inject("slowdown", "GET", "list-type=2&prefix=raw", times=2),  # listing raw/
         injector.inject("drop", "GET", "/raw/kiwi/img_001.jpg", times=2),  # an upload's bytes
         injector.inject("slowdown", "PUT", "/manifests/", times=2),  # the manifests
         injector.inject("drop", "PUT", "/reports/", times=1),  # the report
@@ -108,5 +108,10 @@ def test_hostile_keys_on_s3_are_processed_literally_or_rejected(faulty_s3, monke
     reasons = {row["path"]: row["reason"] for row in result.rejected}
     assert reasons.pop(uri["dots"]) == "unsafe_name"
     assert set(reasons) <= {f"s3://{bucket}/raw/label/"}, "the folder marker is skipped or rejected, nothing else"
-    written = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"] if not o["Key"].startswith("raw/"))
+    written = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]
+                     if not o["Key"].startswith(("raw/", "ledger/")))
     assert written == [f"manifests/{run_key}/rejected/part-00000.parquet", f"manifests/{run_key}/valid/part-00000.parquet"]
+    from fruits_pipeline import ledger
+
+    assert {uri["long"], uri["plain"], uri["dots"]} <= set(ledger.pending_arrivals(lake, "aws_names")), \
+        "the ledger on S3 holds each key literally"

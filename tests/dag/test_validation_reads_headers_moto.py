@@ -75,7 +75,7 @@ def test_what_is_featurized_is_read_from_the_path_column_alone(aws, lake_bucket,
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from fruits_pipeline.validation import featurized_paths
+    from fruits_pipeline.ledger import batch_rows
 
     rows = 2000
     paths = [f"s3://{lake_bucket}/raw/pear/{i}.jpg" for i in range(rows)]
@@ -88,7 +88,7 @@ def test_what_is_featurized_is_read_from_the_path_column_alone(aws, lake_bucket,
     aws["s3"].put_object(Bucket=lake_bucket, Key=data_key, Body=sink.getvalue())
     aws["s3"].put_object(Bucket=lake_bucket, Key="features/batch=day1/_job_result.json", Body=b"{}")
 
-    found = featurized_paths(Lake(f"s3://{lake_bucket}"), exclude_run_key="day2", conn_id="aws_default")
+    found = {row["path"] for row in batch_rows(Lake(f"s3://{lake_bucket}"), "day1", "aws_default", committed=True)}
 
     assert found == set(paths)
     size, path_column = len(sink.getvalue()), pq.ParquetFile(io.BytesIO(sink.getvalue())).metadata.row_group(0).column(0)

@@ -152,6 +152,13 @@ def _open_trust(c):
                        "Action": "sts:AssumeRole"}]}))
 
 
+def _open_queue(clients):
+    url = clients.sqs.get_queue_url(QueueName="fruits-uploads")["QueueUrl"]
+    clients.sqs.set_queue_attributes(QueueUrl=url, Attributes={"Policy": json.dumps({
+        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": "*", "Action": "sqs:SendMessage",
+                                                "Resource": "*"}]})})
+
+
 DRIFTS = {
     "public access open": (_open_public_access, "public access is not fully blocked (BlockPublicPolicy, RestrictPublicBuckets off)"),
     "encryption off": (lambda c: c.s3.delete_bucket_encryption(Bucket=BUCKET), "default encryption is off"),
@@ -171,7 +178,38 @@ DRIFTS = {
     "extra inline policy": (_extra_inline, "inline policy debug is not in the documents (grants more)"),
     "inline policy broadened": (_broadened_inline, "inline policy fruits-pipeline differs from the document"),
     "trust opened to another account": (_open_trust, "iam role fruits-airflow: trust policy differs"),
+    "upload notifications removed": (lambda c: c.s3.put_bucket_notification_configuration(
+        Bucket=BUCKET, NotificationConfiguration={}), "notification fruits-uploads-"),
+    "upload queue opened to anyone": (_open_queue, "sqs queue fruits-uploads: Policy is"),
 }
+
+
+def test_new_uploads_notify_the_queue_it_provisions_and_nothing_else_does(clients, config):
+    """S3 (moto emulates its notifications) tells the queue of each object created under raw/ and uploads/;
+    the queue keeps a message as long as the ledger's redelivery window and hands an unreadable one to
+    its dead-letter queue; only the bucket may send to it, and the Airflow role may only drain it."""
+    from fruits_contract.lake import Lake, REDELIVERY_WINDOW_DAYS
+    from fruits_pipeline.upload_events import arrivals_of
+
+    provision(config, clients)
+    sqs, url = clients.sqs, clients.sqs.get_queue_url(QueueName="fruits-uploads")["QueueUrl"]
+    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    assert int(attributes["MessageRetentionPeriod"]) == REDELIVERY_WINDOW_DAYS * 86_400
+    assert json.loads(attributes["RedrivePolicy"])["deadLetterTargetArn"].endswith(":fruits-uploads-dead-letter")
+    (statement,) = json.loads(attributes["Policy"])["Statement"]
+    assert statement["Principal"] == {"Service": "s3.amazonaws.com"}
+    assert statement["Condition"]["ArnEquals"] == {"aws:SourceArn": f"arn:aws:s3:::{BUCKET}"}
+    drain = [s for s in _inline(clients, "fruits-airflow")["Statement"] if s.get("Sid") == "DrainTheUploadQueue"]
+    assert drain[0]["Action"] == ["sqs:ReceiveMessage", "sqs:DeleteMessage"]
+
+    sqs.purge_queue(QueueUrl=url)  # S3's test event
+    # moto takes the in-process client's requests for plain HTTP, which the bucket policy denies
+    clients.s3.delete_bucket_policy(Bucket=BUCKET)
+    for key in ("raw/Kiwi/k 1.jpg", "uploads/2026-12-07/u1/a.heic", "reports/r.json", "ledger/done/x.parquet"):
+        clients.s3.put_object(Bucket=BUCKET, Key=key, Body=b"photo")
+    messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]
+    paths = sorted(a.path for m in messages for a in arrivals_of(m["Body"], Lake(f"s3://{BUCKET}"))[0])
+    assert paths == [f"s3://{BUCKET}/raw/Kiwi/k 1.jpg", f"s3://{BUCKET}/uploads/2026-12-07/u1/a.heic"]
 
 
 @pytest.mark.parametrize("drift", sorted(DRIFTS))

@@ -86,12 +86,12 @@ def test_extra_csv_columns_are_ignored_and_quoted_values_kept(lake):
 def test_the_last_row_wins_across_two_files_written_in_order(lake):
     label_file(lake, "z-first.csv", [(PHOTOS[0], "Apple"), (PHOTOS[1], "Kiwi")], at=T0)
     label_file(lake, "a-second.parquet", [(PHOTOS[0], "Pear")], at=T0 + 60)
-    result = confirmed_labels(lake, None, uploads_of(lake))
+    result = confirmed_labels(lake, None, lambda uris: (uploads_of(lake), set()))
     assert result.accepted == {uri(lake, PHOTOS[0]): "Pear", uri(lake, PHOTOS[1]): "Kiwi"}
     assert (result.files, result.rows, result.superseded, result.rejected) == (2, 3, 1, [])
     # Written the other way round, the other label wins.
     os.utime(Path(lake.local_root, "labels", "z-first.csv"), (T0 + 120, T0 + 120))
-    assert confirmed_labels(lake, None, uploads_of(lake)).accepted[uri(lake, PHOTOS[0])] == "Apple"
+    assert confirmed_labels(lake, None, lambda uris: (uploads_of(lake), set())).accepted[uri(lake, PHOTOS[0])] == "Apple"
 
 
 def test_the_key_and_the_full_uri_of_a_photo_are_one_path(lake):
@@ -168,7 +168,7 @@ def test_a_file_that_is_no_label_file_is_reported_and_the_others_still_read(lake
     Path(lake.local_root, "labels", "latin1.csv").write_bytes(b"path,label\nuploads/old.png,Pomme\xe9\n")
     Path(lake.local_root, "labels", "ragged.csv").write_text("path,label\nuploads/old.png,Pear,extra\n")
     Path(lake.local_root, "labels", "empty.csv").write_bytes(b"")
-    result = confirmed_labels(lake, None, uploads_of(lake))
+    result = confirmed_labels(lake, None, lambda uris: (uploads_of(lake), set()))
     assert result.accepted == {uri(lake, PHOTOS[0]): "Kiwi"} and result.files == 1 and result.rows == 1
     problems = {problem["file"].rsplit("/", 1)[1]: problem["reason"] for problem in result.file_problems}
     assert problems == {"notes.txt": "not_csv_or_parquet", "garbage.parquet": "unreadable",
@@ -201,7 +201,7 @@ def test_a_parquet_column_that_is_not_text_is_unreadable_and_dictionary_text_is_
 
 def test_parquet_nulls_are_rejected_rows_not_a_broken_file(lake):
     label_file(lake, "nulls.parquet", [(None, "Kiwi"), (PHOTOS[0], None), (PHOTOS[1], "Fig")], at=T0)
-    result = confirmed_labels(lake, None, uploads_of(lake))
+    result = confirmed_labels(lake, None, lambda uris: (uploads_of(lake), set()))
     assert result.accepted == {uri(lake, PHOTOS[1]): "Fig"}
     assert [(row["row"], row["reason"]) for row in result.rejected] == [(1, "not_an_upload"), (2, "empty_label")]
 
@@ -247,7 +247,7 @@ def test_the_manifest_is_written_read_back_and_replaced(lake):
 def test_no_labels_folder_or_an_empty_one_accepts_nothing_without_error(lake, make_folder):
     if make_folder:
         Path(lake.local_root, "labels").mkdir()
-    result = confirmed_labels(lake, None, uploads_of(lake))
+    result = confirmed_labels(lake, None, lambda uris: (uploads_of(lake), set()))
     assert result == ConfirmedLabels()
     assert result.summary() == {"files": 0, "rows": 0, "accepted": 0, "rejected": 0, "superseded": 0,
                                 "rejected_by_reason": {}, "rejected_examples": {}, "file_problems": [],
@@ -284,11 +284,3 @@ def test_a_label_for_a_rejected_photo_is_rejected_with_the_reason_and_the_others
     assert "no features to train on" in result.rejected[0]["detail"]
 
 
-def test_the_rejected_uploads_are_this_runs_and_earlier_runs_under_uploads_only():
-    from fruits_pipeline.validation import ValidationResult
-
-    result = ValidationResult(run_key="r", uploads=frozenset({"u/a.jpg", "u/b.jpg", "u/c.jpg"}),
-                              rejected=[{"path": "u/a.jpg", "reason": "truncated"},
-                                        {"path": "raw/Apple/1.jpg", "reason": "truncated"}],
-                              rejected_before=frozenset({"u/b.jpg", "u/gone.jpg"}))
-    assert result.rejected_uploads() == {"u/a.jpg", "u/b.jpg"}

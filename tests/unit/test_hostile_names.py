@@ -89,5 +89,12 @@ def test_hostile_uploads_are_processed_literally_or_rejected_with_a_reason(tmp_p
     assert result.listed == len(result.valid) + len(result.rejected)
     assert sorted(raw.rglob("*")) == before, "nothing under raw/ is touched"
     outside = [p for p in tmp_path.rglob("*") if not p.is_relative_to(tmp_path / "lake")]
-    assert outside == [] and sorted(p.name for p in (tmp_path / "lake").iterdir()) == ["manifests", "raw"]
+    assert outside == [] and sorted(p.name for p in (tmp_path / "lake").iterdir()) == ["ledger", "manifests", "raw"]
+    from fruits_pipeline import ledger
+
+    # The ledger holds each name literally (quotes, escapes and both normalisations in its SQL and Parquet)
+    hostile = set(uri.values()) & (valid | set(rejected))
+    assert hostile <= set(ledger.pending_arrivals(lake, None))
+    assert ledger.forget_arrivals(lake, hostile, None) == len(hostile)
+    assert hostile.isdisjoint(ledger.pending_arrivals(lake, None))
     assert [p.name for p in (tmp_path / "lake" / "manifests").iterdir()] == [run_key]

@@ -227,7 +227,7 @@ def test_new_confirmed_labels_alone_train_again_without_featurizing():
     # A lake without labels, read by a pointer written before labels existed: no retraining every day.
     assert decide_route(0, False, pca_target=target, latest_pca=LATEST, featurized_count=10,
                         labels_digest=None)[0] == "nothing_to_do"
-    plan = make_plan("r", RunParams(), {"valid": 0, "already_featurized": 10, "labels": {"digest": "bbb"}},
+    plan = make_plan("r", RunParams(), {"valid": 0, "featurized_in_lake": 10, "labels": {"digest": "bbb"}},
                      latest_pca=trained_on, poll_seconds=60)
     assert plan.steps == ("reduce_pca", "train_classifier"), "new labels: no upload to featurize or predict"
 
@@ -236,7 +236,7 @@ def test_the_plan_runs_the_pca_steps_alone_on_a_small_cluster_when_only_the_targ
     from fruits_pipeline.run_plan import RunPlan, cluster_for, make_plan
 
     form = RunParams(core_instance_count=6, instance_type="m5.2xlarge", use_spot=True, pca_k=8)
-    validation = {"valid": 0, "already_featurized": 5_000, "listed": 0, "rejected": 0}
+    validation = {"valid": 0, "featurized_in_lake": 5_000, "listed": 0, "rejected": 0}
     plan = make_plan("r", form, validation, latest_pca=LATEST, poll_seconds=60)
     assert (plan.route, plan.steps, plan.latest_pca_run) == ("pca_only", ("reduce_pca", "train_classifier"),
                                                              LATEST["run_key"])
@@ -256,7 +256,7 @@ def test_the_plan_runs_the_pca_steps_alone_on_a_small_cluster_when_only_the_targ
     assert cluster_for("features_and_pca", form, 10**6) == form.cluster
     assert cluster_for("pca_only", form, 450_000).core_instance_count == 3
     assert cluster_for("pca_only", form, 10**7).core_instance_count == 6, "never more than the form asks"
-    nothing = make_plan("r", RunParams(), validation | {"already_featurized": 0}, latest_pca=None, poll_seconds=60)
+    nothing = make_plan("r", RunParams(), validation | {"featurized_in_lake": 0}, latest_pca=None, poll_seconds=60)
     assert (nothing.route, nothing.steps, nothing.has_work) == ("nothing_to_do", (), False)
 
 
