@@ -33,6 +33,7 @@ class FaultInjector:
     app: object
     faults: list[Fault] = field(default_factory=list)
     requests: list[tuple[str, str]] = field(default_factory=list)  # (method, path?query) of every request
+    response_bytes: list[int] = field(default_factory=list)  # the body size of each response moto gave
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def inject(self, kind: str, method: str, path_contains: str, times: int = 1) -> Fault:
@@ -45,6 +46,7 @@ class FaultInjector:
         with self.lock:
             self.faults.clear()
             self.requests.clear()
+            self.response_bytes.clear()
 
     def _due(self, method: str, target: str) -> Fault | None:
         with self.lock:
@@ -61,7 +63,10 @@ class FaultInjector:
         target = unquote(environ.get("PATH_INFO", "")) + "?" + environ.get("QUERY_STRING", "")
         fault = self._due(environ["REQUEST_METHOD"], target)
         if fault is None:
-            return self.app(environ, start_response)
+            body = list(self.app(environ, start_response))
+            with self.lock:
+                self.response_bytes.append(sum(len(chunk) for chunk in body))
+            return body
         if fault.kind == "slowdown":
             start_response("503 Slow Down", [("Content-Type", "application/xml"),
                                               ("Content-Length", str(len(SLOWDOWN_BODY)))])

@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 FEATURIZED, DUPLICATE, REJECTED = "featurized", "duplicate", "rejected"
 DONE_COLUMNS = (("path", "string"), ("outcome", "string"), ("reason", "string"), ("detail", "string"),
-                ("duplicate_of", "string"), ("size", "int64"), ("batch", "string"))
+                ("duplicate_of", "string"), ("size", "int64"), ("recorded_at", "float64"), ("batch", "string"))
 ARRIVAL_COLUMNS = (("path", "string"), ("size", "int64"), ("arrived", "string"), ("source", "string"))
 # A checkpoint every 10 commits: opening a table reads the checkpoint and at most 10 commit files,
 # however old the table (delta-rs's default, 100, would read up to 100 small files a day).
@@ -65,17 +65,33 @@ def storage_options(uri: str, conn_id: str | None) -> dict[str, str]:
     return options
 
 
+# Each table opened once per process (an Airflow task) and brought up to date with the commits made
+# since: opening reads the checkpoint and the commits after it, an update only the new commits.
+_OPEN: dict[tuple[str, str | None], object] = {}
+
+
 def _table(uri: str, conn_id: str | None):
-    """The Delta table at ``uri``, or None before its first commit."""
+    """The Delta table at ``uri`` as of now, or None before its first commit."""
     from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError
 
+    table = _OPEN.get((uri, conn_id))
+    if table is not None:
+        table.update_incremental()
+        return table
     # Not DeltaTable.is_deltatable: it holds the GIL while it waits on S3, which starves an S3 endpoint
     # served by the same process (moto in the tests) until delta-rs's timeout.
     try:
-        return DeltaTable(uri, storage_options=storage_options(uri, conn_id))
+        table = DeltaTable(uri, storage_options=storage_options(uri, conn_id))
     except TableNotFoundError:
         return None
+    _OPEN[(uri, conn_id)] = table
+    return table
+
+
+def forget_open_tables() -> None:
+    """Open the tables afresh next time (what a new task process does)."""
+    _OPEN.clear()
 
 
 def _write(uri: str, rows: list[dict], columns, conn_id: str | None, **kwargs) -> None:
@@ -83,8 +99,9 @@ def _write(uri: str, rows: list[dict], columns, conn_id: str | None, **kwargs) -
     from deltalake import write_deltalake
 
     table = pa.Table.from_pylist(rows, schema=_schema(columns))
-    write_deltalake(uri, table, storage_options=storage_options(uri, conn_id), configuration=TABLE_CONFIGURATION,
-                    **kwargs)
+    target = _table(uri, conn_id) or uri
+    write_deltalake(target, table, storage_options=None if target is not uri else storage_options(uri, conn_id),
+                    configuration=TABLE_CONFIGURATION, **kwargs)
 
 
 def _quoted(text: str) -> str:
@@ -109,7 +126,7 @@ class DoneState:
     """What ``ledger/done`` holds, from its state alone (its files' partition values, times and row
     counts: no data file is read)."""
 
-    recorded: dict[str, float]  # run key -> when its rows were recorded (seconds since the epoch)
+    recorded: dict[str, float]  # run key -> when its rows were recorded (the run's clock, seconds since the epoch)
     counts: dict[str, int]  # outcome -> rows
 
     def recent_batches(self, *, now: float | None = None, days: int = REDELIVERY_WINDOW_DAYS) -> set[str]:
@@ -128,7 +145,9 @@ def done_state(lake: Lake, conn_id: str | None) -> DoneState:
     counts: dict[str, int] = {}
     for action in pa.table(table.get_add_actions(flatten=True)).to_pylist():
         batch, outcome = action["partition.batch"], action["partition.outcome"]
-        recorded[batch] = max(recorded.get(batch, 0.0), action["modification_time"] / 1000)
+        # The run's own clock, from the file's statistics (a file's time would be the store's)
+        at = action.get("max.recorded_at")
+        recorded[batch] = max(recorded.get(batch, 0.0), at if at is not None else action["modification_time"] / 1000)
         counts[outcome] = counts.get(outcome, 0) + int(action["num_records"])
     return DoneState(recorded, dict(sorted(counts.items())))
 
@@ -181,11 +200,12 @@ def batch_rows(lake: Lake, run_key: str, conn_id: str | None, *, committed: bool
     return [{**row, "batch": run_key} for row in sorted(rows, key=lambda row: row["path"])]
 
 
-def record_run(lake: Lake, run_key: str, conn_id: str | None, *, committed: bool) -> dict:
+def record_run(lake: Lake, run_key: str, conn_id: str | None, *, committed: bool, now: float | None = None) -> dict:
     """Record what run ``run_key`` settled in one commit replacing its own partition of ``ledger/done``,
     then delete those paths from ``ledger/arrivals``; returns the counts by outcome. Rows sorted by path,
     so that each file's path statistics are tight (a lookup by path skips the other days' files)."""
-    rows = batch_rows(lake, run_key, conn_id, committed=committed)
+    at = time.time() if now is None else now
+    rows = [row | {"recorded_at": at} for row in batch_rows(lake, run_key, conn_id, committed=committed)]
     _write(lake.ledger(LEDGER_DONE_TABLE), rows, DONE_COLUMNS, conn_id, mode="overwrite",
            partition_by=["batch", "outcome"], predicate=f"batch = {_quoted(run_key)}")
     settled = _delete_paths(lake.ledger(LEDGER_ARRIVALS_TABLE), [row["path"] for row in rows], conn_id)

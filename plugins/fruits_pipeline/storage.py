@@ -65,6 +65,7 @@ def list_file_info(uri: str, conn_id: str | None, maxdepth: int | None = None) -
     """Every object under ``uri`` (recursively, or ``maxdepth`` levels down) as canonical URI ->
     its file system's info (size, modification time...)."""
     root = lake_path(uri, conn_id)
+    root.fs.invalidate_cache(root.path)  # the filesystem is cached per connection: its listings would be stale
     if not root.exists():
         return {}
     protocol = "file" if uri.startswith("file://") else uri.split("://", 1)[0]
@@ -77,6 +78,7 @@ def list_folders(uri: str, conn_id: str | None) -> list[str]:
     """The canonical URIs of the folders directly under ``uri`` (on S3 one delimited listing per
     1,000 of them: their contents are not listed)."""
     root = lake_path(uri, conn_id)
+    root.fs.invalidate_cache(root.path)
     if not root.exists():
         return []
     protocol = "file" if uri.startswith("file://") else uri.split("://", 1)[0]

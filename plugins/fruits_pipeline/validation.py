@@ -126,7 +126,7 @@ def check_image(uri: str, size: int, read_range, *, label: str | None, max_bytes
                      "width": int(width), "height": int(height)}
 
 
-def catch_up(lake: Lake, run_key: str, conn_id: str | None) -> list[str]:
+def catch_up(lake: Lake, run_key: str, conn_id: str | None, *, now: float) -> list[str]:
     """Record in the ledger the committed feature batches of other runs it does not hold (their run's
     report task died after the job committed); returns the run keys of the partial batches (a job that
     died before its JOB_RESULT_FILE: its images are taken again). One listing of features/' folders,
@@ -141,7 +141,7 @@ def catch_up(lake: Lake, run_key: str, conn_id: str | None) -> list[str]:
         if storage.exists(lake.job_result(folder), conn_id):
             log.warning("batch %s was committed but not in the ledger (its run's report did not record it): "
                         "recorded now", key)
-            ledger.record_run(lake, key, conn_id, committed=True)
+            ledger.record_run(lake, key, conn_id, committed=True, now=now)
         else:
             partial.append(key)
     return partial
@@ -265,7 +265,7 @@ def validate_uploads(lake: Lake, run_key: str, *, full_refresh: bool, conn_id: s
     reconciliation's schedule and the redelivery window."""
     now = time.time() if now is None else now
     raw_root = lake.raw()
-    partial = catch_up(lake, run_key, conn_id)
+    partial = catch_up(lake, run_key, conn_id, now=now)
     found = candidates(lake, run_key, conn_id=conn_id, queue=queue, full_refresh=full_refresh,
                        reconcile_every_days=reconcile_every_days, now=now)
     met = found.uploads
