@@ -89,6 +89,9 @@ class LocalStore:
     def delete_old_versions(self, key: str) -> int:
         return 0
 
+    def ledger_options(self) -> dict:
+        return {}
+
 
 class S3Store:
     """An ``s3://`` lake through boto3 (any endpoint, so moto works); keys are relative to the lake."""
@@ -99,6 +102,16 @@ class S3Store:
         self.bucket = lake.bucket
         path = lake.base_uri.split("://", 1)[1].partition("/")[2].strip("/")
         self.base = f"{path}/" if path else ""
+
+    def ledger_options(self) -> dict:
+        """delta-rs's storage options for the ledger: this client's credentials, region and endpoint."""
+        credentials = self.client._request_signer._credentials.get_frozen_credentials()
+        options = {"AWS_ACCESS_KEY_ID": credentials.access_key, "AWS_SECRET_ACCESS_KEY": credentials.secret_key,
+                   "AWS_REGION": self.client.meta.region_name, "AWS_ENDPOINT_URL": self.client.meta.endpoint_url,
+                   "AWS_ALLOW_HTTP": str(self.client.meta.endpoint_url.startswith("http://")).lower()}
+        if credentials.token:
+            options["AWS_SESSION_TOKEN"] = credentials.token
+        return options
 
     def _relative(self, full_key: str) -> str:
         return full_key[len(self.base):]
@@ -241,10 +254,39 @@ class ErasurePlan:
     unreadable: dict[str, str] = field(default_factory=dict)  # labels/ key -> why it could not be parsed
     pca_runs: set[str] = field(default_factory=set)  # pca/<run>/ folders whose rows were erased
     mentions: list[str] = field(default_factory=list)  # JSON files (reports) that name an erased image
+    ledger: set[str] = field(default_factory=set)  # paths the ledger (ledger/done, ledger/arrivals) holds
 
     @property
     def empty(self) -> bool:
-        return not self.raw and not self.uploads and not self.parquet and not self.labels
+        return not self.raw and not self.uploads and not self.parquet and not self.labels and not self.ledger
+
+
+def ledger_paths(store, selection: Selection) -> set[str]:
+    """The erased paths the ledger holds (its path columns read through delta-rs)."""
+    from fruits_pipeline import ledger
+
+    if not store.list("ledger/"):
+        return set()
+    lake, options = store.lake, store.ledger_options()
+    held = {row["path"] for row in ledger.done_rows(lake, options, columns=["path"])}
+    return {path for path in held | set(ledger.pending_arrivals(lake, options)) if selection.matches(path)}
+
+
+def _erase_from_ledger(store, paths: set[str], confirm: bool, out) -> None:
+    """Delete the ledger's rows of ``paths`` (only the partitions holding them are rewritten), then the files
+    Delta kept for time travel, with every old version of them on S3."""
+    from fruits_pipeline import ledger
+
+    lake = store.lake
+    if not confirm:
+        out(f"ledger {lake.uri('ledger')}: would remove the rows of {len(paths)} path(s)")
+        return
+    removed = ledger.erase_paths(lake, paths, store.ledger_options())
+    files = ledger.vacuum(lake, store.ledger_options())
+    for key in files:
+        store.delete_all_versions(key)
+    out(f"ledger {lake.uri('ledger')}: removed {removed} row(s) of {len(paths)} path(s); {len(files)} superseded "
+        "file(s) deleted with their versions")
 
 
 def _image_candidates(store, selection: Selection) -> list[str]:
@@ -384,6 +426,7 @@ def plan(store, selection: Selection, progress=None) -> ErasurePlan:
         parts = key.split("/")
         if parts[0] in ("pca", "classifier") and len(parts) > 2:
             result.pca_runs.add(parts[1])
+    result.ledger = ledger_paths(store, selection)
     keep = _label_filter(store, selection)
     for key in _label_keys(store):
         try:
@@ -475,6 +518,8 @@ def erase(store, selection: Selection, confirm: bool = False, drop_pca_models: b
             out(f"labels {store.lake.uri(edit.key)}: removed {edit.removed}, kept {edit.kept}{extra}")
         else:
             out(f"labels {store.lake.uri(edit.key)}: would remove {edit.removed}, keep {edit.kept}")
+    if found.ledger:
+        _erase_from_ledger(store, found.ledger, confirm, out)
     if any(edit.key.startswith("features/") for edit in found.parquet):
         _drop_kept_moments(store, confirm, out)
     for run in sorted(found.pca_runs):

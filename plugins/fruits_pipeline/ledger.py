@@ -45,9 +45,13 @@ def _schema(columns):
     return pa.schema([(name, getattr(pa, arrow_type)()) for name, arrow_type in columns])
 
 
-def storage_options(uri: str, conn_id: str | None) -> dict[str, str]:
+def storage_options(uri: str, conn_id) -> dict[str, str]:
     """delta-rs's options for the lake: on S3 the Airflow connection's credentials, region and endpoint
-    (the same as ObjectStoragePath uses); nothing for a local lake."""
+    (the same as ObjectStoragePath uses); nothing for a local lake. Every function here takes, for
+    ``conn_id``, an Airflow connection id or these options themselves (the erasure tool, which has no
+    Airflow connection, passes its boto3 client's)."""
+    if isinstance(conn_id, dict):
+        return conn_id
     if not uri.startswith("s3://"):
         return {}
     from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
@@ -67,7 +71,7 @@ def storage_options(uri: str, conn_id: str | None) -> dict[str, str]:
 
 # Each table opened once per process (an Airflow task) and brought up to date with the commits made
 # since: opening reads the checkpoint and the commits after it, an update only the new commits.
-_OPEN: dict[tuple[str, str | None], object] = {}
+_OPEN: dict[tuple[str, str], object] = {}
 
 
 def _table(uri: str, conn_id: str | None):
@@ -75,7 +79,7 @@ def _table(uri: str, conn_id: str | None):
     from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError
 
-    table = _OPEN.get((uri, conn_id))
+    table = _OPEN.get((uri, repr(conn_id)))
     if table is not None:
         table.update_incremental()
         return table
@@ -85,7 +89,7 @@ def _table(uri: str, conn_id: str | None):
         table = DeltaTable(uri, storage_options=storage_options(uri, conn_id))
     except TableNotFoundError:
         return None
-    _OPEN[(uri, conn_id)] = table
+    _OPEN[(uri, repr(conn_id))] = table
     return table
 
 
@@ -235,12 +239,13 @@ def erase_paths(lake: Lake, paths, conn_id: str | None) -> int:
 
 def vacuum(lake: Lake, conn_id: str | None) -> list[str]:
     """Remove the files no current version of the ledger names (after an erasure: the erased rows' old
-    files, which Delta keeps for time travel); returns them."""
+    files, which Delta keeps for time travel); returns their keys under the lake (``ledger/<table>/...``)."""
     removed = []
     for name in (LEDGER_DONE_TABLE, LEDGER_ARRIVALS_TABLE):
         table = _table(lake.ledger(name), conn_id)
         if table is not None:
-            removed += table.vacuum(retention_hours=0, dry_run=False, enforce_retention_duration=False)
+            files = table.vacuum(retention_hours=0, dry_run=False, enforce_retention_duration=False)
+            removed += [f"ledger/{name}/{file}" for file in files]
     return removed
 
 

@@ -436,3 +436,32 @@ def test_the_pcas_kept_moments_go_with_erased_features(lake_env):
     assert lake_env.store.list(f"pca/{RUNS[1]}/_moments.npz") and any(l.startswith("moments ") for l in lines)
     erase(lake_env.store, select(lake_env.lake, paths=["Kiwi/k1.jpg"]), confirm=True, out=lines.append)
     assert lake_env.store.list(f"pca/{RUNS[1]}/_moments.npz") == []
+
+
+def test_erasing_an_upload_removes_its_ledger_rows_and_every_file_that_held_them(tmp_path):
+    """The ledger is Delta Lake: its rows go through Delta (only the partition holding them is rewritten),
+    then vacuum deletes the superseded files, which still held the erased path."""
+    from fruits_pipeline import ledger
+
+    env = LocalLake(tmp_path / "lake")
+    env.paths = build_lake(env.put, env.lake)
+    add_uploads(env)
+    env.put(f"features/batch={UPLOAD_RUN}/_job_result.json", b"{}")
+    assert ledger.record_run(env.lake, UPLOAD_RUN, None, committed=True)["featurized"] == len(UPLOADS)
+    ledger.add_arrivals(env.lake, [ledger.Arrival(env.lake.uri(X), 1, "t", "event")], None)
+    erased = env.lake.uri(X)
+
+    def files_holding_it():
+        return [p for p in (tmp_path / "lake" / "ledger").rglob("*.parquet")
+                if erased in pq.read_table(p, columns=["path"]).column("path").to_pylist()]
+
+    assert files_holding_it(), "the ledger's files hold the path before the erasure"
+
+    lines = []
+    erase(env.store, select(env.lake, paths=[X]), confirm=True, out=lines.append)
+    ledger.forget_open_tables()
+    assert erased not in {row["path"] for row in ledger.done_rows(env.lake, None)}
+    assert erased not in ledger.pending_arrivals(env.lake, None)
+    assert len(ledger.done_rows(env.lake, None)) == len(UPLOADS) - 1, "the other photos' rows stay"
+    assert files_holding_it() == [], "vacuum deleted the superseded files"
+    assert any(line.startswith(f"ledger {env.lake.uri('ledger')}: removed 2 row(s)") for line in lines), lines
