@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
 
-.PHONY: install test bench model package demo classify cost infra check-java clean screenshots
+.PHONY: install test bench model package demo classify cost migrate infra check-java clean screenshots
 
 install: $(STAMP) check-java
 
@@ -80,6 +80,11 @@ classify: install
 	$(BIN)/python -m fruits_spark.classify --model "$$model" $(IMAGES)
 
 # Projected EMR time and cost from `make bench`'s throughput and the eu-west-3 price table.
+# A lake written before the ledger (docs/design.md, "The ledger"): dry run by default, YES=1 records.
+migrate: install
+	@test "$(origin LAKE)" = "command line" || { echo "make migrate: give LAKE=, the lake's URI: make migrate LAKE=s3://bucket [YES=1]" >&2; exit 2; }
+	@$(BIN)/python -m fruits_pipeline.migrate --lake "$(LAKE)" $(if $(YES),--yes)
+
 cost: install
 	@test -f bench/results/latest.json || { echo "make cost: bench/results/latest.json not found: run 'make bench' first (it measures the feature job's throughput)" >&2; exit 1; }
 	@$(BIN)/python -m fruits_pipeline.cost_projection $(COST_ARGS)
