@@ -13,7 +13,7 @@ Both are read and written here, on the Airflow worker, with delta-rs (``deltalak
 JVM. Delta-rs commits on S3 with S3's conditional writes (a second writer of the same version gets
 412 and retries on the new state): two writers never lose each other's rows, and a writer killed
 before its commit file leaves only data files no version names. A day reads the table's state (the
-last checkpoint and at most ``CHECKPOINT_INTERVAL`` commits), its own arrivals and the recent
+last checkpoint and at most ``delta.checkpointInterval`` commits: TABLE_CONFIGURATION), its own arrivals and the recent
 partitions: not the history.
 """
 from __future__ import annotations
