@@ -126,25 +126,27 @@ def check_image(uri: str, size: int, read_range, *, label: str | None, max_bytes
                      "width": int(width), "height": int(height)}
 
 
-def catch_up(lake: Lake, run_key: str, conn_id: str | None, *, now: float) -> list[str]:
+def catch_up(lake: Lake, run_key: str, conn_id: str | None, *, now: float) -> tuple[list[str], ledger.DoneState]:
     """Record in the ledger the committed feature batches of other runs it does not hold (their run's
     report task died after the job committed); returns the run keys of the partial batches (a job that
-    died before its JOB_RESULT_FILE: its images are taken again). One listing of features/' folders,
-    and one existence check per batch the ledger does not know."""
-    recorded = ledger.done_state(lake, conn_id).recorded
+    died before its JOB_RESULT_FILE: its images are taken again) and the ledger's state with what it
+    recorded (read again only when it recorded a batch). One listing of features/' folders, and one
+    existence check per batch the ledger does not know."""
+    state = ledger.done_state(lake, conn_id)
     root = lake.features_root()
-    partial = []
+    partial, caught_up = [], False
     for folder in storage.list_folders(root, conn_id):
         key = batch_key_of(folder + "/", root)
-        if key in (None, run_key) or key in recorded:
+        if key in (None, run_key) or key in state.recorded:
             continue
         if storage.exists(lake.job_result(folder), conn_id):
             log.warning("batch %s was committed but not in the ledger (its run's report did not record it): "
                         "recorded now", key)
             ledger.record_run(lake, key, conn_id, committed=True, now=now)
+            caught_up = True
         else:
             partial.append(key)
-    return partial
+    return partial, ledger.done_state(lake, conn_id) if caught_up else state
 
 
 def remove_replaced_partial_batches(lake: Lake, partial: list[str], conn_id: str | None) -> list[str]:
@@ -228,10 +230,10 @@ class Candidates:
 
 
 def candidates(lake: Lake, run_key: str, *, conn_id: str | None, queue, full_refresh: bool,
-               reconcile_every_days: int, now: float) -> Candidates:
+               reconcile_every_days: int, now: float, done: ledger.DoneState) -> Candidates:
     """Every listed upload (``full_refresh``), else the arrivals not yet settled (S3's notifications,
     drained into the ledger, and what a reconciliation listing found) and what this run's own earlier
-    attempt settled (a rerun takes the same uploads again)."""
+    attempt settled (a rerun takes the same uploads again). ``done``: the ledger's state (catch_up's)."""
     notified = queue.drain(lambda arrivals: ledger.add_arrivals(lake, arrivals, conn_id)) if queue else None
     listing = full_refresh or queue is None or reconciliation_due(lake, conn_id, every_days=reconcile_every_days,
                                                                   now=now)
@@ -251,7 +253,7 @@ def candidates(lake: Lake, run_key: str, *, conn_id: str | None, queue, full_ref
     met = dict(sorted((own | ledger.pending_arrivals(lake, conn_id)).items()))
     # An arrival settled by a run recent enough for its notification to be a redelivery
     # (REDELIVERY_WINDOW_DAYS) is done; after that, S3 can only be telling of a new write of the key.
-    recent = ledger.done_state(lake, conn_id).recent_batches(now=now)
+    recent = done.recent_batches(now=now)
     settled = settled_by_others(lake, run_key, conn_id, batches=recent, paths=set(met))
     ledger.forget_arrivals(lake, settled.keys(), conn_id)
     return Candidates(met, by_root, notified, settled, listed_settled | settled)
@@ -265,9 +267,9 @@ def validate_uploads(lake: Lake, run_key: str, *, full_refresh: bool, conn_id: s
     reconciliation's schedule and the redelivery window."""
     now = time.time() if now is None else now
     raw_root = lake.raw()
-    partial = catch_up(lake, run_key, conn_id, now=now)
+    partial, done = catch_up(lake, run_key, conn_id, now=now)
     found = candidates(lake, run_key, conn_id=conn_id, queue=queue, full_refresh=full_refresh,
-                       reconcile_every_days=reconcile_every_days, now=now)
+                       reconcile_every_days=reconcile_every_days, now=now, done=done)
     met = found.uploads
     featurized = {path for path, outcome in found.seen_settled.items() if outcome != ledger.REJECTED}
     rejected_before = found.seen_settled.keys() - featurized
@@ -279,7 +281,7 @@ def validate_uploads(lake: Lake, run_key: str, *, full_refresh: bool, conn_id: s
                               already_featurized=len(featurized), previously_rejected=len(rejected_before),
                               partial_batches_ignored=sorted(lake.features(key) for key in partial),
                               notifications=found.notified,
-                              featurized_in_lake=ledger.done_state(lake, conn_id).counts.get(ledger.FEATURIZED, 0))
+                              featurized_in_lake=done.counts.get(ledger.FEATURIZED, 0))
     raw_exists = (lambda uris: uris & by_root[raw_root].keys()) if by_root else \
         (lambda uris: {uri for uri in uris if storage.exists(uri, conn_id)})
     result.upload_collisions = upload_collisions(lake, selected, raw_exists)
