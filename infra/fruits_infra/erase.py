@@ -12,6 +12,16 @@ be parsed is named with the reason and left alone. Models fitted on erased image
 export, which carries that PCA's mean and components) stay until the next run refits without them,
 or go now with ``drop_pca_models``.
 Without ``confirm`` nothing changes: the plan is printed. Running it again finds nothing left.
+
+Which derived files are read comes from the ledger (``ledger/done``: path -> batch, outcome) when it holds
+every selected photo: the files of the batches that settled them (``features/batch=<run>/`` with its
+``_rejects/`` and ``_duplicates/``, ``manifests/<run>/``, ``predictions/<run>/``), of the batches whose
+duplicates name them, of the runs the ledger has not settled, the confirmed-label manifests, and of the
+outputs holding every row only the copies retention keeps whole (``pca/<run>/``, ``classifier/<run>/held_out/``):
+bounded by the retention, not by the history. Otherwise (no ledger, or a photo it never saw) every derived
+Parquet file is read, as before the ledger. Either way a file is first read for its ``path`` column alone
+(on S3 with ranged reads, no read-ahead) and rewritten only when it holds an erased row; the output says
+which lookup was used.
 """
 from __future__ import annotations
 
@@ -27,7 +37,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from fruits_contract.lake import PCA_MOMENTS_FILE, Lake, canonical_uri
+from fruits_contract.lake import (BATCH_FOLDER_PREFIX, CLASSIFIER_HELD_OUT_FOLDER, LEDGER_DONE_TABLE, PCA_MOMENTS_FILE,
+                                  Lake, canonical_uri)
 
 # The folders of input images (erasable objects) and of the Parquet derived from them.
 INPUT_ROOTS = ("raw", "uploads")
@@ -64,11 +75,20 @@ class LocalStore:
             )
         return sorted(str(p.relative_to(self.root)) for p in base.rglob("*") if p.is_file() and not p.name.endswith(".crc"))
 
+    def folders(self, prefix: str) -> list[str]:
+        """The names of the folders directly under ``prefix`` (a folder key ending in ``/``)."""
+        base = self.root / prefix
+        return sorted(child.name for child in base.iterdir() if child.is_dir()) if base.is_dir() else []
+
     def versions(self, key: str) -> int:
         return 1 if (self.root / key).is_file() else 0
 
     def read(self, key: str) -> bytes:
         return (self.root / key).read_bytes()
+
+    def open_parquet(self, key: str):
+        """A seekable handle on the file: pyarrow reads only the footer and the column chunks it needs."""
+        return open(self.root / key, "rb")
 
     def write(self, key: str, data: bytes) -> None:
         target = self.root / key
@@ -136,11 +156,24 @@ class S3Store:
         """Keys with any version left, including ones whose current version is already deleted."""
         return sorted(self._all_versions(prefix))
 
+    def folders(self, prefix: str) -> list[str]:
+        """The names of the folders directly under ``prefix`` (a folder key ending in ``/``): one delimited LIST."""
+        paginator = self.client.get_paginator("list_objects_v2")
+        names = set()
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self.base + prefix, Delimiter="/"):
+            names.update(self._relative(p["Prefix"])[len(prefix):].rstrip("/") for p in page.get("CommonPrefixes", []))
+        return sorted(names)
+
     def versions(self, key: str) -> int:
         return len(self._all_versions(key).get(key, []))
 
     def read(self, key: str) -> bytes:
         return self.client.get_object(Bucket=self.bucket, Key=self.base + key)["Body"].read()
+
+    def open_parquet(self, key: str):
+        """A seekable handle doing one ranged GET per read and no read-ahead: pyarrow reads the footer and
+        the chunks of the columns asked for, not the 1,280 floats a row of a feature file."""
+        return _RangedObject(self.client, self.bucket, self.base + key)
 
     def write(self, key: str, data: bytes) -> None:
         self.client.put_object(Bucket=self.bucket, Key=self.base + key, Body=data)
@@ -156,6 +189,40 @@ class S3Store:
 
     def delete_old_versions(self, key: str) -> int:
         return self._delete([e for e in self._all_versions(key).get(key, []) if not e.get("IsLatest")])
+
+
+class _RangedObject(io.RawIOBase):
+    """An S3 object as a read-only seekable file; every read is one ``Range`` GET of what is asked."""
+
+    def __init__(self, client, bucket: str, key: str):
+        super().__init__()
+        self.client, self.bucket, self.key = client, bucket, key
+        self.size = client.head_object(Bucket=bucket, Key=key)["ContentLength"]
+        self.position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.size}[whence]
+        self.position = max(0, base + offset)
+        return self.position
+
+    def readinto(self, buffer) -> int:
+        end = min(self.size, self.position + len(buffer))
+        if end <= self.position:
+            return 0
+        body = self.client.get_object(Bucket=self.bucket, Key=self.key,
+                                      Range=f"bytes={self.position}-{end - 1}")["Body"].read()
+        buffer[:len(body)] = body
+        self.position += len(body)
+        return len(body)
 
 
 def store_for(lake: Lake, s3_client=None):
@@ -255,21 +322,124 @@ class ErasurePlan:
     pca_runs: set[str] = field(default_factory=set)  # pca/<run>/ folders whose rows were erased
     mentions: list[str] = field(default_factory=list)  # JSON files (reports) that name an erased image
     ledger: set[str] = field(default_factory=set)  # paths the ledger (ledger/done, ledger/arrivals) holds
+    lookup: str = ""  # how the derived files to read were found (the ledger or a full scan), and how many
+    read: list[str] = field(default_factory=list)  # the derived Parquet files read (their path column)
 
     @property
     def empty(self) -> bool:
         return not self.raw and not self.uploads and not self.parquet and not self.labels and not self.ledger
 
 
-def ledger_paths(store, selection: Selection) -> set[str]:
-    """The erased paths the ledger holds (its path columns read through delta-rs)."""
+LOOKUP_LEDGER, LOOKUP_FULL_SCAN = "ledger", "full scan"
+# The ledger's outcomes of a committed feature batch (record_run's committed=True): a run recorded with
+# neither only has its validation's rejects in the ledger, so its files are read like an unrecorded run's.
+SETTLED_OUTCOMES = ("featurized", "duplicate")
+
+
+@dataclass
+class Lookup:
+    """Where the erased photos' derived rows can be: the Parquet files to read for them."""
+
+    method: str  # LOOKUP_LEDGER or LOOKUP_FULL_SCAN
+    why: str  # for a full scan: why the ledger could not be used
+    keys: list[str]  # the derived Parquet files that may hold an erased row
+    ledger: set[str] = field(default_factory=set)  # the erased paths the ledger holds (done and arrivals)
+    batches: list[str] = field(default_factory=list)  # the runs the ledger placed the photos in
+    unsettled: list[str] = field(default_factory=list)  # runs with outputs the ledger has not settled
+    copies: int = 0  # files of the outputs holding every row (pca/<run>/, classifier/<run>/held_out/)
+    label_manifests: int = 0  # manifests/<run>/labels/ files
+
+
+def _done_table(store):
+    """``ledger/done`` as a delta-rs table, or None when the lake has none (written before the ledger)."""
+    if LEDGER_DONE_TABLE not in store.folders("ledger/"):
+        return None
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    try:
+        return DeltaTable(store.lake.ledger(LEDGER_DONE_TABLE), storage_options=store.ledger_options())
+    except TableNotFoundError:
+        return None
+
+
+def _data_keys(keys, *, under: str) -> list[str]:
+    """The Parquet data files among ``keys`` below the folder ``under``: none inside a folder whose name
+    starts with ``_`` or ``.`` (a PCA's ``_model/`` and ``_preview/``, which hold no path)."""
+    return [key for key in keys if key.endswith(".parquet") and key.startswith(under)
+            and not any(part.startswith(("_", ".")) for part in key[len(under):].split("/")[:-1])]
+
+
+def _full_scan(store, why: str, held: set[str]) -> Lookup:
+    return Lookup(LOOKUP_FULL_SCAN, why, _parquet_keys(store), held)
+
+
+def locate(store, selection: Selection, image_keys) -> Lookup:
+    """The derived Parquet files that may hold the selection's rows, from the ledger when it has a row for
+    every photo selected (``image_keys``: the images found under raw/ and uploads/); otherwise all of them."""
     from fruits_pipeline import ledger
 
-    if not store.list("ledger/"):
-        return set()
+    table = _done_table(store)
+    if table is None:
+        arrivals = ledger.pending_arrivals(store.lake, store.ledger_options()) if store.folders("ledger/") else {}
+        return _full_scan(store, "the lake has no ledger of what each upload became (ledger/done)",
+                          {path for path in arrivals if selection.matches(path)})
     lake, options = store.lake, store.ledger_options()
-    held = {row["path"] for row in ledger.done_rows(lake, options, columns=["path"])}
-    return {path for path in held | set(ledger.pending_arrivals(lake, options)) if selection.matches(path)}
+    if selection.prefixes:  # a prefix is no lookup by path: the ledger's path column (not the lake's files)
+        rows = [row for row in ledger.done_rows(lake, options, columns=["path", "batch"]) if selection.matches(row["path"])]
+    else:  # file statistics skip the ledger files that cannot hold these paths
+        rows = ledger.done_rows(lake, options, paths=selection.paths, columns=["path", "batch"])
+    done = {row["path"] for row in rows}
+    held = done | {path for path in ledger.pending_arrivals(lake, options) if selection.matches(path)}
+    photos = set(selection.paths) | {lake.uri(key) for key in image_keys} | done
+    missing = sorted(photos - done)
+    if not photos:
+        return _full_scan(store, "nothing selected is in the ledger or the lake", held)
+    if missing:
+        return _full_scan(store, f"the ledger has no row for {len(missing)} of the {len(photos)} photo(s) "
+                                 f"selected, e.g. {missing[0]}", held)
+    batches = {row["batch"] for row in rows}
+    # Another upload's duplicate naming an erased photo as its original sits in that upload's batch.
+    duplicates = table.to_pyarrow_table(filters=[("outcome", "=", "duplicate")], columns=["duplicate_of", "batch"])
+    erased_original = selection.mask(duplicates.column("duplicate_of").cast(pa.string()))
+    batches |= set(duplicates.filter(erased_original).column("batch").to_pylist())
+    # Runs with outputs whose batch the ledger has not settled (a report task that died, a failed feature
+    # step, a run of rejections only): nothing says what they hold, so they are read.
+    settled = {action["partition.batch"] for action in pa.table(table.get_add_actions(flatten=True)).to_pylist()
+               if action["partition.outcome"] in SETTLED_OUTCOMES}
+    manifests = store.list("manifests/")
+    runs = ({key.split("/")[1] for key in manifests if key.count("/") >= 2}
+            | {name[len(BATCH_FOLDER_PREFIX):] for name in store.folders("features/") if name.startswith(BATCH_FOLDER_PREFIX)}
+            | set(store.folders("predictions/")))
+    unsettled = sorted(runs - settled - batches)
+    keys = []
+    for run in sorted(batches) + unsettled:  # the batch with its _rejects/ and _duplicates/, its manifests, predictions
+        keys += [key for key in store.list(f"features/{BATCH_FOLDER_PREFIX}{run}/") + store.list(f"predictions/{run}/")
+                 + [key for key in manifests if key.startswith(f"manifests/{run}/")] if key.endswith(".parquet")]
+    # Every run's confirmed labels (manifests/<run>/labels/: only the labelled uploads, one small file a run).
+    labels = [key for key in manifests if key.split("/")[2:3] == ["labels"] and key.endswith(".parquet")
+              and key not in keys]
+    # The outputs holding every row: retention thins superseded copies to their report and job result
+    # (pca/<run>/) or drops their held_out/, so only the copies kept whole have Parquet left to read.
+    copies = [key for key in _data_keys(store.list("pca/"), under="pca/") if key.count("/") >= 2]
+    copies += [key for key in store.list("classifier/") if key.endswith(".parquet")
+               and key.split("/")[2:3] == [CLASSIFIER_HELD_OUT_FOLDER]]
+    return Lookup(LOOKUP_LEDGER, "", sorted(set(keys)) + sorted(labels) + copies, held, sorted(batches), unsettled,
+                  len(copies), len(labels))
+
+
+def _lookup_line(found: Lookup, read: int) -> str:
+    if found.method == LOOKUP_FULL_SCAN:
+        return (f"lookup: full scan ({found.why}): the path column of every derived Parquet file read, "
+                f"{read} file(s)")
+    def names(runs):
+        return ", ".join(runs[:5]) + (f" and {len(runs) - 5} more" if len(runs) > 5 else "")
+    line = f"lookup: ledger: batch(es) {names(found.batches)}"
+    if found.unsettled:
+        line += f", and run(s) it has not settled {names(found.unsettled)}"
+    return (f"{line}; the path column of {read} derived Parquet file(s) read: "
+            f"{read - found.copies - found.label_manifests} of those runs, {found.copies} of the PCA and held-out "
+            f"copies retention keeps, {found.label_manifests} confirmed-label manifest(s)")
 
 
 def _erase_from_ledger(store, paths: set[str], confirm: bool, out) -> None:
@@ -314,6 +484,21 @@ def _label_keys(store) -> list[str]:
 # duplicate_of, sha256) names the upload whose bytes it repeats. Erasing that upload erases the row:
 # the other copy, still in raw/, then counts as new and is featurized by the next run.
 DUPLICATE_OF = "duplicate_of"
+
+
+def _erased_rows(handle, selection: Selection) -> tuple[int, int] | None:
+    """(rows to erase, rows kept) of a Parquet file, reading only its ``path`` (and ``duplicate_of``)
+    column; None when the file has no ``path``."""
+    file = pq.ParquetFile(handle)
+    names = file.schema_arrow.names
+    if "path" not in names:
+        return None
+    table = file.read(columns=["path"] + ([DUPLICATE_OF] if DUPLICATE_OF in names else []))
+    erase = selection.mask(table.column("path"))
+    if DUPLICATE_OF in names:
+        erase = pc.or_(erase, selection.mask(table.column(DUPLICATE_OF)))
+    removed = pc.sum(erase).as_py() or 0
+    return removed, table.num_rows - removed
 
 
 def _filtered(data: bytes, selection: Selection) -> tuple[pa.Table, int] | None:
@@ -412,21 +597,24 @@ def _label_filter(store, selection: Selection):
 
 def plan(store, selection: Selection, progress=None) -> ErasurePlan:
     result = ErasurePlan()
-    for key in _image_candidates(store, selection):
+    images = _image_candidates(store, selection)
+    for key in images:
         (result.raw if key.startswith("raw/") else result.uploads)[key] = store.versions(key)
-    keys = _parquet_keys(store)
-    for done, key in enumerate(keys, start=1):
+    found = locate(store, selection, images)
+    for done, key in enumerate(found.keys, start=1):
         if progress and done % 200 == 0:
-            progress(f"scanned {done}/{len(keys)} Parquet files for erased rows")
-        filtered = _filtered(store.read(key), selection)
-        if filtered is None or filtered[1] == 0:
+            progress(f"read {done}/{len(found.keys)} Parquet files for erased rows")
+        with store.open_parquet(key) as handle:
+            rows = _erased_rows(handle, selection)
+        result.read.append(key)
+        if rows is None or rows[0] == 0:
             continue
-        table, removed = filtered
-        result.parquet.append(ParquetEdit(key, removed, table.num_rows))
+        result.parquet.append(ParquetEdit(key, *rows))
         parts = key.split("/")
         if parts[0] in ("pca", "classifier") and len(parts) > 2:
             result.pca_runs.add(parts[1])
-    result.ledger = ledger_paths(store, selection)
+    result.ledger = found.ledger
+    result.lookup = _lookup_line(found, len(result.read))
     keep = _label_filter(store, selection)
     for key in _label_keys(store):
         try:
@@ -488,6 +676,7 @@ def erase(store, selection: Selection, confirm: bool = False, drop_pca_models: b
     """Print and (with ``confirm``) carry out the erasure; returns what was found."""
     found = plan(store, selection, progress=lambda line: print(line, file=sys.stderr, flush=True))
     verb = "deleted" if confirm else "would delete"
+    out(found.lookup)
     if found.empty:
         out("Nothing to erase: no image and no derived row matches (already erased, or never uploaded).")
         _notes(store, found, out)
