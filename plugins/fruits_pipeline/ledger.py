@@ -169,13 +169,16 @@ def done_rows(lake: Lake, conn_id: str | None, *, batches=None, paths=None, colu
     return table.to_pyarrow_table(filters=filters or None, columns=list(columns) if columns else None).to_pylist()
 
 
+def batch_paths(lake: Lake, run_key: str, conn_id: str | None) -> list[str]:
+    """The photos in feature batch ``run_key``'s data files (committed or not), from their ``path`` column alone."""
+    return [path for uri in storage.parquet_data_files(lake.features(run_key), conn_id)
+            for path in storage.read_parquet_column(uri, conn_id, "path")]
+
+
 def batch_rows(lake: Lake, run_key: str, conn_id: str | None, *, committed: bool) -> list[dict]:
     """What run ``run_key`` settled: its validation's rejects and, when its feature batch is
     ``committed``, the batch's featurized photos, the job's rejects and the duplicates (read from this
     run's outputs only)."""
-    def paths_of(uris):
-        return [path for uri in uris for path in storage.read_parquet_column(uri, conn_id, "path")]
-
     def table_rows(folder: str, columns: list[str]) -> list[dict]:
         import pyarrow.parquet as pq
 
@@ -192,9 +195,8 @@ def batch_rows(lake: Lake, run_key: str, conn_id: str | None, *, committed: bool
     rows = [{"path": row["path"], "outcome": REJECTED, "reason": row["reason"], "detail": row["detail"],
              "size": sizes.get(row["path"])} for row in table_rows(lake.manifest_rejected(run_key), ["path", "reason", "detail"])]
     if committed:
-        features = lake.features(run_key)
         rows += [{"path": path, "outcome": FEATURIZED, "size": sizes.get(path)}
-                 for path in paths_of(storage.parquet_data_files(features, conn_id))]
+                 for path in batch_paths(lake, run_key, conn_id)]
         rows += [{"path": row["path"], "outcome": REJECTED, "reason": row["reason"], "detail": row["detail"],
                   "size": sizes.get(row["path"])}
                  for row in table_rows(lake.feature_rejects(run_key), ["path", "reason", "detail"])]

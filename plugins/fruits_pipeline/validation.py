@@ -155,8 +155,7 @@ def remove_replaced_partial_batches(lake: Lake, partial: list[str], conn_id: str
     removed = []
     for key in partial:
         uri = lake.features(key)
-        paths = {path for file in storage.parquet_data_files(uri, conn_id)
-                 for path in storage.read_parquet_column(file, conn_id, "path")}
+        paths = set(ledger.batch_paths(lake, key, conn_id))
         settled = {row["path"] for row in ledger.done_rows(lake, conn_id, paths=paths, columns=["path", "batch"])
                    if row["batch"] != key}
         if paths <= settled:
