@@ -390,7 +390,12 @@ def locate(store, selection: Selection, image_keys) -> Lookup:
     else:  # file statistics skip the ledger files that cannot hold these paths
         rows = ledger.done_rows(lake, options, paths=selection.paths, columns=["path", "batch"])
     done = {row["path"] for row in rows}
-    held = done | {path for path in ledger.pending_arrivals(lake, options) if selection.matches(path)}
+    # Another upload's duplicate naming an erased photo as its original: its row goes from the ledger too (the
+    # copy is no longer done, the next run featurizes it), and its files sit in that upload's batch.
+    duplicates = table.to_pyarrow_table(filters=[("outcome", "=", "duplicate")], columns=["path", "duplicate_of", "batch"])
+    duplicates = duplicates.filter(selection.mask(duplicates.column("duplicate_of").cast(pa.string())))
+    held = (done | set(duplicates.column("path").to_pylist())
+            | {path for path in ledger.pending_arrivals(lake, options) if selection.matches(path)})
     photos = set(selection.paths) | {lake.uri(key) for key in image_keys} | done
     missing = sorted(photos - done)
     if not photos:
@@ -398,11 +403,7 @@ def locate(store, selection: Selection, image_keys) -> Lookup:
     if missing:
         return _full_scan(store, f"the ledger has no row for {len(missing)} of the {len(photos)} photo(s) "
                                  f"selected, e.g. {missing[0]}", held)
-    batches = {row["batch"] for row in rows}
-    # Another upload's duplicate naming an erased photo as its original sits in that upload's batch.
-    duplicates = table.to_pyarrow_table(filters=[("outcome", "=", "duplicate")], columns=["duplicate_of", "batch"])
-    erased_original = selection.mask(duplicates.column("duplicate_of").cast(pa.string()))
-    batches |= set(duplicates.filter(erased_original).column("batch").to_pylist())
+    batches = {row["batch"] for row in rows} | set(duplicates.column("batch").to_pylist())
     # Runs with outputs whose batch the ledger has not settled (a report task that died, a failed feature
     # step, a run of rejections only): nothing says what they hold, so they are read.
     settled = {action["partition.batch"] for action in pa.table(table.get_add_actions(flatten=True)).to_pylist()
@@ -412,19 +413,19 @@ def locate(store, selection: Selection, image_keys) -> Lookup:
             | {name[len(BATCH_FOLDER_PREFIX):] for name in store.folders("features/") if name.startswith(BATCH_FOLDER_PREFIX)}
             | set(store.folders("predictions/")))
     unsettled = sorted(runs - settled - batches)
+    # Every run's confirmed labels (manifests/<run>/labels/: only the labelled uploads, one small file a run).
+    labels = [key for key in manifests if key.split("/")[2:3] == ["labels"] and key.endswith(".parquet")]
     keys = []
     for run in sorted(batches) + unsettled:  # the batch with its _rejects/ and _duplicates/, its manifests, predictions
         keys += [key for key in store.list(f"features/{BATCH_FOLDER_PREFIX}{run}/") + store.list(f"predictions/{run}/")
-                 + [key for key in manifests if key.startswith(f"manifests/{run}/")] if key.endswith(".parquet")]
-    # Every run's confirmed labels (manifests/<run>/labels/: only the labelled uploads, one small file a run).
-    labels = [key for key in manifests if key.split("/")[2:3] == ["labels"] and key.endswith(".parquet")
-              and key not in keys]
+                 + [key for key in manifests if key.startswith(f"manifests/{run}/")]
+                 if key.endswith(".parquet") and key not in labels]
     # The outputs holding every row: retention thins superseded copies to their report and job result
     # (pca/<run>/) or drops their held_out/, so only the copies kept whole have Parquet left to read.
     copies = [key for key in _data_keys(store.list("pca/"), under="pca/") if key.count("/") >= 2]
     copies += [key for key in store.list("classifier/") if key.endswith(".parquet")
                and key.split("/")[2:3] == [CLASSIFIER_HELD_OUT_FOLDER]]
-    return Lookup(LOOKUP_LEDGER, "", sorted(set(keys)) + sorted(labels) + copies, held, sorted(batches), unsettled,
+    return Lookup(LOOKUP_LEDGER, "", keys + labels + copies, held, sorted(batches), unsettled,
                   len(copies), len(labels))
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import boto3
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -478,3 +479,209 @@ def test_erasing_an_upload_removes_its_ledger_rows_and_every_file_that_held_them
     assert len(ledger.done_rows(env.lake, None)) == len(UPLOADS) - 1, "the other photos' rows stay"
     assert files_holding_it() == [], "vacuum deleted the superseded files"
     assert any(line.startswith(f"ledger {env.lake.uri('ledger')}: removed 2 row(s)") for line in lines), lines
+
+
+# ---------------------------------------------------------------- issue 28: the ledger says where a photo is
+
+HISTORY = tuple(f"2026-12-{day:02d}T000000Z" for day in range(3, 10))  # seven more daily batches
+X_AGAIN = "uploads/2026-12-05/u3/x-again.jpg"  # the same bytes as X, uploaded later: a duplicate naming X
+
+
+def add_history(env) -> dict[str, list[str]]:
+    """Seven more daily batches of two uploads each (manifests, features, predictions, confirmed labels), one
+    of them holding a duplicate of X; a PCA and a classifier per day, thinned by retention as the jobs do
+    (superseded copies: the PCA's report and job result only, no held_out/); the ledger recording every run.
+    Returns the derived Parquet files an erasure of X must read: {"batch": ..., "copies": ..., "labels": ...}."""
+    from fruits_contract.lake import COPIES_KEPT
+    from fruits_pipeline import ledger
+
+    lake, everyone, labels = env.lake, [env.lake.uri(key) for key in UPLOADS], []
+    for day, run in enumerate(HISTORY):
+        keys = [f"uploads/{run[:10]}/u{day}/{name}.jpg" for name in ("p", "q")]
+        uris = [lake.uri(key) for key in keys]
+        everyone += uris
+        for key in keys:
+            env.put(key, f"photo {key}".encode())
+        n, nulls = len(uris), pa.array([None] * len(uris), pa.string())
+        _parquet(env.put, f"manifests/{run}/valid/part-00000.parquet", pa.table({"path": uris, "label": nulls}))
+        _parquet(env.put, f"features/batch={run}/part-00000.parquet", pa.table({
+            "path": uris, "label": nulls, "features": pa.array([[0.5] * 4] * n, FEATURES), "model": ["mobilenet_v2"] * n}))
+        _parquet(env.put, f"predictions/{run}/part-00000.parquet", pa.table({
+            "path": uris, "label": nulls, "probability": pa.array([0.5] * n, pa.float32())}))
+        env.put(f"features/batch={run}/_job_result.json", b"{}")
+        # Every run's resolved confirmed labels: X's since the app confirmed it.
+        labels.append(f"manifests/{run}/labels/labels.parquet")
+        _parquet(env.put, labels[-1], pa.table({"path": [lake.uri(X)], "label": ["Kiwi"]}))
+        # This run's PCA (every row so far) and classifier; retention keeps the newest COPIES_KEPT whole.
+        whole = day >= len(HISTORY) - COPIES_KEPT
+        env.put(f"pca/{run}/_pca_report.json", b'{"k": 2}')
+        env.put(f"pca/{run}/_job_result.json", b"{}")
+        _parquet(env.put, f"classifier/{run}/model/data/part-00000.parquet", pa.table({"numClasses": [3]}))
+        env.put(f"classifier/{run}/export/classifier.npz", b"arrays")
+        if whole:
+            _parquet(env.put, f"pca/{run}/part-00000.parquet", pa.table({
+                "path": everyone, "label": [None] * len(everyone),
+                "pca_features": pa.array([[1.0, 2.0]] * len(everyone), FEATURES)}))
+            _parquet(env.put, f"pca/{run}/_model/stages/1_PCA/data/part-00000.parquet", pa.table({"k": [2]}))
+            _parquet(env.put, f"pca/{run}/_preview/part-00000.parquet", pa.table({"label": ["Kiwi"], "pc1": [1.0]}))
+            _parquet(env.put, f"classifier/{run}/held_out/part-00000.parquet",
+                     _table([(lake.uri(X), None), (uris[0], None)], prediction=pa.array([1, 0], pa.int32())))
+    dup_run = HISTORY[2]
+    env.put(X_AGAIN, f"photo {X}".encode())
+    _parquet(env.put, f"features/batch={dup_run}/_duplicates/part-00000.parquet", pa.table({
+        "path": [lake.uri(X_AGAIN)], "duplicate_of": [lake.uri(X)], "sha256": ["1" * 64]}))
+    # X rejected once by a run's feature job too (its own batch's _rejects/).
+    _parquet(env.put, f"features/batch={UPLOAD_RUN}/_rejects/part-00000.parquet", pa.table({
+        "path": [lake.uri(X)], "reason": ["decode"], "detail": ["first attempt"]}))
+    env.put(f"features/batch={UPLOAD_RUN}/_job_result.json", b"{}")
+    for run in (*RUNS, UPLOAD_RUN, *HISTORY):
+        ledger.record_run(lake, run, None, committed=True)
+    ledger.forget_open_tables()
+    derived = _derived_parquet(env)
+    batch = [key for key in derived if any(key.startswith(prefix) for run in (UPLOAD_RUN, dup_run)
+                                           for prefix in (f"features/batch={run}/", f"manifests/{run}/", f"predictions/{run}/"))]
+    copies = [key for key in derived if key.split("/")[0] == "pca" and key.count("/") == 2
+              and key.split("/")[1] in (RUNS[1], *HISTORY)]
+    copies += [key for key in derived if "/held_out/" in key]
+    return {"batch": sorted(set(batch) - set(labels)), "copies": sorted(copies), "labels": labels}
+
+
+def _derived_parquet(env) -> list[str]:
+    return sorted(key for root in ("manifests", "features", "pca", "classifier", "predictions")
+                  for key in env.store.list(f"{root}/") if key.endswith(".parquet"))
+
+
+def _count_opened(monkeypatch, store) -> list[str]:
+    """The derived Parquet files the erasure opens, for their path column or whole."""
+    opened = []
+
+    def counting(method):
+        def wrapper(key, *args, **kwargs):
+            if key.endswith(".parquet") and not key.startswith(("labels/", "ledger/")):
+                opened.append(key)
+            return method(key, *args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(store, "read", counting(store.read))
+    if hasattr(store, "open_parquet"):
+        monkeypatch.setattr(store, "open_parquet", counting(store.open_parquet))
+    return opened
+
+
+def _no_trace_of_x(env) -> None:
+    from fruits_pipeline import ledger
+
+    erased = env.lake.uri(X)
+    assert env.all_versions(X) == 0
+    for key in _derived_parquet(env):
+        table = pq.read_table(io.BytesIO(env.store.read(key)))
+        for column in ("path", "duplicate_of"):
+            if column in table.column_names:
+                assert erased not in table.column(column).to_pylist(), (key, column)
+    assert all(X.encode() not in env.store.read(key) for key in (LABELS_CSV, LABELS_PARQUET))
+    ledger.forget_open_tables()
+    assert erased not in {row["path"] for row in ledger.done_rows(env.lake, None)}
+    assert erased not in {row["duplicate_of"] for row in ledger.done_rows(env.lake, None)}
+
+
+@pytest.fixture
+def history_env(tmp_path):
+    env = LocalLake(tmp_path / "lake")
+    env.paths = build_lake(env.put, env.lake)
+    add_uploads(env)
+    env.expected = add_history(env)
+    return env
+
+
+def test_erasing_one_photo_reads_only_its_batches_and_the_copies_retention_keeps(history_env, monkeypatch):
+    env = history_env
+    expected = env.expected
+    everything = _derived_parquet(env)
+    opened = _count_opened(monkeypatch, env.store)
+    lines = []
+    erase(env.store, select(env.lake, paths=[X]), confirm=True, out=lines.append)
+
+    # Read: X's batch (features with _rejects, manifests, predictions), the batch whose duplicate names X,
+    # every run's confirmed labels, the PCA and held-out copies retention keeps; nothing of the other days.
+    assert sorted(set(opened)) == sorted(expected["batch"] + expected["copies"] + expected["labels"])
+    # 4 + 4 of the two batches, 2 + 3 PCA copies (build_lake's unfinished one and the newest three) and
+    # 3 held_out/, 7 label manifests; of 63 derived Parquet files in the lake (what a full scan reads).
+    assert len(set(opened)) == 4 + 4 + 2 + 3 + 3 + 7 < len(everything) == 63, len(everything)
+    assert lines[0] == (f"lookup: ledger: batch(es) {UPLOAD_RUN}, {HISTORY[2]}; the path column of 23 derived "
+                        "Parquet file(s) read: 8 of those runs, 8 of the PCA and held-out copies retention keeps, "
+                        "7 confirmed-label manifest(s)"), lines[0]
+    _no_trace_of_x(env)
+    assert f"upload {env.lake.uri(X)}: deleted (1 version)" in lines
+    assert X_AGAIN in env.store.list("uploads/"), "the duplicate's own photo stays"
+
+    rerun = []  # the ledger has no row for X any more: the rerun checks everything, and finds nothing
+    assert erase(env.store, select(env.lake, paths=[X]), confirm=True, out=rerun.append).empty
+    assert rerun == [Starting("lookup: full scan (the ledger has no row for 1 of the 1 photo(s) selected"), NOTHING_LEFT]
+
+
+def test_the_other_days_files_are_not_read_at_all(history_env):
+    """Every derived file the ledger rules out is made unreadable: the erasure does not notice."""
+    env = history_env
+    needed = set(env.expected["batch"] + env.expected["copies"] + env.expected["labels"])
+    garbage = [key for key in _derived_parquet(env) if key not in needed]
+    for key in garbage:
+        env.put(key, b"not Parquet: a file the erasure of X must not read")
+    lines = []
+    erase(env.store, select(env.lake, paths=[X]), confirm=True, out=lines.append)
+    assert lines[0].startswith("lookup: ledger: ")
+    assert lines[-1] == "Erased 1 uploads, 18 derived rows in 18 Parquet files, 4 label rows in 2 label files."
+    assert all(env.store.read(key).startswith(b"not Parquet") for key in garbage)
+
+
+def test_a_photo_the_ledger_never_saw_is_found_by_a_full_scan(history_env, monkeypatch):
+    """A lake migrated half-way: X's batch is not in the ledger. Every derived file is read; X still goes."""
+    from deltalake import DeltaTable
+    from fruits_pipeline import ledger
+
+    env = history_env
+    DeltaTable(env.lake.ledger("done")).delete(f"batch = '{UPLOAD_RUN}'")
+    ledger.forget_open_tables()
+    everything = _derived_parquet(env)
+    opened = _count_opened(monkeypatch, env.store)
+    lines = []
+    erase(env.store, select(env.lake, paths=[X]), confirm=True, out=lines.append)
+    assert lines[0] == (f"lookup: full scan (the ledger has no row for 1 of the 1 photo(s) selected, e.g. "
+                        f"{env.lake.uri(X)}): the path column of every derived Parquet file read, 63 file(s)")
+    assert set(opened) == set(everything)
+    _no_trace_of_x(env)
+
+
+def test_a_label_folder_in_the_ledger_is_located_by_it(history_env, monkeypatch):
+    """A prefix: the ledger's path column says which batches hold the label's images (raw/Kiwi/: RUNS[1])."""
+    env = history_env
+    opened = _count_opened(monkeypatch, env.store)
+    lines = []
+    erase(env.store, select(env.lake, labels=["Kiwi"]), confirm=True, out=lines.append)
+    assert lines[0].startswith(f"lookup: ledger: batch(es) {RUNS[1]}; "), lines[0]
+    assert not {key for key in opened if key.startswith(("features/", "predictions/"))} - {
+        f"features/batch={RUNS[1]}/part-00000.parquet", f"features/batch={RUNS[1]}/_rejects/part-00000.parquet"}
+    assert env.paths["Kiwi"][0] not in _paths_in(env.store, "")
+
+
+def test_on_s3_a_feature_file_is_read_for_its_paths_only(aws, monkeypatch):
+    """The path column of a feature file costs ranged reads of its footer and that column, not the file."""
+    from fruits_infra.erase import _erased_rows
+
+    env = S3Lake("fruits-erase-ranged")
+    paths = [env.lake.uri("uploads", "d", f"{n}.jpg") for n in range(400)]
+    key = "features/batch=r/part-00000.parquet"
+    _parquet(env.put, key, pa.table({"path": paths, "features": pa.array(list(np.random.default_rng(0).random((400, 1280), dtype=np.float32)), FEATURES)}))
+    size = env.client.head_object(Bucket=env.bucket, Key=f"{env.prefix}/{key}")["ContentLength"]
+    fetched = []
+    get_object = env.client.get_object
+
+    def ranged(**kwargs):
+        assert "Range" in kwargs, "no whole-object GET"
+        answer = get_object(**kwargs)
+        fetched.append(answer["ContentLength"])
+        return answer
+
+    monkeypatch.setattr(env.client, "get_object", ranged)
+    with env.store.open_parquet(key) as handle:
+        assert _erased_rows(handle, Selection(frozenset(paths[:3]))) == (3, 397)
+    assert sum(fetched) < size / 20, (fetched, size)
