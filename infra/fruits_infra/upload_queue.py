@@ -66,9 +66,12 @@ def _differs(name: str, current: dict, desired: dict) -> list[str]:
     return found
 
 
-def _notification_ids(s3, bucket: str) -> dict[str, dict]:
+def _notifications(s3, bucket: str) -> tuple[dict, dict[str, dict]]:
+    """The bucket's notification configuration (as put_bucket_notification_configuration takes it back)
+    and its queue notifications by Id."""
     configuration = s3.get_bucket_notification_configuration(Bucket=bucket)
-    return {entry.get("Id"): entry for entry in configuration.get("QueueConfigurations", [])}
+    configuration.pop("ResponseMetadata", None)
+    return configuration, {entry.get("Id"): entry for entry in configuration.get("QueueConfigurations", [])}
 
 
 def _same_notification(current: dict | None, desired: dict) -> bool:
@@ -98,17 +101,16 @@ def ensure_upload_queue(sqs, s3, context: PolicyContext, report) -> str:
             report.add(resource, "updated", "; ".join(drift))
         else:
             report.add(resource, "unchanged")
-    current = s3.get_bucket_notification_configuration(Bucket=context.bucket)
-    current.pop("ResponseMetadata", None)
-    ours = {entry["Id"] for entry in desired_notifications(context)}
-    have = {entry.get("Id"): entry for entry in current.get("QueueConfigurations", [])}
+    current, have = _notifications(s3, context.bucket)
+    desired = desired_notifications(context)
+    ours = {entry["Id"] for entry in desired}
     resource = f"s3://{context.bucket} notifications"
-    if all(_same_notification(have.get(entry["Id"]), entry) for entry in desired_notifications(context)):
+    if all(_same_notification(have.get(entry["Id"]), entry) for entry in desired):
         report.add(resource, "unchanged")
     else:
         # The call replaces the whole configuration: everything else the bucket notifies stays.
         current["QueueConfigurations"] = [entry for entry in current.get("QueueConfigurations", [])
-                                          if entry.get("Id") not in ours] + desired_notifications(context)
+                                          if entry.get("Id") not in ours] + desired
         s3.put_bucket_notification_configuration(Bucket=context.bucket, NotificationConfiguration=current)
         report.add(resource, "updated" if have.keys() & ours else "created",
                    f"object created under {', '.join(f'{context.prefix}{f}/' for f in NOTIFIED_FOLDERS)}")
@@ -124,7 +126,7 @@ def upload_queue_deviations(sqs, s3, context: PolicyContext) -> list[str]:
             continue
         deviations += _differs(name, sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"],
                                attributes)
-    have = _notification_ids(s3, context.bucket)
+    _, have = _notifications(s3, context.bucket)
     for entry in desired_notifications(context):
         if not _same_notification(have.get(entry["Id"]), entry):
             deviations.append(f"s3://{context.bucket}: notification {entry['Id']} (new objects under "
