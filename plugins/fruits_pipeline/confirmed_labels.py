@@ -32,6 +32,7 @@ from typing import Iterable
 from fruits_contract.lake import MANIFEST_LABELS_COLUMNS, Lake, canonical_uri
 from fruits_contract.names import unsafe_name_reason
 from fruits_pipeline import storage
+from fruits_pipeline.validation import count_by
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +75,7 @@ class ConfirmedLabels:
     file_problems: list[dict] = field(default_factory=list)
 
     def rejected_by_reason(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for row in self.rejected:
-            counts[row["reason"]] = counts.get(row["reason"], 0) + 1
-        return dict(sorted(counts.items()))
+        return count_by(self.rejected, "reason")
 
     def rejected_examples(self, per_reason: int = REJECTED_EXAMPLES_PER_REASON) -> dict[str, list[dict]]:
         """The first few rejected rows of each reason (file, row, path, label, reason, detail)."""

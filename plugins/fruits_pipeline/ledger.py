@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass
 
 from fruits_contract.lake import (DUPLICATES_FOLDER, LEDGER_ARRIVALS_TABLE, LEDGER_DONE_TABLE, REJECTS_FOLDER,
@@ -215,9 +216,7 @@ def record_run(lake: Lake, run_key: str, conn_id: str | None, *, committed: bool
     _write(lake.ledger(LEDGER_DONE_TABLE), rows, DONE_COLUMNS, conn_id, mode="overwrite",
            partition_by=["batch", "outcome"], predicate=f"batch = {_quoted(run_key)}")
     settled = _delete_paths(lake.ledger(LEDGER_ARRIVALS_TABLE), [row["path"] for row in rows], conn_id)
-    counts: dict[str, int] = {}
-    for row in rows:
-        counts[row["outcome"]] = counts.get(row["outcome"], 0) + 1
+    counts = dict(Counter(row["outcome"] for row in rows))
     log.info("ledger: run %s recorded (%s), %d arrival(s) settled", run_key,
              ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items())) or "nothing", settled)
     return counts

@@ -26,6 +26,7 @@ import io
 import logging
 import posixpath
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -40,6 +41,10 @@ log = logging.getLogger(__name__)
 MANIFEST_FILE = "part-00000.parquet"
 REJECTED_EXAMPLES_PER_REASON = 3  # in the run report; the rejected manifest lists them all
 
+
+def count_by(rows, column: str) -> dict[str, int]:
+    """How many ``rows`` have each value of ``column``, sorted by value (the run report's counts)."""
+    return dict(sorted(Counter(row[column] for row in rows).items()))
 
 
 @dataclass
@@ -59,10 +64,7 @@ class ValidationResult:
     notifications: dict | None = None  # the queue's drain (upload_events.DrainSummary.as_dict), when there is one
 
     def rejected_by_reason(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for row in self.rejected:
-            counts[row["reason"]] = counts.get(row["reason"], 0) + 1
-        return dict(sorted(counts.items()))
+        return count_by(self.rejected, "reason")
 
     def rejected_examples(self, per_reason: int = REJECTED_EXAMPLES_PER_REASON) -> dict[str, list[str]]:
         """The first few rejected paths of each reason: what a person opens to see why."""
@@ -74,10 +76,7 @@ class ValidationResult:
         return dict(sorted(examples.items()))
 
     def valid_by_format(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for row in self.valid:
-            counts[row["format"]] = counts.get(row["format"], 0) + 1
-        return dict(sorted(counts.items()))
+        return count_by(self.valid, "format")
 
     def summary(self) -> dict:
         return {"run_key": self.run_key, "total_in_raw": self.total_in_raw,
