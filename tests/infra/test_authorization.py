@@ -205,3 +205,29 @@ def test_moto_enforcing_iam_agrees_with_the_evaluator_where_it_is_faithful(aws):
                     disagreements.append(f"{operation} {name}: moto {moto_allows}, evaluator {ours}")
     assert disagreements == []
     assert allowed_somewhere and denied_somewhere  # both answers were exercised
+
+
+@pytest.mark.parametrize("prefix", ["", "lake/"])
+def test_the_airflow_role_removes_a_replaced_partial_feature_batch_and_nothing_else_under_features(prefix):
+    """Validation removes a partial feature batch (no _job_result.json) whose photos later runs settled
+    (validation.remove_replaced_partial_batches: storage.remove_tree, one DeleteObjects of the folder's
+    keys). Without s3:DeleteObject there, S3 refuses each key in the response's errors, which s3fs does
+    not raise: the folder stayed, reported removed, and was met again the next day. The role writes no feature."""
+    from fruits_contract.lake import Lake
+
+    context = dataclasses.replace(CONTEXT, prefix=prefix)
+    policy = [render("airflow_inline", context)]
+    lake = Lake(f"s3://{context.bucket}/{prefix}".rstrip("/"))
+    bucket, folder = _s3_parts(lake.features("2026-12-02T000000Z"))
+    keys = [folder, f"{folder}/part-00000-abc.snappy.parquet", f"{folder}/_rejects/part-00000.parquet",
+            f"{folder}/_duplicates/part-00000.parquet", f"{folder}/_SUCCESS"]
+    removal = requests_for_call("s3", "DeleteObjects", {"Bucket": bucket, "Delete": {"Objects": [
+        {"Key": key} for key in keys]}}, ACCOUNT)
+    assert len(removal) == len(keys) and denied(policy, removal) == []
+    for operation, key in [("PutObject", f"{folder}/part-00000.parquet"),  # the cluster writes features
+                           ("DeleteObject", f"{prefix}features/_other/x"),  # only batch folders
+                           ("DeleteObject", f"{prefix}raw/Kiwi/k.jpg"), ("DeleteObject", f"{prefix}uploads/u/a.jpg"),
+                           ("DeleteObject", f"{prefix}pca/current.json"),
+                           ("DeleteObject", f"elsewhere/features/batch=2026-12-02T000000Z/x")]:  # outside the lake
+        request = requests_for_call("s3", operation, {"Bucket": bucket, "Key": key}, ACCOUNT)[:1]
+        assert denied(policy, request), f"{operation} {key}"
