@@ -318,8 +318,8 @@ def write_batch(spark, root: Path, name: str, matrix: np.ndarray, first: int, co
     os.utime(root / f"batch={name}" / JOB_RESULT_FILE, (committed_at, committed_at))
 
 
-def run_pca(spark, root: Path, output: Path, current: Path | None) -> dict:
-    argv = ["--features", f"file://{root}", "--output", f"file://{output}", "--k", "4"]
+def run_pca(spark, root: Path, output: Path, current: Path | None, k: int = 4) -> dict:
+    argv = ["--features", f"file://{root}", "--output", f"file://{output}", "--k", str(k)]
     reduce_pca.run(spark, reduce_pca.parse_args(argv + (["--current", f"file://{current}"] if current else [])))
     return json.loads((output / "_pca_report.json").read_text())
 
@@ -329,25 +329,145 @@ def publish(pointer: Path, output: Path) -> Path:
     return pointer
 
 
-def test_the_next_fit_reads_only_the_new_batch_and_equals_a_full_refit_and_scikit_learn(spark, tmp_path):
+def rows_by_path(output: Path) -> dict:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(output).to_pylist()
+    assert len({row["path"] for row in table}) == len(table), "each path once"
+    return {row["path"]: (row["label"], row["pca_features"]) for row in table}
+
+
+def kept_npz(output: Path):
+    from fruits_spark.pca import KeptMoments
+
+    return KeptMoments.from_npz_bytes((output / "_moments.npz").read_bytes())
+
+
+def mean_and_components(output: Path) -> tuple[np.ndarray, np.ndarray]:
+    from pyspark.ml import PipelineModel
+
+    scaler, pca = PipelineModel.load(str(output / "_model")).stages
+    return scaler.mean.toArray(), pca.pc.toArray()
+
+
+def unreadable_features(batch: Path) -> None:
+    """The batch's feature vectors replaced by 3 floats, its paths, labels and commit time kept: a fit, check or
+    projection that read them would fail (wrong length), a read of its paths alone does not."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(batch, columns=["path", "label"])
+    for part in batch.glob("*.parquet"):
+        part.unlink()
+    pq.write_table(table.append_column("features", pa.array([[9.0, 9.0, 9.0]] * table.num_rows,
+                                                            type=pa.list_(pa.float32()))), batch / "part-0.parquet")
+
+
+def test_an_unmoved_basis_is_kept_and_only_the_new_batch_is_projected(spark, tmp_path):
+    """The fit still equals a full refit and scikit-learn (the moments); the projection is the published model's:
+    the old rows as published, byte for byte, the new batch's projected with the published model."""
+    from fruits_spark.pca import BASIS_ANGLE_THRESHOLD_DEG, Moments, principal_axes
+
     root, matrix = tmp_path / "features", feature_matrix(45, 12, seed=11)
     write_batch(spark, root, "day1", matrix[:20], 0, 1000)
     write_batch(spark, root, "day2", matrix[20:35], 20, 2000)
     first = run_pca(spark, root, tmp_path / "pca1", None)
     assert first["moments"] == {"kept_batches": 0, "read_batches": 2,
                                 "why": "no moments of an earlier PCA: one pass over every batch"}
+    assert first["basis"]["reprojected"] == "all" and first["basis"]["fitted_through_ms"] == 2_000_000
     write_batch(spark, root, "day3", matrix[35:], 35, 3000)
+    for old in ("day1", "day2"):
+        unreadable_features(root / f"batch={old}")
+
+    merged = run_pca(spark, root, tmp_path / "pca2", publish(tmp_path / "current.json", tmp_path / "pca1"))
+
+    assert (merged["moments"]["kept_batches"], merged["moments"]["read_batches"]) == (2, 1)
+    basis = merged["basis"]
+    assert basis["reprojected"] == "new batches only", basis
+    assert basis["weighted_angle_deg"] < basis["threshold_deg"] == BASIS_ANGLE_THRESHOLD_DEG
+    assert basis["fitted_through_ms"] == 2_000_000, "the kept basis keeps its age"
+    # The fit: the merged moments are those of every row, their eigenproblem scikit-learn's.
+    kept, whole = kept_npz(tmp_path / "pca2"), Moments.of_rows(matrix.astype(np.float64))
+    assert kept.moments.count == 45 and sorted(kept.batches) == ["batch=day1", "batch=day2", "batch=day3"]
+    np.testing.assert_allclose(kept.moments.mean, whole.mean, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(kept.moments.scatter, whole.scatter, rtol=1e-9, atol=1e-7)
+    reference = SklearnPCA(n_components=4, svd_solver="full").fit(matrix.astype(np.float64))
+    np.testing.assert_allclose(principal_axes(kept.moments).ratios[:4], reference.explained_variance_ratio_, rtol=1e-6)
+    # The projection: the published model, kept whole; its ratios are the report's.
+    assert merged["explained_variance_ratio"] == first["explained_variance_ratio"] and merged["n_images"] == 45
+    mean, components = mean_and_components(tmp_path / "pca1")
+    again_mean, again_components = mean_and_components(tmp_path / "pca2")
+    np.testing.assert_array_equal(again_mean, mean)
+    np.testing.assert_array_equal(again_components, components)
+    published, today = rows_by_path(tmp_path / "pca1"), rows_by_path(tmp_path / "pca2")
+    assert sorted(today) == sorted(path_of(i) for i in range(45))
+    assert {path: today[path] for path in published} == published, "old rows exactly as published"
+    by_hand = (matrix[35:].astype(np.float64) - mean) @ components
+    np.testing.assert_allclose([today[path_of(i)][1] for i in range(35, 45)], by_hand, rtol=0, atol=1e-5)
+
+
+def test_a_moved_basis_means_every_row_projected_again_equal_to_a_full_refit(spark, tmp_path):
+    root, matrix = tmp_path / "features", feature_matrix(35, 12, seed=11)
+    write_batch(spark, root, "day1", matrix[:20], 0, 1000)
+    write_batch(spark, root, "day2", matrix[20:], 20, 2000)
+    run_pca(spark, root, tmp_path / "pca1", None)
+    other_kind = feature_matrix(8, 12, seed=99) * 3  # its largest variances along directions new to the lake
+    write_batch(spark, root, "day3", other_kind, 35, 3000)
 
     merged = run_pca(spark, root, tmp_path / "pca2", publish(tmp_path / "current.json", tmp_path / "pca1"))
     full = run_pca(spark, root, tmp_path / "pca3", None)
 
     assert (merged["moments"]["kept_batches"], merged["moments"]["read_batches"]) == (2, 1)
+    assert merged["basis"]["reprojected"] == "all" and "moved" in merged["basis"]["why"]
+    assert merged["basis"]["weighted_angle_deg"] >= merged["basis"]["threshold_deg"]
+    assert merged["basis"]["fitted_through_ms"] == 3_000_000
+    every_row = np.vstack([matrix, other_kind]).astype(np.float64)
+    reference = SklearnPCA(n_components=4, svd_solver="full").fit(every_row)
     np.testing.assert_allclose(merged["explained_variance_ratio"], full["explained_variance_ratio"], rtol=1e-9)
-    reference = SklearnPCA(n_components=4, svd_solver="full").fit(matrix.astype(np.float64))
     np.testing.assert_allclose(merged["explained_variance_ratio"], reference.explained_variance_ratio_, rtol=1e-6)
-    _, by_merged = projected_by_path(spark.read.parquet(str(tmp_path / "pca2")))
+    paths, by_merged = projected_by_path(spark.read.parquet(str(tmp_path / "pca2")))
     _, by_full = projected_by_path(spark.read.parquet(str(tmp_path / "pca3")))
     np.testing.assert_allclose(by_merged, by_full, atol=1e-5)
+    assert_same_axes(by_merged, reference.transform(every_row)[[int(Path(p).stem) for p in paths]], "projection")
+
+
+def test_a_changed_k_or_a_refit_due_means_every_row_projected_again(spark, tmp_path):
+    from fruits_spark.pca import BASIS_REFIT_AFTER_DAYS
+
+    root, matrix = tmp_path / "features", feature_matrix(45, 12, seed=11)
+    write_batch(spark, root, "day1", matrix[:35], 0, 1000)
+    run_pca(spark, root, tmp_path / "pca1", None)
+    write_batch(spark, root, "day2", matrix[35:], 35, 2000)
+    pointer = publish(tmp_path / "current.json", tmp_path / "pca1")
+
+    fewer = run_pca(spark, root, tmp_path / "pca2", pointer, k=3)
+    assert fewer["basis"]["reprojected"] == "all" and "k changed" in fewer["basis"]["why"]
+    assert fewer["k"] == 3 and fewer["moments"]["kept_batches"] == 1
+    full = run_pca(spark, root, tmp_path / "pca3", None, k=3)
+    np.testing.assert_allclose(fewer["explained_variance_ratio"], full["explained_variance_ratio"], rtol=1e-9)
+    np.testing.assert_allclose(projected_by_path(spark.read.parquet(str(tmp_path / "pca2")))[1],
+                               projected_by_path(spark.read.parquet(str(tmp_path / "pca3")))[1], atol=1e-5)
+
+    week_later = 1000 + BASIS_REFIT_AFTER_DAYS * 86_400
+    os.utime(root / "batch=day2" / JOB_RESULT_FILE, (week_later, week_later))
+    due = run_pca(spark, root, tmp_path / "pca4", pointer)
+    assert due["basis"]["reprojected"] == "all" and "refit due" in due["basis"]["why"], due["basis"]
+    assert due["basis"]["age_days"] == BASIS_REFIT_AFTER_DAYS and due["basis"]["fitted_through_ms"] == week_later * 1000
+
+
+def test_the_published_rows_still_in_the_table_are_kept_and_a_path_taken_again_comes_from_its_new_batch(spark):
+    from fruits_spark.pca import centered_pca_model, extend_published
+
+    model = centered_pca_model(spark, np.array([1.0, 1.0]), np.eye(2)[:, :1], [0.9])
+    published = spark.createDataFrame([("a", "x", [0.5]), ("b", "x", [0.25]), ("gone", "x", [7.0])],
+                                      "path string, label string, pca_features array<float>")
+    present = spark.createDataFrame([("a",), ("b",), ("c",)], "path string")
+    new_rows = spark.createDataFrame([("b", "y", [3.0, 0.0]), ("c", None, [5.0, 2.0])], FEATURE_SCHEMA)
+
+    rows = {row["path"]: (row["label"], row["pca_features"])
+            for row in extend_published(published, model, present, new_rows).collect()}
+
+    assert rows == {"a": ("x", [0.5]), "b": ("y", [2.0]), "c": (None, [4.0])}
 
 
 def test_a_changed_or_retaken_batch_means_one_pass_over_every_batch(spark, tmp_path):
