@@ -27,8 +27,10 @@ RUN pip install --no-cache-dir \
     "pyvips==3.2.0" \
     "pyvips-binary==8.18.7" \
     "pyarrow==26.0.1" \
+    "deltalake==1.6.6" \
     "pandas==3.1.1" \
     "numpy==2.4.6" \
+    "scipy==1.17.1" \
     "matplotlib==3.11.2"
 
 # The plugin package and the jobs' shared library are mounted (docker-compose.yaml), not baked in,

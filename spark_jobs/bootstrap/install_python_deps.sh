@@ -16,7 +16,8 @@ PYTHON="${FRUITS_PYTHON:-python3.11}"
 WHEELHOUSE="${FRUITS_WHEELHOUSE:-${1:-}}"
 # The jobs' runtime: LiteRT runs the model (no TensorFlow or Keras on the nodes), pandas for the
 # pandas UDF, Pillow to decode (pillow-heif for HEIC/HEIF, pyvips for WebP at reduced size),
-# boto3 for the Python workers' reads of the photos from S3, PyArrow for Arrow batches.
+# boto3 for the Python workers' reads of the photos from S3, PyArrow for Arrow batches, SciPy's
+# L-BFGS for the classifier's fit on the driver (fruits_spark.logistic).
 PINNED=(
   "ai-edge-litert==2.3.0"
   "pillow==13.0.0"
@@ -27,6 +28,7 @@ PINNED=(
   "pyarrow==26.0.1"
   "pandas==3.1.1"
   "numpy==2.4.6"
+  "scipy==1.17.1"
 )
 
 fail() {

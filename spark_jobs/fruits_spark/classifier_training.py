@@ -10,11 +10,11 @@ it on tiny frames; the job (fruits_spark.jobs.train_classifier) only chains them
 - Labels with fewer than MIN_IMAGES_PER_LABEL images are left out (train and held-out) and named.
 - Model: Spark ML's multinomial ``LogisticRegression`` (L-BFGS, L2). Label i is the i-th label
   in alphabetical order, so the same labels give the same indices on every run.
-- Determinism: Spark adds the partitions' gradient sums in the order their tasks finish, and
-  floating-point addition is not associative, so the fitted weights would differ in the last bits
-  between partitionings and masters. The training rows are therefore one partition sorted by
-  path: the same rows give the same sums in the same order, bit for bit. The rows are k floats an
-  image (a few MB per 10,000 images), and this single task is a small share of the run.
+- Determinism and the cluster: the fit (fruits_spark.logistic) sums each loss and gradient over
+  fixed buckets of the rows (by a hash of the path), in parallel over every task slot, and adds the
+  buckets in a fixed order on the driver: the same rows give the same weights bit for bit on any
+  partitioning, master and cluster size (Spark ML's own fit merges in the order its tasks finish, so
+  it could only be made deterministic on one task).
 - Accuracy by number of components: PCA components are orthonormal and ``PCAModel`` computes
   each output coordinate from its own component alone, so the first j coordinates of the run's
   ``pca_features`` ARE the projection on the first j components of the same fit. Accuracy for
@@ -45,6 +45,8 @@ TOP = 3
 # A new classifier is published when its held-out accuracy on the images the current one also held
 # out is at least the current one's less this many points (issue 27: "within 1 point").
 PUBLISH_TOLERANCE_POINTS = 1.0
+# The fits for accuracy by number of components are redone at least this often (accuracy_by_k_plan).
+ACCURACY_BY_K_EVERY_DAYS = 7
 
 
 class NotEnoughImages(ClassifierInputError):
@@ -125,19 +127,18 @@ def with_vectors(frame, k: int):
     return frame.withColumn(VECTOR_COLUMN, array_to_vector(F.slice(PCA_COLUMN, 1, k)))
 
 
-def in_fixed_order(frame):
-    """One partition sorted by path: the gradient sums come out the same on any partitioning and master."""
-    return frame.coalesce(1).sortWithinPartitions("path")
+def fit_logistic(train, k: int, n_labels: int, start=None, logger=None):
+    """(Spark ML LogisticRegressionModel, the fit's FittedLogistic) of the multinomial logistic regression
+    on the first ``k`` PCA coordinates (fruits_spark.logistic: over every task slot, deterministic).
+    ``start``: (coefficients, intercepts) to warm-start from."""
+    from fruits_spark import logistic
 
-
-def fit_logistic(train, k: int):
-    """Spark ML's multinomial logistic regression on the first ``k`` PCA coordinates."""
-    from pyspark.ml.classification import LogisticRegression
-
-    estimator = LogisticRegression(featuresCol=VECTOR_COLUMN, labelCol=LABEL_INDEX_COLUMN, family="multinomial",
-                                   regParam=REG_PARAM, elasticNetParam=0.0, maxIter=MAX_ITER, tol=TOLERANCE,
-                                   standardization=True)
-    return estimator.fit(in_fixed_order(with_vectors(train, k)))
+    fitted = logistic.fit(train, features_column=PCA_COLUMN, label_column=LABEL_INDEX_COLUMN, k=k,
+                          n_labels=n_labels, reg=REG_PARAM, max_iter=MAX_ITER, tolerance=TOLERANCE, start=start,
+                          logger=logger)
+    model = logistic.spark_model(train.sparkSession, fitted, features_column=VECTOR_COLUMN,
+                                 label_column=LABEL_INDEX_COLUMN)
+    return model, fitted
 
 
 def predict(model, frame, k: int):
@@ -198,13 +199,69 @@ class TrainedClassifier:
     figures: dict  # the report's classifier object without its uri
     held_out: object  # DataFrame: predict() of the held-out rows
     rows: object  # DataFrame: every row trained on or held out (path, label_index, held_out, pca_features)
+    fit_seconds: dict | None = None  # k -> seconds its fit took
 
 
-def train(frame, pca_uri: str, logger=None) -> TrainedClassifier:
-    """Split, choose labels, fit on the run's k and on each of ks_to_compare, measure on the held-out rows.
-    ``frame``: path, label, pca_features."""
+@dataclass(frozen=True)
+class CurrentClassifier:
+    """What the published classifier lends this run: its accuracy by k (measured when, on which k and labels),
+    and its weights with the PCA basis they are of (a warm start when the basis and labels are the same)."""
+
+    figures: dict
+    labels: list[str]
+    k: int
+    coefficients: object = None
+    intercepts: object = None
+    pca_mean: object = None
+    pca_components: object = None
+
+
+def accuracy_by_k_plan(current: CurrentClassifier | None, k: int, labels: list[str], now) -> tuple[bool, str]:
+    """(fit every k of ks_to_compare today, why). The extra fits are the bulk of the training and their
+    answer moves slowly: they are redone when there is no earlier measurement, when k or the labels changed,
+    or when the last measurement is ACCURACY_BY_K_EVERY_DAYS old; otherwise the published classifier's
+    figures are carried forward (the run's own k is always measured)."""
+    from datetime import datetime
+
+    measured = (current.figures.get("accuracy_by_k_measured") if current else None) or {}
+    if not measured.get("at"):
+        return True, "no earlier measurement of the accuracy by number of components"
+    if current.k != k:
+        return True, f"k changed from {current.k} to {k}"
+    if current.labels != labels:
+        return True, "the labels changed"
+    age = now - datetime.fromisoformat(measured["at"])
+    if age.days >= ACCURACY_BY_K_EVERY_DAYS:
+        return True, f"last measured {age.days} days ago (every {ACCURACY_BY_K_EVERY_DAYS} days)"
+    return False, (f"carried from {measured['run_key']} ({age.days} day(s) old; measured again every "
+                   f"{ACCURACY_BY_K_EVERY_DAYS} days, or when k or the labels change)")
+
+
+def warm_start(current: CurrentClassifier | None, k: int, labels: list[str], pca_mean, pca_components):
+    """(coefficients, intercepts) of the published classifier when they are of the same labels and the same
+    PCA basis (the PCA kept its model), else None: its optimum is then a few iterations from today's."""
+    import numpy as np
+
+    if current is None or current.coefficients is None or current.labels != labels or current.k != k:
+        return None
+    if not (np.array_equal(current.pca_mean, pca_mean)
+            and np.array_equal(current.pca_components, pca_components[:, :k])):
+        return None
+    return current.coefficients, current.intercepts
+
+
+def train(frame, pca_uri: str, logger=None, *, current: CurrentClassifier | None = None, now=None,
+          basis=None, run_key: str | None = None) -> TrainedClassifier:
+    """Split, choose labels, fit on the run's k (and on each of ks_to_compare when accuracy_by_k_plan says so),
+    measure on the held-out rows. ``frame``: path, label, pca_features; ``current``: the published classifier;
+    ``basis``: (mean, components) of the PCA the rows are projected with (for the warm start); ``run_key``: this
+    run's, recorded with a new measurement of the accuracy by k."""
+    import time
+    from datetime import datetime, timezone
+
     from pyspark.sql import functions as F
 
+    now = now or datetime.now(timezone.utc)
     first = frame.select(F.size(PCA_COLUMN).alias("k")).where("k > 0").first()
     if first is None:
         raise ClassifierInputError(f"--pca {pca_uri}: no rows with PCA features to train on")
@@ -222,20 +279,33 @@ def train(frame, pca_uri: str, logger=None) -> TrainedClassifier:
     if n_test == 0 or n_train == 0:
         raise NotEnoughImages(f"--pca {pca_uri}: {n_train} training and {n_test} held-out images; "
                               "both sides of the split need images")
-    accuracy_by_k, model, held_out = {}, None, None
-    for j in ks_to_compare(k):
-        fitted = fit_logistic(train_rows, j)
-        predictions = predict(fitted, held_out_rows, j)
+    measure_all, why = accuracy_by_k_plan(current, k, labels, now)
+    if logger:
+        logger.info("accuracy by number of components: %s", "measured: " + why if measure_all else why)
+    start = warm_start(current, k, labels, *basis) if basis is not None else None
+    accuracy_by_k = {} if measure_all else dict(current.figures.get("accuracy_by_k") or {})
+    fits, fit_seconds = {}, {}  # the seconds go to the job result: the figures are the same on every rerun
+    for j in (ks_to_compare(k) if measure_all else [k]):
+        fit_started = time.monotonic()
+        model, fitted = fit_logistic(train_rows, j, len(labels), start=start if j == k else None, logger=logger)
+        predictions = predict(model, held_out_rows, j)
         counts_j = confusion_counts(predictions)
         accuracy_by_k[str(j)] = accuracy(counts_j)
+        fits[str(j)] = {"iterations": fitted.iterations, "evaluations": fitted.evaluations,
+                        "converged": fitted.converged, "warm_start": j == k and start is not None}
+        fit_seconds[str(j)] = round(time.monotonic() - fit_started, 1)
         if logger:
-            logger.info("k=%d: held-out accuracy %.4f (%d iterations)", j, accuracy_by_k[str(j)],
-                        fitted.summary.totalIterations)
+            logger.info("k=%d: held-out accuracy %.4f (%d iterations, %d evaluations%s)", j, accuracy_by_k[str(j)],
+                        fitted.iterations, fitted.evaluations, ", warm start" if fits[str(j)]["warm_start"] else "")
         if j == k:
-            model, held_out, run_counts = fitted, predictions, counts_j
-    result = figures(run_counts, labels) | {"accuracy_by_k": accuracy_by_k, "excluded_labels": excluded,
+            run_model, held_out, run_counts = model, predictions, counts_j
+    measured = {"run_key": run_key, "at": now.isoformat(), "why": why} if measure_all \
+        else {**current.figures["accuracy_by_k_measured"], "why": why}
+    result = figures(run_counts, labels) | {"accuracy_by_k": accuracy_by_k, "accuracy_by_k_measured": measured,
+                                            "fits": fits, "excluded_labels": excluded,
                                             "n_train": n_train, "n_test": n_test}
-    return TrainedClassifier(model=model, labels=labels, k=k, figures=result, held_out=held_out, rows=rows)
+    return TrainedClassifier(model=run_model, labels=labels, k=k, figures=result, held_out=held_out, rows=rows,
+                             fit_seconds=fit_seconds)
 
 
 def _pca_matrix(rows, k: int):

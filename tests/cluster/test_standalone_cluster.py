@@ -127,7 +127,7 @@ def test_pca_job_on_the_cluster_equals_scikit_learn(submit_to_cluster, features_
 
 def test_classifier_on_the_cluster_is_the_local_one_bit_for_bit(submit_to_cluster, pca_on_cluster, tmp_path):
     """The same PCA output, train_classifier on the standalone cluster and on local[2]: the same weights and
-    figures (its training rows are one partition in path order, whatever the master)."""
+    figures (its gradients are summed over fixed buckets of the rows, in bucket order, whatever the master)."""
     from fruits_spark.classify import load_export
 
     pca, _ = pca_on_cluster
@@ -140,7 +140,9 @@ def test_classifier_on_the_cluster_is_the_local_one_bit_for_bit(submit_to_cluste
     assert results["standalone"]["trained"] and results["standalone"]["accuracy"] >= 0.95
     assert np.array_equal(cluster.coefficients, local.coefficients)
     assert np.array_equal(cluster.intercepts, local.intercepts)
-    assert cluster.metadata["figures"] == local.metadata["figures"]
+    # Everything but when and in which run the accuracy by k was measured (a new measurement each time here).
+    timeless = [{**export.metadata["figures"], "accuracy_by_k_measured": None} for export in (cluster, local)]
+    assert timeless[0] == timeless[1]
 
 
 @pytest.mark.parametrize("master", ["standalone", "local[1]", "local[2]"])

@@ -93,6 +93,99 @@ def test_training_names_left_out_labels_and_measures_each_k(spark):
     assert sum(v["support"] for v in figures["per_label"].values()) == figures["n_test"]
 
 
+def _logistic_rows(spark, n_per_label, k=4, seed=0):
+    rows = [(path, float(["apple", "kiwi", "lemon"].index(label)), features)
+            for path, label, features in clusters(n_per_label, k=k, seed=seed)]
+    return spark.createDataFrame(rows, "path string, label_index double, pca_features array<float>")
+
+
+def _fit(rows, k=4, n_labels=3, **options):
+    from fruits_spark import logistic
+
+    settings = {"reg": C.REG_PARAM, "max_iter": C.MAX_ITER, "tolerance": C.TOLERANCE} | options
+    return logistic.fit(rows, features_column=C.PCA_COLUMN, label_column=C.LABEL_INDEX_COLUMN, k=k,
+                        n_labels=n_labels, **settings)
+
+
+def test_the_fit_is_scikit_learns_optimum_of_spark_mls_objective(spark):
+    """Mean log-loss + reg/2 ||W std||^2 (Spark ML's, standardization on) is scikit-learn's objective on the
+    standardized features with C = 1 / (reg n): both optima agree, coefficients in the features' own scale."""
+    from sklearn.linear_model import LogisticRegression
+
+    rows = _logistic_rows(spark, {"apple": 50, "kiwi": 40, "lemon": 30}, seed=3)
+    local = rows.orderBy("path").collect()
+    features = np.array([row["pca_features"] for row in local], dtype=np.float64)
+    labels = np.array([int(row["label_index"]) for row in local])
+    std = features.std(axis=0, ddof=1)
+    reference = LogisticRegression(C=1 / (C.REG_PARAM * len(labels)), tol=1e-12, max_iter=10_000) \
+        .fit(features / std, labels)
+    fitted = _fit(rows, tolerance=1e-14, max_iter=2000)
+    assert fitted.converged, fitted.message
+    np.testing.assert_allclose(fitted.coefficients, reference.coef_ / std, rtol=1e-4, atol=1e-5)
+    # Intercepts are defined up to a common constant in a multinomial model (softmax ignores it).
+    np.testing.assert_allclose(fitted.intercepts - fitted.intercepts.mean(),
+                               reference.intercept_ - reference.intercept_.mean(), atol=1e-4)
+
+
+def test_the_fit_uses_every_task_slot_and_gives_the_same_bits_on_any_partitioning(spark):
+    """The blocks are spread over the session's two task slots, and 1, 3 or 11 input partitions (in any order)
+    give the same weights bit for bit: each bucket's sum depends on its own rows only, summed in bucket order."""
+    from fruits_spark import logistic
+    from pyspark.sql import functions as F
+
+    rows = _logistic_rows(spark, {"apple": 120, "kiwi": 100, "lemon": 90}, seed=5)
+    blocks = logistic.training_blocks(rows, C.PCA_COLUMN, C.LABEL_INDEX_COLUMN, 4, 2)
+    per_partition = blocks.rdd.glom().map(len).collect()
+    blocks.unpersist()
+    assert len(per_partition) == 2 and min(per_partition) > 0 and sum(per_partition) == logistic.BUCKETS
+    # A few iterations are enough to compare bits (each is a sum over every bucket); all of them would be slow.
+    fits = [_fit(rows.repartition(n).orderBy(F.rand(seed=n)) if n > 1 else rows.coalesce(1), max_iter=6)
+            for n in (1, 3, 11)]
+    for other in fits[1:]:
+        assert np.array_equal(other.coefficients, fits[0].coefficients)
+        assert np.array_equal(other.intercepts, fits[0].intercepts)
+
+
+def test_a_warm_start_from_the_optimum_stops_at_once_on_the_same_weights(spark):
+    rows = _logistic_rows(spark, {"apple": 50, "kiwi": 40, "lemon": 30}, seed=4)
+    cold = _fit(rows)
+    warm = _fit(rows, start=(cold.coefficients, cold.intercepts))
+    assert warm.iterations < cold.iterations / 3, (warm.iterations, cold.iterations)
+    np.testing.assert_allclose(warm.coefficients, cold.coefficients, rtol=1e-3, atol=1e-3)
+
+
+def _current(k=4, labels=("apple", "kiwi", "lemon"), at="2026-12-01T00:00:00+00:00", **arrays):
+    return C.CurrentClassifier(figures={"accuracy_by_k": {"2": 0.5, "4": 0.9},
+                                        "accuracy_by_k_measured": {"run_key": "scheduled__2026-12-01", "at": at}},
+                               labels=list(labels), k=k, **arrays)
+
+
+@pytest.mark.parametrize("current, days, measured, why", [
+    (None, 0, True, "no earlier measurement"),
+    (_current(), 2, False, "carried from scheduled__2026-12-01 (2 day(s) old"),
+    (_current(), 7, True, "last measured 7 days ago"),
+    (_current(k=8), 1, True, "k changed from 8 to 4"),
+    (_current(labels=("apple", "kiwi")), 1, True, "the labels changed"),
+])
+def test_the_accuracy_by_k_fits_are_redone_weekly_or_when_k_or_the_labels_change(current, days, measured, why):
+    from datetime import datetime, timedelta, timezone
+
+    now = datetime(2026, 12, 1, tzinfo=timezone.utc) + timedelta(days=days)
+    plan = C.accuracy_by_k_plan(current, 4, ["apple", "kiwi", "lemon"], now)
+    assert plan[0] is measured and why in plan[1]
+
+
+def test_a_day_within_the_week_fits_only_its_k_and_carries_the_rest(spark):
+    from datetime import datetime, timezone
+
+    frame = pca_frame(spark, clusters({"apple": 40, "kiwi": 40, "lemon": 40}, k=4))
+    trained = C.train(frame, "file:///pca", current=_current(), now=datetime(2026, 12, 3, tzinfo=timezone.utc))
+    figures = trained.figures
+    assert list(figures["fits"]) == ["4"]  # one fit, not one per k
+    assert figures["accuracy_by_k"] == {"2": 0.5, "4": figures["accuracy"]}  # its own k measured today
+    assert figures["accuracy_by_k_measured"]["run_key"] == "scheduled__2026-12-01"
+
+
 def test_one_label_is_refused_with_the_counts(spark):
     frame = pca_frame(spark, clusters({"apple": 30, "fig": 2}))
     with pytest.raises(ClassifierInputError, match=r"1 label\(s\) with at least 5 images.*'fig': 2"):
@@ -154,7 +247,8 @@ def test_the_same_features_give_the_same_model_on_1_2_and_7_partitions(spark, re
     frame = C.indexed(C.read_pca_output(spark, str(root / "pca")), json.loads((root / "classifier" / "labels.json")
                                                                                  .read_text()))
     rows = C.with_split(frame).where("NOT held_out")
-    models = [C.fit_logistic(rows.repartition(n), result["k"]) for n in (1, 2, 7)]
+    labels = json.loads((root / "classifier" / "labels.json").read_text())
+    models = [C.fit_logistic(rows.repartition(n), result["k"], len(labels))[0] for n in (1, 2, 7)]
     export = load_export(str(root / "classifier"))
     for model in models:
         assert np.array_equal(model.coefficientMatrix.toArray(), export.coefficients)  # bit for bit
@@ -179,7 +273,7 @@ def test_trained_on_the_samples_training_images_it_gets_its_test_images_right(sp
 
     fitted = fit_pca(frame(training, keras_features(training, WEIGHTS)), "training", variance=0.95)
     labels, _ = C.choose_labels(C.label_counts(fitted.reduced))
-    model = C.fit_logistic(C.indexed(fitted.reduced, labels), fitted.report["k"])
+    model, _ = C.fit_logistic(C.indexed(fitted.reduced, labels), fitted.report["k"], len(labels))
     test = C.indexed(project(fitted.model, to_vectors(frame(test_paths, test_matrix))), labels)
     counts = C.confusion_counts(C.predict(model, test, fitted.report["k"]))
     assert sum(counts.values()) == len(test_paths)
@@ -362,7 +456,10 @@ def test_entry_script_on_local_1_gives_the_in_session_model(image_run, tmp_path)
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
     assert completed.returncode == 0, completed.stdout[-3000:]
     last = [line for line in completed.stdout.splitlines() if line.strip()][-1]
-    assert json.loads(last.removeprefix("FRUITS_RESULT ")) | {"seconds": 0} == result | {"seconds": 0}
+    timeless = {"seconds": 0, "fit_seconds": None}
+    assert json.loads(last.removeprefix("FRUITS_RESULT ")) | timeless == result | timeless
     ours, theirs = load_export(str(tmp_path / "c")), load_export(str(root / "classifier"))
     assert np.array_equal(ours.coefficients, theirs.coefficients)
-    assert ours.metadata["figures"] == theirs.metadata["figures"]
+    # Everything but when and in which run the accuracy by k was measured (a new measurement each time here).
+    timeless = [{**export.metadata["figures"], "accuracy_by_k_measured": None} for export in (ours, theirs)]
+    assert timeless[0] == timeless[1]

@@ -122,7 +122,7 @@ def _normalized(name: str) -> str:
 def test_bootstrap_pins_agree_with_pyproject_and_lock():
     pins = _bootstrap_pins()
     assert set(pins) == {"ai-edge-litert", "pillow", "pillow-heif", "pyvips", "pyvips-binary", "boto3", "pyarrow", "pandas",
-                         "numpy"}  # no TensorFlow/Keras on nodes
+                         "numpy", "scipy"}  # no TensorFlow/Keras on nodes
 
     dependencies = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     pyproject = {}

@@ -26,9 +26,9 @@ from pathlib import Path
 from fruits_contract.lake import (CLASSIFIER_EXPORT_FOLDER, CLASSIFIER_FIGURES_FILE, CLASSIFIER_HELD_OUT_FOLDER,
                                   CLASSIFIER_LABELS_FILE, CLASSIFIER_MODEL_FOLDER, JOB_RESULT_FILE, PCA_MODEL_FOLDER,
                                   PCA_REPORT_FILE, TRAIN_CLASSIFIER, join_uri)
-from fruits_spark.classifier_training import (NotEnoughImages, held_out_agreement, not_sure, pca_mean_and_components,
+from fruits_spark.classifier_training import (CurrentClassifier, NotEnoughImages, held_out_agreement, not_sure, pca_mean_and_components,
                                               publish_decision, read_pca_output, train, with_confirmed_labels)
-from fruits_spark.classify import ClassifierExport, write_export
+from fruits_spark.classify import ClassifierExport, ExportError, load_export, write_export
 from fruits_spark.errors import ClassifierInputError
 from fruits_spark.images import IMAGE_SIZE
 from fruits_spark.io import copy_from_local, delete_tree, exists, read_bytes, read_job_output, write_text
@@ -90,6 +90,30 @@ def current_classifier(spark, pointer_uri: str | None, run_key: str) -> dict | N
     return None if pointer.get("run_key") == run_key else pointer
 
 
+def pca_basis(spark, pca_uri: str) -> tuple[object, object]:
+    """(mean, components) of the PCA output's saved model."""
+    from pyspark.ml import PipelineModel
+
+    return pca_mean_and_components(PipelineModel.load(join_uri(pca_uri, PCA_MODEL_FOLDER)))
+
+
+def published_classifier(spark, pointer: dict | None, logger) -> CurrentClassifier | None:
+    """What the published classifier (``pointer``) lends this run: its figures and export, or None (none,
+    or its export cannot be read: said, and this run measures everything itself)."""
+    if pointer is None:
+        return None
+    try:
+        uri = pointer["classifier_uri"]
+        export = load_export(uri, read=lambda name: read_bytes(spark, join_uri(uri, name)))
+    except (ExportError, OSError, KeyError) as error:
+        logger.warning("the published classifier %s cannot be read (%s): nothing carried from it",
+                       pointer.get("classifier_uri"), error)
+        return None
+    return CurrentClassifier(figures=export.metadata.get("figures") or {}, labels=export.labels, k=int(export.coefficients.shape[1]),
+                             coefficients=export.coefficients, intercepts=export.intercepts,
+                             pca_mean=export.pca_mean, pca_components=export.pca_components)
+
+
 def publication(spark, held_out, current: dict | None) -> dict:
     """Whether this classifier is published (publish_decision), and why."""
     if current is None:
@@ -116,15 +140,16 @@ def not_fruit_pca(export: ClassifierExport, logger) -> object | None:
 
 def run(spark, args: argparse.Namespace) -> dict:
     """Train, measure, decide whether to publish, write everything under ``args.output``; return the job result."""
-    from pyspark.ml import PipelineModel
-
     logger = get_logger(JOB)
     pca, output = args.pca, args.output
     run_key = output.rstrip("/").rsplit("/", 1)[-1]  # classifier/<run_key>
     started = time.monotonic()
     frame, labelled_uploads = with_labels(spark, read_pca_output(spark, pca), args.labels)
+    current = current_classifier(spark, args.current, run_key)
+    published = published_classifier(spark, current, logger)
+    basis = pca_basis(spark, pca) if published else None  # only a warm start needs it before training
     try:
-        trained = train(frame, pca, logger=logger)
+        trained = train(frame, pca, logger=logger, current=published, basis=basis, run_key=run_key)
     except NotEnoughImages as why:
         # Not a failure: a young lake has too few labelled images; the run reports why and goes on.
         delete_tree(spark, output)  # no classifier of an earlier attempt may pass for this run's
@@ -132,9 +157,8 @@ def run(spark, args: argparse.Namespace) -> dict:
         write_text(spark, join_uri(output, JOB_RESULT_FILE), json.dumps(job_result) + "\n")
         logger.warning("no classifier trained: %s", why)
         return job_result
-    current = current_classifier(spark, args.current, run_key)
     decision = publication(spark, trained.held_out, current)  # before this run's held_out/ replaces anything
-    mean, components = pca_mean_and_components(PipelineModel.load(join_uri(pca, PCA_MODEL_FOLDER)))
+    mean, components = basis or pca_basis(spark, pca)
     metadata = {"run_key": run_key, "labels": trained.labels, "k": trained.k, "input_dim": int(mean.shape[0]),
                 "pca_uri": pca, "feature_model": feature_model(spark, pca), "decode": DECODE_SETTINGS}
     arrays = {"pca_mean": mean, "pca_components": components[:, : trained.k],
@@ -161,7 +185,7 @@ def run(spark, args: argparse.Namespace) -> dict:
                   "superseded_held_out_removed": thin_superseded(
                       spark, output, (current or {}).get("classifier_uri"), marker=CLASSIFIER_FIGURES_FILE,
                       drops=lambda name: name == CLASSIFIER_HELD_OUT_FOLDER, what="classifiers' held_out/", logger=logger),
-                  "seconds": round(time.monotonic() - started, 1)}
+                  "fit_seconds": trained.fit_seconds, "seconds": round(time.monotonic() - started, 1)}
     write_text(spark, join_uri(output, JOB_RESULT_FILE), json.dumps(job_result) + "\n")
     logger.info("classifier on %d labels, k=%d: held-out accuracy %.4f, macro F1 %.4f on %d images -> %s; %s: %s",
                 len(trained.labels), trained.k, figures["accuracy"], figures["macro_f1"], figures["n_test"], output,
