@@ -179,3 +179,8 @@ def remove_tree(uri: str, conn_id: str | None, *, inputs: tuple[str, ...]) -> No
     path = lake_path(uri, conn_id)
     if path.exists():
         path.fs.rm(path.path, recursive=True)
+        # s3fs ignores the per-key errors of a DeleteObjects (an AccessDenied included): a folder that
+        # is still there would be taken for removed, and come back in the next run's listing.
+        path.fs.invalidate_cache(path.path)
+        if path.exists():
+            raise OSError(f"{uri}: not removed (S3 refused some deletes: may the role s3:DeleteObject there?)")

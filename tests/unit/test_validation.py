@@ -134,6 +134,19 @@ def test_removing_outputs_never_touches_raw_or_uploads(lake):
             storage.remove_tree(target, None, inputs=lake.inputs())
 
 
+def test_a_folder_the_store_did_not_remove_is_an_error_not_taken_for_removed(lake, monkeypatch):
+    """s3fs returns quietly when S3 refuses the keys of a DeleteObjects (AccessDenied): seen as an Airflow
+    role without s3:DeleteObject on features/. The removal must say so, not log "removed"."""
+    from fruits_pipeline import storage
+
+    target = f"{lake.base_uri}/features/batch=run0"
+    storage.write_bytes(f"{target}/part-0.parquet", b"x", None)
+    fs = storage.lake_path(target, None).fs
+    monkeypatch.setattr(type(fs), "rm", lambda self, path, recursive=False, **kwargs: None)  # refused, silently
+    with pytest.raises(OSError, match=r"features/batch=run0: not removed"):
+        storage.remove_tree(target, None, inputs=lake.inputs())
+
+
 @pytest.fixture
 def phone_lake(tmp_path, phone_uploads):
     """Each phone-style upload under a name that lies about it (or says nothing), plus the bad input."""
