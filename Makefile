@@ -42,12 +42,15 @@ screenshots: install
 # then the mixed phone set: 400 12-MP uploads (JPEG, sideways JPEG, HEIC, WebP, PNG), job and validation;
 # then the JPEG set, 3,000 uploads: the job's fixed ~8 s of Spark is spread over what a day brings
 # (docs/phone-photos.md). Making the sets takes a while once; they are kept in bench/.phone-set/.
+# Last, the scale set: the PCA and classifier steps on 50,000 and 200,000 synthetic feature rows, and the
+# 200,000 on local[1], local[2] and a standalone cluster (docs/costs.md); kept in bench/.scale-set/.
 PHONE_JPEG_COUNT ?= 3000
 bench: install
 	$(BIN)/python bench/bench_features.py $(BENCH_ARGS)
 	$(BIN)/python bench/bench_phone.py $(PHONE_BENCH_ARGS)
 	$(BIN)/python bench/bench_phone.py --kinds jpeg,jpeg_sideways --count $(PHONE_JPEG_COUNT) \
 		--output bench/results/phone-jpeg.json
+	$(BIN)/python bench/bench_scale.py $(SCALE_BENCH_ARGS)
 
 # Regenerate the shipped model (spark_jobs/models/*.tflite + .provenance.json) from Keras' MobileNetV2:
 # FRUITS_WEIGHTS=/path/to/x.weights.h5, else Keras' ImageNet weights; refused unless equal to Keras.
