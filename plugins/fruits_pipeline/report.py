@@ -143,6 +143,9 @@ def build_report(lake: Lake, *, run_key: str, status: str, compute: str, validat
             "variance_kept": (pca_report or {}).get("cumulative"),
             "k_requested": (pca_report or {}).get("k_requested"),
             "variance_target": (pca_report or {}).get("variance_target"),
+            # what a day cost the PCA: the batches whose moments were read, and whether every row was projected
+            "moments": (pca_report or {}).get("moments"),
+            "basis": (pca_report or {}).get("basis"),
         },
         "classifier": classifier_report(lake.classifier(run_key), classifier_figures) if classifier_figures else None,
         "classifier_not_trained": classifier_not_trained,  # why a run that fitted a PCA has no classifier
@@ -169,8 +172,8 @@ def build_report(lake: Lake, *, run_key: str, status: str, compute: str, validat
     }
 
 
-CLASSIFIER_KEYS = ("accuracy", "macro_f1", "per_label", "confusion_matrix", "accuracy_by_k", "excluded_labels",
-                   "n_train", "n_test", "unsure", "publication", "labelled_uploads")
+CLASSIFIER_KEYS = ("accuracy", "macro_f1", "per_label", "confusion_matrix", "accuracy_by_k", "accuracy_by_k_measured",
+                   "fits", "excluded_labels", "n_train", "n_test", "unsure", "publication", "labelled_uploads")
 PREDICTION_KEYS = ("model", "predicted", "unsure", "by_label", "mean_probability_by_label", "reason")
 
 
@@ -207,7 +210,9 @@ def summary_text(report: dict) -> str:
         lines.append(f"  features: {c['featurized']} featurized, {c['rejected_by_job'] or 0} rejected by the job, "
                      f"{c.get('duplicates') or 0} duplicates")
     if pca.get("k") is not None:
-        lines.append(f"  PCA on {c['reduced']} images -> k={pca['k']} components keeping {kept} of the variance")
+        basis = pca.get("basis") or {}
+        lines.append(f"  PCA on {c['reduced']} images -> k={pca['k']} components keeping {kept} of the variance"
+                     + (f"; projected: {basis['reprojected']} ({basis.get('why')})" if basis.get("reprojected") else ""))
     classifier = report.get("classifier")
     if classifier and classifier.get("accuracy") is not None:
         left_out = ", ".join(f"{label} ({n})" for label, n in (classifier.get("excluded_labels") or {}).items())

@@ -150,6 +150,9 @@ def _features_and_pca(report: dict) -> str:
         rows.append(_row("PCA components (k)", _field("pca.k", pca["k"])))
         rows.append(_row("variance kept", _field("pca.variance_kept", pca.get("variance_kept"),
                                                  _percent(pca.get("variance_kept")))))
+        basis = pca.get("basis") or {}
+        if basis.get("reprojected"):
+            rows.append(_row("rows projected", _field("pca.basis.reprojected", basis["reprojected"]), _e(basis.get("why"))))
     if report.get("pca_target"):
         target = ", ".join(f"{k} {v}" for k, v in report["pca_target"].items())
         rows.append(_row("PCA target asked for", _e(target)))

@@ -38,6 +38,9 @@ VECTOR_COLUMN = "features_vector"
 CENTERED_COLUMN = "features_centered"
 PCA_VECTOR_COLUMN = "pca_vector"
 OUTPUT_COLUMN = "pca_features"
+# The published PCA's k is kept while it keeps at least the variance target less this (solve): half a point,
+# about what the one or two components around the cut-off carry on real features.
+VARIANCE_TOLERANCE_FOR_PUBLISHED_K = 0.005
 # Float rounding can leave the cumulative ratio of all components a hair under 1.0.
 _VARIANCE_TOLERANCE = 1e-9
 
@@ -51,11 +54,14 @@ class ComponentChoice:
     capped: bool
     variance_target: float | None
     max_k: int
+    smallest_k: int | None = None  # set when the published k was kept instead of the smallest k reaching the target
 
     def report_fields(self) -> dict:
         fields = {"k_requested": self.k_requested, "capped": self.capped, "max_k": self.max_k}
         if self.variance_target is not None:
             fields["variance_target"] = self.variance_target
+        if self.smallest_k is not None:
+            fields["smallest_k_for_target"] = self.smallest_k
         return fields
 
 
@@ -441,11 +447,19 @@ def pca_report(choice: ComponentChoice, ratios: list[float], n_rows: int, input_
 
 
 def solve(moments: Moments, n_rows: int, input_dim: int, k: int | None = None, variance: float | None = None,
-          logger=None) -> Fit:
-    """The principal axes of ``moments`` (those of ``n_rows`` rows) and the components to keep."""
+          logger=None, published_k: int | None = None) -> Fit:
+    """The principal axes of ``moments`` (those of ``n_rows`` rows) and the components to keep.
+
+    With ``variance`` and ``published_k`` (the published PCA's k), that k is kept while it still reaches the
+    target within VARIANCE_TOLERANCE_FOR_PUBLISHED_K: the smallest k reaching 0.95 moved by one on about half
+    of the days that only added more of the same fruits, and a changed k reprojects every row."""
     axes = principal_axes(moments)
     ratios_all = axes.ratios
     choice = choose_k(n_rows, input_dim, k=k, variance=variance, ratios=ratios_all)
+    if (variance is not None and published_k is not None and published_k != choice.k
+            and published_k <= choice.max_k
+            and math.fsum(ratios_all[:published_k]) >= variance - VARIANCE_TOLERANCE_FOR_PUBLISHED_K):
+        choice = ComponentChoice(published_k, None, False, variance, choice.max_k, smallest_k=choice.k)
     if logger:
         logger.info("centered PCA: %d rows x %d dims -> k=%d%s", n_rows, input_dim, choice.k,
                     " (capped)" if choice.capped else "")

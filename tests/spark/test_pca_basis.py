@@ -49,3 +49,20 @@ def test_more_of_the_same_fruits_keeps_the_basis_a_new_fruit_moves_it(real_keras
     for label in sorted(set(labels)):  # 10 images (6%) of a fruit the other three did not show
         new = weighted_angle(matrix[labels != label], matrix[labels == label][:10])
         assert new > 2 * BASIS_ANGLE_THRESHOLD_DEG, (label, new)
+
+
+def test_with_a_variance_target_the_published_k_is_kept_while_it_reaches_the_target_within_half_a_point():
+    """Variances 50, 30, 10, 5, 3, 2 (ratios .5 .3 .1 .05 .03 .02): 0.95 needs k=4. A published k of 3 keeps
+    0.90 (too little), of 5 keeps 0.98 (more than needed: kept, the report says the smallest k was 4)."""
+    rng = np.random.default_rng(0)
+    rows = rng.normal(size=(20_000, 6)) * np.sqrt([50, 30, 10, 5, 3, 2])
+    moments = Moments.of_rows(rows)
+
+    def chosen(variance, published_k):
+        return solve(moments, len(rows), 6, variance=variance, published_k=published_k).choice
+
+    assert chosen(0.95, None).k == 4
+    assert chosen(0.95, 5).k == 5 and chosen(0.95, 5).report_fields()["smallest_k_for_target"] == 4
+    assert chosen(0.95, 3).k == 4  # 0.90 is more than half a point short
+    assert chosen(0.904, 3).k == 3  # 0.90 is within half a point of 0.904 (the smallest k would be 4)
+    assert "smallest_k_for_target" not in chosen(0.95, 4).report_fields()

@@ -44,6 +44,19 @@ def test_report_counts_reconcile_and_summary_reads_well():
     assert reconcile({"listed": 3, "valid": 1, "rejected": 1}) == ["listed 3 != valid 1 + rejected 1"]
 
 
+def test_the_report_says_whether_the_pca_projected_every_row_or_the_days_batch():
+    from fruits_pipeline.run_report_view import render_report
+
+    basis = {"reprojected": "new batches only", "why": "the basis did not move: weighted angle 1.20 < 5.0 degrees"}
+    report = build_report(Lake("s3://b"), run_key="r2", status="success", compute="emr",
+                          validation={"listed": 1, "valid": 1, "rejected": 0, "rejected_by_reason": {}},
+                          pca_report={"k": 5, "cumulative": 0.96, "n_images": 40, "basis": basis,
+                                      "moments": {"kept_batches": 9, "read_batches": 1}})
+    assert report["pca"]["basis"] == basis and report["pca"]["moments"]["read_batches"] == 1
+    assert "projected: new batches only (the basis did not move" in summary_text(report)
+    assert 'data-field="pca.basis.reprojected">new batches only<' in render_report(report, run_id="r2", run_state="success", picture_url=None)
+
+
 def test_duplicates_count_in_the_report_and_its_summary():
     """A photo uploaded under two names is featurized once: the second is valid but neither featurized
     nor rejected by the job; the counts reconcile only when duplicates are counted."""
@@ -105,7 +118,7 @@ def test_the_report_carries_the_classifiers_figures_under_the_agreed_keys():
                           pca_report={"k": 12, "cumulative": 0.9, "n_images": 43}, classifier_figures=FIGURES)
     classifier = report["classifier"]
     assert set(classifier) == {"uri", "accuracy", "macro_f1", "per_label", "confusion_matrix", "accuracy_by_k",
-                               "excluded_labels", "n_train", "n_test", "unsure", "publication", "labelled_uploads"}
+                               "accuracy_by_k_measured", "fits", "excluded_labels", "n_train", "n_test", "unsure", "publication", "labelled_uploads"}
     assert classifier["uri"] == report["uris"]["classifier"] == "s3://b/classifier/r1"
     assert classifier["confusion_matrix"] == FIGURES["confusion_matrix"]
     text = summary_text(report)

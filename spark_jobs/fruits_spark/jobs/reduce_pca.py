@@ -145,7 +145,8 @@ def reduce(spark, args, table, moments, new_rows, published: PublishedPca | None
     n_rows = table.count()  # the path column alone
     if moments.count != n_rows:
         return full("the moments were recomputed (a photo taken again)")
-    fit = solve(moments, n_rows, len(moments.mean), k=args.k, variance=args.variance, logger=logger)
+    fit = solve(moments, n_rows, len(moments.mean), k=args.k, variance=args.variance, logger=logger,
+                published_k=published.components.shape[1] if published else None)
     decision = basis_decision(published, fit, newest_commit_ms) if published else refit_decision(why_not,
                                                                                                   newest_commit_ms)
     logger.info("basis: %s", decision.why)
