@@ -151,14 +151,24 @@ def submit(master: str, script: str, args: list[str], driver_memory: str) -> dic
     env.pop("PYSPARK_SUBMIT_ARGS", None)
     command = [str(Path(python).parent / "spark-submit"), "--master", master, "--driver-memory", driver_memory,
                "--conf", "spark.ui.enabled=false", "--conf", "spark.executor.memory=3g", str(JOBS / script), *args]
-    started = time.monotonic()
+    started, cpu_before = time.monotonic(), _children_cpu_seconds()
     completed = subprocess.run(command, capture_output=True, text=True, env=env)
-    wall = time.monotonic() - started
+    wall, cpu = time.monotonic() - started, _children_cpu_seconds() - cpu_before
     output = completed.stdout + completed.stderr
     lines = [line for line in output.splitlines() if line.startswith("FRUITS_RESULT ")]
     if completed.returncode != 0 or not lines:
         raise RuntimeError(f"{script} on {master} failed ({completed.returncode}):\n{output[-4000:]}")
-    return json.loads(lines[-1].removeprefix("FRUITS_RESULT ")) | {"wall_seconds": round(wall, 1)}
+    return json.loads(lines[-1].removeprefix("FRUITS_RESULT ")) | {"wall_seconds": round(wall, 1),
+                                                                  "cpu_seconds": round(cpu, 1)}
+
+
+def _children_cpu_seconds() -> float:
+    """CPU of the finished child process trees (spark-submit's JVM and, on local masters, its Python workers;
+    a standalone cluster's executors belong to its workers and are not counted)."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def measure(features: Path, work: Path, master: str, driver_memory: str) -> dict:
@@ -172,6 +182,9 @@ def measure(features: Path, work: Path, master: str, driver_memory: str) -> dict
     k = str(classifier["k"])
     return {"master": master, "rows": pca["n_images"], "k": pca["k"], "labels": classifier["labels"],
             "pca_seconds": pca["wall_seconds"], "classifier_seconds": classifier["wall_seconds"],
+            # CPU seconds per wall second of the job: above 1 on local[1] means one task slot kept more than a core busy
+            "pca_cores_busy": round(pca["cpu_seconds"] / pca["wall_seconds"], 2),
+            "classifier_cores_busy": round(classifier["cpu_seconds"] / classifier["wall_seconds"], 2),
             "fit_seconds_run_k": classifier["fit_seconds"][k], "fit_seconds": classifier["fit_seconds"],
             "evaluations_run_k": figures["fits"][k]["evaluations"], "accuracy": classifier["accuracy"]}
 

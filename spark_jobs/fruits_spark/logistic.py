@@ -48,7 +48,7 @@ def _pack_bucket(frame):
     import pandas as pd
 
     frame = frame.sort_values("path", kind="mergesort")
-    features = np.stack(frame["features"].to_numpy()).astype(np.float64) if len(frame) else np.zeros((0, 0))
+    features = np.stack(frame["features"].to_numpy()).astype(np.float64)  # a group is never empty
     return pd.DataFrame({"bucket": [int(frame["bucket"].iloc[0])], "rows": [len(frame)],
                          "labels": [frame["label_index"].to_numpy(dtype=np.int32).tobytes()],
                          "features": [np.ascontiguousarray(features).tobytes()]})
@@ -66,11 +66,12 @@ def training_blocks(rows, features_column: str, label_column: str, k: int, parti
     return blocks.repartition(partitions, "bucket").cache()
 
 
-def _block_arrays(row, k: int):
+def _block_arrays(row):
+    """(labels [rows], features [rows, k]) of one packed block."""
     import numpy as np
 
     labels = np.frombuffer(row["labels"], dtype=np.int32)
-    return labels, np.frombuffer(row["features"], dtype=np.float64).reshape(len(labels), k)
+    return labels, np.frombuffer(row["features"], dtype=np.float64).reshape(len(labels), -1)
 
 
 def _partials(weights, intercepts, k: int):
@@ -83,7 +84,7 @@ def _partials(weights, intercepts, k: int):
     def evaluate(batches):
         for batch in batches:
             for row in batch.to_pylist():
-                labels, features = _block_arrays(row, k)
+                labels, features = _block_arrays(row)
                 logits = features @ weights.T + intercepts
                 shifted = logits - logits.max(axis=1, keepdims=True)
                 exp = np.exp(shifted)
@@ -109,8 +110,7 @@ def _moments(batches):
 
     for batch in batches:
         for row in batch.to_pylist():
-            labels = np.frombuffer(row["labels"], dtype=np.int32)
-            features = np.frombuffer(row["features"], dtype=np.float64).reshape(len(labels), -1)
+            labels, features = _block_arrays(row)
             mean = features.mean(axis=0)
             yield pa.RecordBatch.from_pydict({"bucket": [row["bucket"]], "rows": [len(labels)],
                                               "mean": [mean.tobytes()],
