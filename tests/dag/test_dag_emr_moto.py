@@ -97,7 +97,8 @@ def test_emr_run_processes_new_uploads_and_terminates_the_cluster(aws, lake_buck
     classifier = report["classifier"]
     assert classifier["uri"] == f"s3://{lake_bucket}/classifier/{report['run_key']}"
     assert set(classifier) == {"uri", "accuracy", "macro_f1", "per_label", "confusion_matrix", "accuracy_by_k",
-                               "excluded_labels", "n_train", "n_test", "unsure", "publication", "labelled_uploads"}
+                               "accuracy_by_k_measured", "fits", "excluded_labels", "n_train", "n_test", "unsure",
+                               "publication", "labelled_uploads"}
     assert (classifier["accuracy"], classifier["n_test"]) == (0.75, 4)
     assert [s["name"].split()[0] for s in report["steps"]] == ["extract_features", "reduce_pca", "train_classifier", "predict_uploads"]
     assert report["estimated_cost"]["core"] == {"instance_type": "m5.xlarge", "count": 3, "market": "SPOT"}
