@@ -36,6 +36,8 @@ ARRIVAL_COLUMNS = (("path", "string"), ("size", "int64"), ("arrived", "string"),
 # A checkpoint every 10 commits: opening a table reads the checkpoint and at most 10 commit files,
 # however old the table (delta-rs's default, 100, would read up to 100 small files a day).
 TABLE_CONFIGURATION = {"delta.checkpointInterval": "10"}
+# Attempts of one write against commits of other writers (_write): a run is the only writer on a normal day.
+COMMIT_ATTEMPTS = 5
 # A DELETE names its paths in SQL; this many per statement keeps each statement small.
 PATHS_PER_DELETE = 1_000
 
@@ -102,11 +104,27 @@ def forget_open_tables() -> None:
 def _write(uri: str, rows: list[dict], columns, conn_id: str | None, **kwargs) -> None:
     import pyarrow as pa
     from deltalake import write_deltalake
+    from deltalake.exceptions import CommitFailedError
 
     table = pa.Table.from_pylist(rows, schema=_schema(columns))
-    target = _table(uri, conn_id) or uri
-    write_deltalake(target, table, storage_options=None if target is not uri else storage_options(uri, conn_id),
-                    configuration=TABLE_CONFIGURATION, **kwargs)
+    for attempt in range(COMMIT_ATTEMPTS):
+        existing = _table(uri, conn_id)
+        try:
+            if existing is None:
+                write_deltalake(uri, table, storage_options=storage_options(uri, conn_id),
+                                configuration=TABLE_CONFIGURATION, **kwargs)
+            else:
+                write_deltalake(existing, table, **kwargs)
+            return
+        except CommitFailedError:
+            # Optimistic concurrency: another writer committed first in a way delta-rs does not merge by itself
+            # (seen in CI: "Metadata changed since last commit", two writers each creating the table, or an
+            # append against the other's first commit). Read the table again and commit on top of it.
+            if attempt == COMMIT_ATTEMPTS - 1:
+                raise
+            log.warning("ledger %s: commit conflict with another writer, attempt %d of %d", uri, attempt + 2,
+                        COMMIT_ATTEMPTS)
+            _OPEN.pop((uri, repr(conn_id)), None)
 
 
 def _quoted(text: str) -> str:
