@@ -317,15 +317,22 @@ def label_csv(env) -> bytes:
             f"{W},\"Apple Red 1\"\r\n{spelled_in_full(env, Y)},Kiwi\r\n").encode()
 
 
-def add_uploads(env) -> None:
-    """Four app photos (no label), featurized and predicted by one run; labels/ the app wrote back."""
-    uris = [env.lake.uri(key) for key in UPLOADS]
-    for key in UPLOADS:
+def _featurized_uploads(env, run: str, keys) -> list[str]:
+    """App photos (no label) at ``keys``, in ``run``'s valid manifest and feature batch; returns their URIs."""
+    uris = [env.lake.uri(key) for key in keys]
+    for key in keys:
         env.put(key, f"photo {key}".encode())
     n, nulls = len(uris), pa.array([None] * len(uris), pa.string())
-    _parquet(env.put, f"manifests/{UPLOAD_RUN}/valid/part-00000.parquet", pa.table({"path": uris, "label": nulls}))
-    _parquet(env.put, f"features/batch={UPLOAD_RUN}/part-00000.parquet", pa.table({
+    _parquet(env.put, f"manifests/{run}/valid/part-00000.parquet", pa.table({"path": uris, "label": nulls}))
+    _parquet(env.put, f"features/batch={run}/part-00000.parquet", pa.table({
         "path": uris, "label": nulls, "features": pa.array([[0.5] * 4] * n, FEATURES), "model": ["mobilenet_v2"] * n}))
+    return uris
+
+
+def add_uploads(env) -> None:
+    """Four app photos (no label), featurized and predicted by one run; labels/ the app wrote back."""
+    uris = _featurized_uploads(env, UPLOAD_RUN, UPLOADS)
+    n = len(uris)
     _parquet(env.put, f"predictions/{UPLOAD_RUN}/part-00000.parquet", pa.table({
         "path": uris, "label": pa.array(["Kiwi", None, "Banana", "Kiwi"], pa.string()),
         "probability": pa.array([0.9, 0.4, 0.8, 0.95], pa.float32()),
@@ -498,14 +505,9 @@ def add_history(env) -> dict[str, list[str]]:
     lake, everyone, labels = env.lake, [env.lake.uri(key) for key in UPLOADS], []
     for day, run in enumerate(HISTORY):
         keys = [f"uploads/{run[:10]}/u{day}/{name}.jpg" for name in ("p", "q")]
-        uris = [lake.uri(key) for key in keys]
+        uris = _featurized_uploads(env, run, keys)
         everyone += uris
-        for key in keys:
-            env.put(key, f"photo {key}".encode())
         n, nulls = len(uris), pa.array([None] * len(uris), pa.string())
-        _parquet(env.put, f"manifests/{run}/valid/part-00000.parquet", pa.table({"path": uris, "label": nulls}))
-        _parquet(env.put, f"features/batch={run}/part-00000.parquet", pa.table({
-            "path": uris, "label": nulls, "features": pa.array([[0.5] * 4] * n, FEATURES), "model": ["mobilenet_v2"] * n}))
         _parquet(env.put, f"predictions/{run}/part-00000.parquet", pa.table({
             "path": uris, "label": nulls, "probability": pa.array([0.5] * n, pa.float32())}))
         env.put(f"features/batch={run}/_job_result.json", b"{}")
